@@ -1,0 +1,125 @@
+//! The batch contract every Purple service shares: a batch RPC takes at most
+//! [`MAX_BATCH_IDS`] ids, and callers split larger sets with [`chunked`]
+//! instead of writing their own loop of calls.
+
+use std::future::Future;
+
+use futures::{StreamExt, TryStreamExt, stream};
+
+/// The most ids one batch RPC accepts (DESIGN section 6).
+pub const MAX_BATCH_IDS: usize = 1_000;
+
+/// How many chunks of one set are in flight at once by default: enough to
+/// overlap round trips, few enough not to flood a peer's connection pool.
+pub const DEFAULT_FANOUT: usize = 4;
+
+/// Refuses a batch larger than the limit with INVALID_ARGUMENT naming the
+/// field and the limit, so a caller knows to chunk.
+pub fn check_batch_len(field: &str, len: usize) -> Result<(), tonic::Status> {
+    if len > MAX_BATCH_IDS {
+        return Err(tonic::Status::invalid_argument(format!(
+            "{field}: {len} ids exceed the batch limit of {MAX_BATCH_IDS}; split the request into chunks"
+        )));
+    }
+    Ok(())
+}
+
+/// Sends `items` to `call` in chunks of at most `limit`, at most `fanout`
+/// chunks concurrently, and returns the chunk responses in request order.
+///
+/// An empty set makes no call. The first error ends the whole operation:
+/// a partial answer would silently skew whatever the caller computes.
+pub async fn chunked<T, R, E, F, Fut>(
+    items: &[T],
+    limit: usize,
+    fanout: usize,
+    call: F,
+) -> Result<Vec<R>, E>
+where
+    T: Clone,
+    F: FnMut(Vec<T>) -> Fut,
+    Fut: Future<Output = Result<R, E>>,
+{
+    let limit = limit.max(1);
+    let chunks: Vec<Vec<T>> = items.chunks(limit).map(<[T]>::to_vec).collect();
+    stream::iter(chunks)
+        .map(call)
+        .buffered(fanout.max(1))
+        .try_collect()
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::*;
+
+    #[tokio::test]
+    async fn chunks_respect_the_limit_and_keep_request_order() {
+        let ids: Vec<u32> = (0..2_501).collect();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let sizes = chunked(&ids, 1_000, 3, |chunk| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                // Later chunks answer first: order must still hold.
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    30 - chunk.len() as u64 / 100,
+                ))
+                .await;
+                Ok::<_, ()>(chunk)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            sizes.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1_000, 1_000, 501]
+        );
+        assert_eq!(sizes.concat(), ids);
+    }
+
+    #[tokio::test]
+    async fn fanout_bounds_concurrency() {
+        let ids: Vec<u32> = (0..50).collect();
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        chunked(&ids, 5, 2, |_| {
+            let (now, peak) = (now.clone(), peak.clone());
+            async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, ()>(())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn empty_set_makes_no_call_and_errors_propagate() {
+        let none: Vec<u8> = Vec::new();
+        let out = chunked(&none, 10, 2, |_| async { Err::<(), _>("called") }).await;
+        assert_eq!(out, Ok(vec![]));
+        let out = chunked(&[1, 2, 3], 1, 2, |c| async move {
+            if c == [2] { Err("boom") } else { Ok(c) }
+        })
+        .await;
+        assert_eq!(out, Err("boom"));
+    }
+
+    #[test]
+    fn over_limit_names_field_and_limit() {
+        let err = check_batch_len("technique_ids", 1_001).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("technique_ids") && err.message().contains("1000"));
+        assert!(check_batch_len("technique_ids", 1_000).is_ok());
+    }
+}

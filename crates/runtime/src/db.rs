@@ -1,0 +1,347 @@
+//! Storage shared by every service: one [`Database`] per service, SQLite in
+//! its own file by default or PostgreSQL in its own schema, behind sqlx's
+//! `Any` driver so that each store has a single code path for both.
+//!
+//! Conventions that keep the SQL portable (and that every migration follows):
+//! instants are BIGINT microseconds since the Unix epoch (SQLite would
+//! otherwise compare text and keep nanoseconds), flags are BIGINT 0/1, id
+//! sets are bound as one JSON array text and read with
+//! `IN (SELECT value FROM json_each($1))` — native in SQLite, and a
+//! `json_each(text)` function that each PostgreSQL schema's first migration
+//! defines. Every statement runs through [`Stmt`], which makes it a span
+//! carrying the service, `db.system` and the statement text.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    Any, AnyPool, Connection, Encode, Executor, SqlSafeStr, Transaction, Type,
+    any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyQueryResult, AnyRow},
+    migrate::{Migration, MigrationType, Migrator},
+    query::Query,
+};
+use tracing::Instrument;
+
+use crate::settings::{ServiceName, StorageSettings};
+
+/// Which database engine a service uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite, one file per service.
+    Sqlite,
+    /// PostgreSQL, one schema (or database) per service.
+    Postgres,
+}
+
+impl Backend {
+    /// The OpenTelemetry `db.system` value.
+    pub fn system(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgresql",
+        }
+    }
+}
+
+/// One migration file, embedded in the binary with `include_str!`.
+pub struct MigrationFile {
+    /// Version, increasing; the same number on both backends.
+    pub version: i64,
+    /// What it does.
+    pub description: &'static str,
+    /// The DDL.
+    pub sql: &'static str,
+}
+
+/// The migrations of one service, one list per backend because DDL differs
+/// (types, identity columns, functions). Embedded rather than read from disk
+/// so a deployed binary needs no migration folder.
+pub struct Migrations {
+    /// Applied on SQLite.
+    pub sqlite: &'static [MigrationFile],
+    /// Applied on PostgreSQL.
+    pub postgres: &'static [MigrationFile],
+}
+
+impl Migrations {
+    fn migrator(files: &'static [MigrationFile]) -> Migrator {
+        Migrator::with_migrations(
+            files
+                .iter()
+                .map(|f| {
+                    Migration::new(
+                        f.version,
+                        f.description.into(),
+                        MigrationType::Simple,
+                        f.sql.into_sql_str(),
+                        false,
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A service's connection pool and what its spans say about it.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+    service: ServiceName,
+}
+
+impl Database {
+    /// Connects the service's database: its SQLite file under the data
+    /// directory, or its PostgreSQL schema (created if missing).
+    pub async fn connect(
+        service: ServiceName,
+        storage: &StorageSettings,
+    ) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        match storage.postgres_url(service) {
+            Some(url) => {
+                let schema = format!("{}{}", storage.schema_prefix, service.as_str());
+                Self::connect_postgres(service, url, &schema, storage.max_connections).await
+            }
+            None => {
+                std::fs::create_dir_all(&storage.data_dir).map_err(sqlx::Error::Io)?;
+                let path = storage.data_dir.join(format!("{}.db", service.as_str()));
+                let url = format!("sqlite://{}?mode=rwc", path.display());
+                Self::connect_sqlite(service, &url, storage.max_connections).await
+            }
+        }
+    }
+
+    async fn connect_sqlite(
+        service: ServiceName,
+        url: &str,
+        max_connections: u32,
+    ) -> Result<Self, sqlx::Error> {
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the single writer; the busy
+                    // timeout makes a second writer wait instead of failing.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            pool,
+            backend: Backend::Sqlite,
+            service,
+        })
+    }
+
+    async fn connect_postgres(
+        service: ServiceName,
+        url: &str,
+        schema: &str,
+        max_connections: u32,
+    ) -> Result<Self, sqlx::Error> {
+        if !is_identifier(schema) {
+            return Err(sqlx::Error::Configuration(
+                format!("schema name {schema:?} must be lower-case letters, digits and _").into(),
+            ));
+        }
+        let options = AnyConnectOptions::from_str(url)?;
+        // The schema name is checked above and comes from settings, never
+        // from a request: safe to splice into DDL.
+        let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+        let search_path = format!("SET search_path TO {schema}");
+        {
+            let mut conn = sqlx::AnyConnection::connect_with(&options).await?;
+            if let Err(err) = conn.execute(sqlx::AssertSqlSafe(create)).await {
+                // Two processes racing to create the same schema: the loser
+                // sees a unique violation, and the schema exists either way.
+                let exists = matches!(&err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") || db.code().as_deref() == Some("42P06"));
+                if !exists {
+                    return Err(err);
+                }
+            }
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                let search_path = search_path.clone();
+                Box::pin(async move {
+                    conn.execute(sqlx::AssertSqlSafe(search_path)).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            pool,
+            backend: Backend::Postgres,
+            service,
+        })
+    }
+
+    /// Applies the service's pending migrations for this backend.
+    pub async fn migrate(
+        &self,
+        migrations: &Migrations,
+    ) -> Result<(), sqlx::migrate::MigrateError> {
+        let files = match self.backend {
+            Backend::Sqlite => migrations.sqlite,
+            Backend::Postgres => migrations.postgres,
+        };
+        Migrations::migrator(files).run(&self.pool).await
+    }
+
+    /// The pool, as an executor for single statements.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The engine in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The service that owns this database.
+    pub fn service(&self) -> ServiceName {
+        self.service
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    /// A statement to bind and run; its execution is a span.
+    pub fn stmt(&self, sql: &'static str) -> Stmt {
+        Stmt {
+            sql,
+            query: sqlx::query(sql),
+            backend: self.backend,
+            service: self.service,
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// One SQL statement with its arguments. Running it opens a `db.statement`
+/// span, so the statements a request costs show in its trace.
+pub struct Stmt {
+    sql: &'static str,
+    query: Query<'static, Any, AnyArguments>,
+    backend: Backend,
+    service: ServiceName,
+}
+
+impl Stmt {
+    /// Binds the next `$N` argument.
+    pub fn bind<T>(mut self, value: T) -> Self
+    where
+        T: Encode<'static, Any> + Type<Any> + 'static,
+    {
+        self.query = self.query.bind(value);
+        self
+    }
+
+    /// Binds a set of ids as one JSON array, for `json_each($N)`.
+    pub fn bind_ids<I, S>(self, ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let json = serde_json::Value::Array(
+            ids.into_iter()
+                .map(|s| serde_json::Value::String(s.as_ref().to_owned()))
+                .collect(),
+        );
+        self.bind(json.to_string())
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "db.statement",
+            otel.name = %first_words(self.sql),
+            otel.kind = "client",
+            db.system = self.backend.system(),
+            db.statement = self.sql,
+            service = self.service.as_str(),
+        )
+    }
+
+    /// Runs it and returns every row.
+    pub async fn fetch_all<'c, E>(self, executor: E) -> Result<Vec<AnyRow>, sqlx::Error>
+    where
+        E: Executor<'c, Database = Any>,
+    {
+        let span = self.span();
+        self.query.fetch_all(executor).instrument(span).await
+    }
+
+    /// Runs it and returns the one row it must produce.
+    pub async fn fetch_one<'c, E>(self, executor: E) -> Result<AnyRow, sqlx::Error>
+    where
+        E: Executor<'c, Database = Any>,
+    {
+        let span = self.span();
+        self.query.fetch_one(executor).instrument(span).await
+    }
+
+    /// Runs it and returns the row it may produce.
+    pub async fn fetch_optional<'c, E>(self, executor: E) -> Result<Option<AnyRow>, sqlx::Error>
+    where
+        E: Executor<'c, Database = Any>,
+    {
+        let span = self.span();
+        self.query.fetch_optional(executor).instrument(span).await
+    }
+
+    /// Runs it for its effect.
+    pub async fn execute<'c, E>(self, executor: E) -> Result<AnyQueryResult, sqlx::Error>
+    where
+        E: Executor<'c, Database = Any>,
+    {
+        let span = self.span();
+        self.query.execute(executor).instrument(span).await
+    }
+}
+
+/// "SELECT metrics.events" style span names stay short; the full text is in
+/// `db.statement`.
+fn first_words(sql: &str) -> String {
+    let mut words = sql.split_whitespace();
+    let verb = words.next().unwrap_or("SQL").to_ascii_uppercase();
+    format!("db {verb}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked() {
+        assert!(is_identifier("purple_ingest"));
+        assert!(!is_identifier("purple-ingest"));
+        assert!(!is_identifier("x; DROP TABLE y"));
+        assert!(!is_identifier(""));
+    }
+}

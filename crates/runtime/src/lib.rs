@@ -1,0 +1,21 @@
+//! What every Purple service runs on, so that a service crate holds only its
+//! own API, rules and SQL: settings, storage (one code path for SQLite and
+//! PostgreSQL, every statement a span), telemetry (OpenTelemetry with W3C
+//! trace context across gRPC hops), typed peer clients, time conversions and
+//! the gRPC server assembly with health, reflection, limits and graceful
+//! shutdown.
+
+pub mod clients;
+pub mod context;
+pub mod db;
+pub mod paging;
+pub mod server;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;
+pub mod tracecontext;
+
+pub use context::ServiceContext;
+pub use db::{Backend, Database, MigrationFile, Migrations};
+pub use settings::{ServiceName, Settings};

@@ -1,0 +1,28 @@
+//! The scoring service.
+
+pub mod api;
+
+use purple_api::scoring::v1::scoring_service_server::ScoringServiceServer;
+use purple_runtime::{MigrationFile, Migrations, ServiceContext};
+
+/// The scoring schema, per backend.
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[MigrationFile {
+        version: 1,
+        description: "json_each",
+        sql: include_str!("../migrations/sqlite/0001_json_each.sql"),
+    }],
+    postgres: &[MigrationFile {
+        version: 1,
+        description: "json_each",
+        sql: include_str!("../migrations/postgres/0001_json_each.sql"),
+    }],
+};
+
+/// Builds the gRPC service on a migrated database.
+pub fn build(ctx: ServiceContext) -> anyhow::Result<ScoringServiceServer<api::ScoringApi>> {
+    let max = ctx.settings.limits.max_message_bytes;
+    Ok(ScoringServiceServer::new(api::ScoringApi::new(ctx))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max))
+}
