@@ -88,7 +88,7 @@ pub fn init(service_name: &str, format: LogFormat) -> anyhow::Result<TelemetryGu
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
-    install(&provider, format)?;
+    install(&provider, format, false)?;
     Ok(TelemetryGuard {
         provider: Some(provider),
     })
@@ -100,7 +100,7 @@ fn resource(service_name: &str) -> Resource {
         .build()
 }
 
-fn install(provider: &SdkTracerProvider, format: LogFormat) -> anyhow::Result<()> {
+fn install(provider: &SdkTracerProvider, format: LogFormat, test: bool) -> anyhow::Result<()> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer("purple");
@@ -113,15 +113,20 @@ fn install(provider: &SdkTracerProvider, format: LogFormat) -> anyhow::Result<()
         .with_tracer(tracer)
         .with_filter(filter::LevelFilter::INFO)
         .with_filter(no_transport);
-    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
+    let default_level = if test { "warn" } else { "info" };
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let logs = match (format, test) {
+        (_, true) => tracing_subscriber::fmt::layer()
+            .with_test_writer()
+            .with_filter(env)
+            .boxed(),
+        (LogFormat::Json, false) => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
             .with_filter(env)
             .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_filter(env).boxed(),
+        (LogFormat::Text, false) => tracing_subscriber::fmt::layer().with_filter(env).boxed(),
     };
     tracing_subscriber::registry()
         .with(otel)
@@ -215,7 +220,7 @@ pub fn init_for_tests() -> SpanCollector {
                 .with_resource(resource("purple-test"))
                 .with_span_processor(collector.clone())
                 .build();
-            install(&provider, LogFormat::Text).expect("test telemetry installs once");
+            install(&provider, LogFormat::Text, true).expect("test telemetry installs once");
             collector
         })
         .clone()

@@ -1,0 +1,215 @@
+//! `spawn_app()`: a fresh server per test, and what tests use to read the
+//! trace of one request.
+
+use std::{net::SocketAddr, time::Duration};
+
+use purple_runtime::{
+    ServiceName, Settings,
+    telemetry::{self, CollectedSpan, SpanCollector},
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{
+    Request,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// A connected channel.
+    pub channel: Channel,
+    /// Every span of this process.
+    pub spans: SpanCollector,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _data_dir: tempfile::TempDir,
+}
+
+/// Settings for an isolated server: port 0, a temporary data directory, and
+/// on PostgreSQL a schema prefix of its own.
+pub fn test_settings(data_dir: &std::path::Path) -> Settings {
+    let mut settings = Settings::defaults();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.storage.data_dir = data_dir.to_path_buf();
+    settings.storage.database_url = std::env::var("PURPLE_TEST_DATABASE_URL").ok();
+    settings.storage.ingest_database_url = None;
+    settings.storage.campaigns_database_url = None;
+    settings.storage.scoring_database_url = None;
+    settings.storage.metrics_database_url = None;
+    settings.storage.schema_prefix =
+        format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    settings.storage.max_connections = 4;
+    settings.peers = Default::default();
+    settings.limits.shutdown_grace_secs = 5;
+    settings
+}
+
+/// Starts all four services in-process and waits until health says SERVING.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with settings adjusted first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let spans = telemetry::init_for_tests();
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(data_dir.path());
+    adjust(&mut settings);
+    let app = purple::Application::build(settings, &ServiceName::ALL)
+        .await
+        .expect("the application builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let test_app = TestApp {
+        addr,
+        channel,
+        spans,
+        stop: Some(stop),
+        handle: Some(handle),
+        _data_dir: data_dir,
+    };
+    test_app.wait_until_serving("").await;
+    test_app
+}
+
+impl TestApp {
+    /// Polls health until `service` is SERVING (no sleeping on a guess).
+    pub async fn wait_until_serving(&self, service: &str) {
+        let mut health = HealthClient::new(self.channel.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .map(|r| r.into_inner().status);
+            if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server never became SERVING: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asks the server to shut down and waits for it to finish.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.handle.take().unwrap().await.unwrap()
+    }
+
+    /// Sends the shutdown signal without waiting.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<anyhow::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.handle.take().unwrap()
+    }
+
+    /// The spans of one trace once its root RPC span has ended.
+    pub async fn trace(&self, trace: &Trace) -> Vec<CollectedSpan> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let spans = self.spans.trace(&trace.trace_id);
+            // The server span of the request itself is the last to end.
+            if spans
+                .iter()
+                .any(|s| s.attr("trace_id").is_some() || s.name == trace.root_name)
+            {
+                return spans;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "trace {} never completed",
+                trace.trace_id
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A trace started by a test: put it on a request with [`Trace::request`].
+pub struct Trace {
+    /// 32 hex digits.
+    pub trace_id: String,
+    root_name: String,
+}
+
+impl Trace {
+    /// A new trace whose root will be the RPC `path` ("pkg.Service/Method").
+    pub fn new(path: &str) -> Self {
+        Self {
+            trace_id: uuid::Uuid::new_v4().simple().to_string(),
+            root_name: path.to_owned(),
+        }
+    }
+
+    /// Wraps a message in a request that carries this trace.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        let parent = format!(
+            "00-{}-{}-01",
+            self.trace_id,
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
+        request
+            .metadata_mut()
+            .insert("traceparent", MetadataValue::try_from(parent).unwrap());
+        request
+    }
+}
+
+/// What one request cost.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cost {
+    /// SQL statements, per service.
+    pub statements: std::collections::BTreeMap<String, usize>,
+    /// RPCs served (the request itself included).
+    pub rpcs: usize,
+}
+
+impl Cost {
+    /// Counts the statements and RPC server spans of a trace.
+    pub fn of(spans: &[CollectedSpan]) -> Self {
+        let mut statements = std::collections::BTreeMap::new();
+        for span in spans.iter().filter(|s| s.attr("db.statement").is_some()) {
+            *statements
+                .entry(span.attr("service").unwrap_or("?").to_owned())
+                .or_insert(0) += 1;
+        }
+        let rpcs = spans
+            .iter()
+            .filter(|s| s.attr("rpc.system") == Some("grpc"))
+            .count();
+        Self { statements, rpcs }
+    }
+
+    /// Statements of all services together.
+    pub fn total_statements(&self) -> usize {
+        self.statements.values().sum()
+    }
+}

@@ -1,0 +1,7 @@
+//! Purple end to end: the all-in-one server started in-process on port 0
+//! with fresh databases (SQLite files by default, a fresh PostgreSQL schema
+//! per test when `PURPLE_TEST_DATABASE_URL` is set), exercised over real
+//! gRPC.
+
+mod helpers;
+mod server;
