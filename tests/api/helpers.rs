@@ -1,7 +1,7 @@
 //! `spawn_app()`: a fresh server per test, and what tests use to read the
 //! trace of one request.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use purple_runtime::{
     ServiceName, Settings,
@@ -19,8 +19,6 @@ use tonic_health::pb::{
 
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
-    /// Where it listens.
-    pub addr: SocketAddr,
     /// A connected channel.
     pub channel: Channel,
     /// Every span of this process.
@@ -72,7 +70,6 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .unwrap()
         .connect_lazy();
     let test_app = TestApp {
-        addr,
         channel,
         spans,
         stop: Some(stop),
@@ -206,10 +203,5 @@ impl Cost {
             .filter(|s| s.attr("rpc.system") == Some("grpc"))
             .count();
         Self { statements, rpcs }
-    }
-
-    /// Statements of all services together.
-    pub fn total_statements(&self) -> usize {
-        self.statements.values().sum()
     }
 }

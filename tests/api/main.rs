@@ -4,4 +4,5 @@
 //! gRPC.
 
 mod helpers;
+mod metrics;
 mod server;

@@ -13,13 +13,47 @@ pub const MAX_BATCH_IDS: usize = 1_000;
 /// overlap round trips, few enough not to flood a peer's connection pool.
 pub const DEFAULT_FANOUT: usize = 4;
 
-/// Refuses a batch larger than the limit with INVALID_ARGUMENT naming the
-/// field and the limit, so a caller knows to chunk.
-pub fn check_batch_len(field: &str, len: usize) -> Result<(), tonic::Status> {
+/// A batch over the limit: INVALID_ARGUMENT naming the field and the limit,
+/// so a caller knows to chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchTooLarge {
+    /// The repeated field.
+    pub field: String,
+    /// How many items it had.
+    pub len: usize,
+}
+
+impl BatchTooLarge {
+    /// Why, without the field name.
+    pub fn reason(&self) -> String {
+        format!(
+            "{} items exceed the batch limit of {MAX_BATCH_IDS}; split the request into chunks",
+            self.len
+        )
+    }
+}
+
+impl std::fmt::Display for BatchTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason())
+    }
+}
+
+impl std::error::Error for BatchTooLarge {}
+
+impl From<BatchTooLarge> for tonic::Status {
+    fn from(err: BatchTooLarge) -> Self {
+        tonic::Status::invalid_argument(err.to_string())
+    }
+}
+
+/// Refuses a batch larger than [`MAX_BATCH_IDS`].
+pub fn check_batch_len(field: &str, len: usize) -> Result<(), BatchTooLarge> {
     if len > MAX_BATCH_IDS {
-        return Err(tonic::Status::invalid_argument(format!(
-            "{field}: {len} ids exceed the batch limit of {MAX_BATCH_IDS}; split the request into chunks"
-        )));
+        return Err(BatchTooLarge {
+            field: field.to_owned(),
+            len,
+        });
     }
     Ok(())
 }
@@ -117,7 +151,7 @@ mod tests {
 
     #[test]
     fn over_limit_names_field_and_limit() {
-        let err = check_batch_len("technique_ids", 1_001).unwrap_err();
+        let err: tonic::Status = check_batch_len("technique_ids", 1_001).unwrap_err().into();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("technique_ids") && err.message().contains("1000"));
         assert!(check_batch_len("technique_ids", 1_000).is_ok());

@@ -3,6 +3,7 @@
 //! helper that splits a large id set into calls the server accepts.
 
 pub mod batch;
+mod vocabulary;
 
 /// Shared messages (`purple.common.v1`).
 pub mod common {

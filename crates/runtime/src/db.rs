@@ -4,12 +4,14 @@
 //!
 //! Conventions that keep the SQL portable (and that every migration follows):
 //! instants are BIGINT microseconds since the Unix epoch (SQLite would
-//! otherwise compare text and keep nanoseconds), flags are BIGINT 0/1, id
-//! sets are bound as one JSON array text and read with
-//! `IN (SELECT value FROM json_each($1))` — native in SQLite, and a
-//! `json_each(text)` function that each PostgreSQL schema's first migration
-//! defines. Every statement runs through [`Stmt`], which makes it a span
-//! carrying the service, `db.system` and the statement text.
+//! otherwise compare text and keep nanoseconds), flags are BIGINT 0/1, and
+//! sets travel as one bound JSON array text — ids read with
+//! `IN (SELECT value FROM json_each($1))`, rows with
+//! `SELECT json_extract(value, '$.f') ... FROM json_each($1)` — so one
+//! statement serves a set of any size. SQLite has both functions natively;
+//! each service's first PostgreSQL migration defines text overloads of them.
+//! Every statement runs through [`Stmt`], which makes it a span carrying the
+//! service, `db.system` and the statement text.
 
 use std::{str::FromStr, time::Duration};
 
@@ -275,6 +277,13 @@ impl Stmt {
                 .collect(),
         );
         self.bind(json.to_string())
+    }
+
+    /// Binds a set of rows as one JSON array of objects, for
+    /// `json_extract(value, '$.field') ... FROM json_each($N)`.
+    pub fn bind_rows<R: serde::Serialize>(self, rows: &[R]) -> Self {
+        let json = serde_json::to_string(rows).expect("rows serialize to JSON");
+        self.bind(json)
     }
 
     fn span(&self) -> tracing::Span {

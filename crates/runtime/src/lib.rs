@@ -12,6 +12,7 @@ pub mod paging;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 pub mod time;
 pub mod tracecontext;

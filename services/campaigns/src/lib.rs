@@ -9,13 +9,13 @@ use purple_runtime::{MigrationFile, Migrations, ServiceContext};
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[MigrationFile {
         version: 1,
-        description: "json_each",
-        sql: include_str!("../migrations/sqlite/0001_json_each.sql"),
+        description: "json functions",
+        sql: include_str!("../migrations/sqlite/0001_json_functions.sql"),
     }],
     postgres: &[MigrationFile {
         version: 1,
-        description: "json_each",
-        sql: include_str!("../migrations/postgres/0001_json_each.sql"),
+        description: "json functions",
+        sql: include_str!("../migrations/postgres/0001_json_functions.sql"),
     }],
 };
 

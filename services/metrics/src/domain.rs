@@ -1,0 +1,417 @@
+//! The rules of the event log and of metric windows: which events are
+//! accepted (known kinds, their required fields, sane instants), what a
+//! window and a filter are, and how ISO weeks are cut. No SQL, no gRPC.
+
+use std::collections::BTreeMap;
+
+use purple_api::common::v1::Outcome;
+use purple_runtime::time::{MICROS_PER_DAY, Micros};
+use serde::Serialize;
+
+use crate::error::MetricsError;
+
+/// The kinds the log accepts, with the fields each must carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A test was created (also by retest).
+    TestCreated,
+    /// Red started executing.
+    TestRedStarted,
+    /// Red executed; occurred_at is the execution time.
+    TestRedExecuted,
+    /// Blue started investigating.
+    TestBlueStarted,
+    /// Blue recorded an outcome.
+    TestBlueCompleted,
+    /// Blue detected it; occurred_at is the detection time.
+    TestDetected,
+    /// A purple lead validated it, with its outcome.
+    TestValidated,
+    /// A purple lead rejected one side's work.
+    TestRejected,
+    /// Cancelled.
+    TestCancelled,
+    /// A remediation was opened.
+    RemediationOpened,
+    /// Work on a remediation started.
+    RemediationStarted,
+    /// A remediation was completed.
+    RemediationCompleted,
+}
+
+impl EventKind {
+    const ALL: [EventKind; 12] = [
+        EventKind::TestCreated,
+        EventKind::TestRedStarted,
+        EventKind::TestRedExecuted,
+        EventKind::TestBlueStarted,
+        EventKind::TestBlueCompleted,
+        EventKind::TestDetected,
+        EventKind::TestValidated,
+        EventKind::TestRejected,
+        EventKind::TestCancelled,
+        EventKind::RemediationOpened,
+        EventKind::RemediationStarted,
+        EventKind::RemediationCompleted,
+    ];
+
+    /// The wire name, e.g. `test.red_executed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::TestCreated => "test.created",
+            EventKind::TestRedStarted => "test.red_started",
+            EventKind::TestRedExecuted => "test.red_executed",
+            EventKind::TestBlueStarted => "test.blue_started",
+            EventKind::TestBlueCompleted => "test.blue_completed",
+            EventKind::TestDetected => "test.detected",
+            EventKind::TestValidated => "test.validated",
+            EventKind::TestRejected => "test.rejected",
+            EventKind::TestCancelled => "test.cancelled",
+            EventKind::RemediationOpened => "remediation.opened",
+            EventKind::RemediationStarted => "remediation.started",
+            EventKind::RemediationCompleted => "remediation.completed",
+        }
+    }
+
+    /// The kind of a wire name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    fn is_remediation(self) -> bool {
+        matches!(
+            self,
+            EventKind::RemediationOpened
+                | EventKind::RemediationStarted
+                | EventKind::RemediationCompleted
+        )
+    }
+}
+
+/// A validated event, as the store writes it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NewEvent {
+    /// Deduplication key.
+    pub event_id: String,
+    /// Wire name of the kind.
+    pub kind: &'static str,
+    /// When it happened, microseconds.
+    pub occurred_at: Micros,
+    /// The test, if any.
+    pub test_id: Option<String>,
+    /// The technique.
+    pub technique_id: Option<String>,
+    /// The campaign, if any.
+    pub campaign_id: Option<String>,
+    /// The remediation (remediation events).
+    pub remediation_id: Option<String>,
+    /// Outcome key, when the kind carries one.
+    pub outcome: Option<&'static str>,
+    /// `red` or `blue` for rejections.
+    pub side: Option<&'static str>,
+    /// Who caused it.
+    pub actor_id: Option<String>,
+    /// Details, as JSON object text.
+    pub attributes: String,
+}
+
+/// The earliest instant an event may claim (2000-01-01T00:00:00Z).
+const EARLIEST: Micros = 946_684_800_000_000;
+/// How far ahead of the receiver's clock an event may be (clock skew).
+const MAX_SKEW: Micros = MICROS_PER_DAY;
+
+/// What a received event looks like before validation.
+pub struct RawEvent<'a> {
+    /// Deduplication key.
+    pub event_id: &'a str,
+    /// Wire name.
+    pub kind: &'a str,
+    /// When, if given.
+    pub occurred_at: Option<Result<Micros, String>>,
+    /// The test.
+    pub test_id: &'a str,
+    /// The technique.
+    pub technique_id: &'a str,
+    /// The campaign.
+    pub campaign_id: &'a str,
+    /// The remediation.
+    pub remediation_id: &'a str,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// The side.
+    pub side: &'a str,
+    /// The actor.
+    pub actor_id: &'a str,
+    /// Details.
+    pub attributes: &'a std::collections::HashMap<String, String>,
+}
+
+fn some(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// Checks one event; `index` names it in the error (`events[3].kind`).
+pub fn validate_event(
+    index: usize,
+    raw: &RawEvent<'_>,
+    now: Micros,
+) -> Result<NewEvent, MetricsError> {
+    let field = |name: &str| format!("events[{index}].{name}");
+    let invalid = |name: &str, reason: String| MetricsError::Invalid {
+        field: field(name),
+        reason,
+    };
+    let required = |name: &str, value: &str| {
+        if value.is_empty() {
+            Err(invalid(name, "required for this kind".into()))
+        } else {
+            Ok(())
+        }
+    };
+
+    if raw.event_id.is_empty() || raw.event_id.len() > 128 {
+        return Err(invalid("event_id", "must be 1 to 128 characters".into()));
+    }
+    let kind = EventKind::parse(raw.kind).ok_or_else(|| {
+        invalid(
+            "kind",
+            format!("unknown kind {:?} (event_id {})", raw.kind, raw.event_id),
+        )
+    })?;
+    let occurred_at = match &raw.occurred_at {
+        None => return Err(invalid("occurred_at", "required".into())),
+        Some(Err(reason)) => return Err(invalid("occurred_at", reason.clone())),
+        Some(Ok(at)) if *at < EARLIEST => {
+            return Err(invalid(
+                "occurred_at",
+                "before 2000-01-01 is not a plausible event time".into(),
+            ));
+        }
+        Some(Ok(at)) if *at > now + MAX_SKEW => {
+            return Err(invalid(
+                "occurred_at",
+                "more than a day in the future".into(),
+            ));
+        }
+        Some(Ok(at)) => *at,
+    };
+
+    required("technique_id", raw.technique_id)?;
+    if kind.is_remediation() {
+        required("remediation_id", raw.remediation_id)?;
+    } else {
+        required("test_id", raw.test_id)?;
+    }
+
+    let outcome = match kind {
+        EventKind::TestBlueCompleted | EventKind::TestValidated => Some(
+            raw.outcome
+                .key()
+                .ok_or_else(|| invalid("outcome", "required for this kind".into()))?,
+        ),
+        EventKind::TestDetected => match raw.outcome {
+            Outcome::Unspecified => None,
+            o if o.is_detection() => o.key(),
+            _ => {
+                return Err(invalid(
+                    "outcome",
+                    "test.detected carries blocked or detected".into(),
+                ));
+            }
+        },
+        _ => raw.outcome.key(),
+    };
+    let side = match (kind, raw.side) {
+        (EventKind::TestRejected, "red") => Some("red"),
+        (EventKind::TestRejected, "blue") => Some("blue"),
+        (EventKind::TestRejected, _) => {
+            return Err(invalid("side", "must be \"red\" or \"blue\"".into()));
+        }
+        (_, "") => None,
+        (_, _) => return Err(invalid("side", "only test.rejected carries a side".into())),
+    };
+    let attributes: BTreeMap<&String, &String> = raw.attributes.iter().collect();
+
+    Ok(NewEvent {
+        event_id: raw.event_id.to_owned(),
+        kind: kind.as_str(),
+        occurred_at,
+        test_id: some(raw.test_id),
+        technique_id: some(raw.technique_id),
+        campaign_id: some(raw.campaign_id),
+        remediation_id: some(raw.remediation_id),
+        outcome,
+        side,
+        actor_id: some(raw.actor_id),
+        attributes: serde_json::to_string(&attributes).expect("a string map serializes"),
+    })
+}
+
+/// Which events a metric reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    /// Inclusive start.
+    pub from: Micros,
+    /// Exclusive end.
+    pub to: Micros,
+    /// Only these techniques (empty: all).
+    pub technique_ids: Vec<String>,
+    /// Only this campaign (empty: all).
+    pub campaign_id: String,
+}
+
+/// One ISO week in microseconds.
+pub const WEEK: Micros = 7 * MICROS_PER_DAY;
+
+/// The longest window a trend covers (ten years of weeks).
+pub const MAX_TREND_WEEKS: i64 = 530;
+
+/// Monday 00:00 UTC of the ISO week containing `at`. 1970-01-05 was a
+/// Monday; Euclidean division keeps instants before it right too.
+pub fn iso_week_start(at: Micros) -> Micros {
+    const FIRST_MONDAY: Micros = 4 * MICROS_PER_DAY;
+    FIRST_MONDAY + (at - FIRST_MONDAY).div_euclid(WEEK) * WEEK
+}
+
+/// A duration distribution in seconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DurationStats {
+    /// Items.
+    pub count: i64,
+    /// Mean, when count > 0.
+    pub mean: Option<f64>,
+    /// Continuous median.
+    pub p50: Option<f64>,
+    /// Continuous 90th percentile.
+    pub p90: Option<f64>,
+}
+
+/// Rejection counts over a window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rejections {
+    /// Tests validated.
+    pub validated: i64,
+    /// Distinct tests rejected.
+    pub rejected: i64,
+    /// Distinct tests rejected on the red side.
+    pub red_rejected: i64,
+    /// Distinct tests executed by red.
+    pub red_executed: i64,
+    /// Distinct tests rejected on the blue side.
+    pub blue_rejected: i64,
+    /// Distinct tests completed by blue.
+    pub blue_completed: i64,
+}
+
+/// A share that is 0 over an empty denominator.
+pub fn rate(numerator: i64, denominator: i64) -> f64 {
+    if denominator == 0 {
+        0.0
+    } else {
+        numerator as f64 / denominator as f64
+    }
+}
+
+/// One week of the trend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Week {
+    /// Monday 00:00 UTC.
+    pub start: Micros,
+    /// Tests validated in the clipped week.
+    pub validated: i64,
+    /// Validated from the start of the log to min(week end, window end).
+    pub cumulative_validated: i64,
+    /// Of those validated this week, blocked or detected.
+    pub detections: i64,
+    /// MTTD of the tests validated this week.
+    pub mttd: DurationStats,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const NOW: Micros = 1_780_000_000_000_000;
+
+    fn raw<'a>(kind: &'a str, attrs: &'a HashMap<String, String>) -> RawEvent<'a> {
+        RawEvent {
+            event_id: "e1",
+            kind,
+            occurred_at: Some(Ok(NOW - 1)),
+            test_id: "t1",
+            technique_id: "T1059",
+            campaign_id: "",
+            remediation_id: "",
+            outcome: Outcome::Unspecified,
+            side: "",
+            actor_id: "",
+            attributes: attrs,
+        }
+    }
+
+    fn field_of(err: MetricsError) -> String {
+        match err {
+            MetricsError::Invalid { field, .. } => field,
+            other => panic!("not a field error: {other}"),
+        }
+    }
+
+    #[test]
+    fn iso_weeks_start_on_monday_midnight_utc() {
+        // 2026-03-04 (a Wednesday) 15:00 UTC -> Monday 2026-03-02 00:00 UTC.
+        let wednesday = 1_772_636_400_000_000;
+        assert_eq!(iso_week_start(wednesday), 1_772_409_600_000_000);
+        // A Monday at midnight is its own week start.
+        assert_eq!(iso_week_start(1_772_409_600_000_000), 1_772_409_600_000_000);
+        // Before the first Monday of 1970: the Monday before, 1969-12-29.
+        assert_eq!(iso_week_start(0), -3 * MICROS_PER_DAY);
+    }
+
+    #[test]
+    fn events_are_checked_field_by_field() {
+        let attrs = HashMap::new();
+        assert!(validate_event(0, &raw("test.red_started", &attrs), NOW).is_ok());
+        assert_eq!(
+            field_of(validate_event(4, &raw("test.nope", &attrs), NOW).unwrap_err()),
+            "events[4].kind"
+        );
+        assert_eq!(
+            field_of(validate_event(0, &raw("test.validated", &attrs), NOW).unwrap_err()),
+            "events[0].outcome"
+        );
+        assert_eq!(
+            field_of(validate_event(0, &raw("test.rejected", &attrs), NOW).unwrap_err()),
+            "events[0].side"
+        );
+        assert_eq!(
+            field_of(validate_event(0, &raw("remediation.opened", &attrs), NOW).unwrap_err()),
+            "events[0].remediation_id"
+        );
+        let mut late = raw("test.created", &attrs);
+        late.occurred_at = Some(Ok(NOW + 2 * MICROS_PER_DAY));
+        assert_eq!(
+            field_of(validate_event(1, &late, NOW).unwrap_err()),
+            "events[1].occurred_at"
+        );
+        let mut missing = raw("test.created", &attrs);
+        missing.occurred_at = None;
+        assert_eq!(
+            field_of(validate_event(1, &missing, NOW).unwrap_err()),
+            "events[1].occurred_at"
+        );
+        let mut undetected = raw("test.detected", &attrs);
+        undetected.outcome = Outcome::Logged;
+        assert_eq!(
+            field_of(validate_event(2, &undetected, NOW).unwrap_err()),
+            "events[2].outcome"
+        );
+    }
+
+    #[test]
+    fn rates_over_nothing_are_zero() {
+        assert_eq!(rate(3, 0), 0.0);
+        assert_eq!(rate(1, 4), 0.25);
+    }
+}

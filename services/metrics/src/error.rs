@@ -1,0 +1,46 @@
+//! The metrics service's one error type and its single mapping to gRPC.
+
+use tonic::Status;
+
+/// Everything that can go wrong in metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A request field is invalid; nothing was written.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field path, e.g. `events[3].kind`.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database failed.
+    #[error("storage: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+impl MetricsError {
+    /// An invalid field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        MetricsError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<purple_api::batch::BatchTooLarge> for MetricsError {
+    fn from(err: purple_api::batch::BatchTooLarge) -> Self {
+        MetricsError::invalid(err.field.clone(), err.reason())
+    }
+}
+
+impl From<MetricsError> for Status {
+    fn from(err: MetricsError) -> Self {
+        match err {
+            MetricsError::Invalid { field, reason } => {
+                purple_runtime::status::invalid_argument(&field, &reason)
+            }
+            MetricsError::Store(err) => purple_runtime::status::from_sqlx("metrics storage", &err),
+        }
+    }
+}

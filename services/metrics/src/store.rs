@@ -1,0 +1,373 @@
+//! All SQL of the metrics service. Each metric is one statement over the
+//! event log, the same text on SQLite and PostgreSQL.
+//!
+//! Every metric statement binds: `$1` window start, `$2` window end
+//! (exclusive), `$3` campaign id or '', `$4` technique ids as a JSON array,
+//! `$5` 1 when the technique filter applies. Durations are computed in
+//! microseconds and returned in seconds as double precision. Percentiles are
+//! continuous: position p·(n−1) in the sorted values, interpolated between
+//! the two closest ranks (PostgreSQL's `percentile_cont`), written with
+//! window functions and integer arithmetic so SQLite computes them too.
+
+use purple_runtime::{Database, db::Stmt, paging::Page, time::Micros};
+use sqlx::{Row, any::AnyRow};
+
+use crate::domain::{DurationStats, Filter, NewEvent, Rejections, Week};
+
+/// The filter on campaign and techniques, for events aliased `e`.
+macro_rules! event_filter {
+    () => {
+        " AND ($3 = '' OR e.campaign_id = $3) \
+          AND ($5 = 0 OR e.technique_id IN (SELECT value FROM json_each($4)))"
+    };
+}
+
+/// Count, mean, continuous p50 and p90 of `x` per group `g` of the CTE
+/// `durations`.
+macro_rules! duration_stats {
+    () => {
+        concat!(
+            "ranked AS (
+                SELECT g, x,
+                       ROW_NUMBER() OVER (PARTITION BY g ORDER BY x) - 1 AS i,
+                       COUNT(*) OVER (PARTITION BY g) - 1 AS m
+                FROM durations WHERE x IS NOT NULL
+            ),
+            cut AS (
+                SELECT g, x, i,
+                       (50 * m) / 100 AS lo50, 50 * m - 100 * ((50 * m) / 100) AS r50,
+                       (90 * m) / 100 AS lo90, 90 * m - 100 * ((90 * m) / 100) AS r90
+                FROM ranked
+            ),
+            stats AS (
+                SELECT g, COUNT(*) AS n, AVG(x) AS mean,
+                       MAX(CASE WHEN i = lo50 THEN x END)
+                         + CAST(MAX(r50) AS DOUBLE PRECISION) / 100.0
+                         * (COALESCE(MAX(CASE WHEN i = lo50 + 1 THEN x END), MAX(CASE WHEN i = lo50 THEN x END))
+                            - MAX(CASE WHEN i = lo50 THEN x END)) AS p50,
+                       MAX(CASE WHEN i = lo90 THEN x END)
+                         + CAST(MAX(r90) AS DOUBLE PRECISION) / 100.0
+                         * (COALESCE(MAX(CASE WHEN i = lo90 + 1 THEN x END), MAX(CASE WHEN i = lo90 THEN x END))
+                            - MAX(CASE WHEN i = lo90 THEN x END)) AS p90
+                FROM cut GROUP BY g
+            )"
+        )
+    };
+}
+
+/// Detect time of each test in `placed` (test_id, g) that was validated
+/// blocked or detected: latest test.detected minus latest
+/// test.red_executed over the test's whole history.
+macro_rules! detect_durations {
+    () => {
+        "durations AS (
+            SELECT p.g AS g,
+                   CAST(MAX(CASE WHEN d.kind = 'test.detected' THEN d.occurred_at END)
+                        - MAX(CASE WHEN d.kind = 'test.red_executed' THEN d.occurred_at END)
+                        AS DOUBLE PRECISION) / 1000000.0 AS x
+            FROM placed p
+            JOIN events d ON d.test_id = p.test_id AND d.kind IN ('test.detected', 'test.red_executed')
+            WHERE p.hit = 1
+            GROUP BY p.g, p.test_id
+        )"
+    };
+}
+
+const INSERT_EVENTS: &str = "
+    INSERT INTO events (event_id, kind, occurred_at, recorded_at, test_id, technique_id,
+                        campaign_id, remediation_id, outcome, side, actor_id, attributes)
+    SELECT json_extract(value, '$.event_id'), json_extract(value, '$.kind'),
+           CAST(json_extract(value, '$.occurred_at') AS BIGINT), $2,
+           json_extract(value, '$.test_id'), json_extract(value, '$.technique_id'),
+           json_extract(value, '$.campaign_id'), json_extract(value, '$.remediation_id'),
+           json_extract(value, '$.outcome'), json_extract(value, '$.side'),
+           json_extract(value, '$.actor_id'), json_extract(value, '$.attributes')
+    FROM json_each($1)
+    WHERE true
+    ON CONFLICT (event_id) DO NOTHING";
+
+const MTTD: &str = concat!(
+    "WITH placed AS (
+        SELECT e.test_id, 0 AS g, MAX(CASE WHEN e.outcome IN ('blocked', 'detected') THEN 1 ELSE 0 END) AS hit
+        FROM events e
+        WHERE e.kind = 'test.validated' AND e.occurred_at >= $1 AND e.occurred_at < $2",
+    event_filter!(),
+    "   GROUP BY e.test_id
+    ),",
+    detect_durations!(),
+    ",",
+    duration_stats!(),
+    "SELECT COALESCE(MAX(n), 0) AS n, MAX(mean) AS mean, MAX(p50) AS p50, MAX(p90) AS p90 FROM stats"
+);
+
+const MTTR: &str = concat!(
+    "WITH completed AS (
+        SELECT e.remediation_id, MAX(e.occurred_at) AS done
+        FROM events e
+        WHERE e.kind = 'remediation.completed' AND e.occurred_at >= $1 AND e.occurred_at < $2",
+    event_filter!(),
+    "   GROUP BY e.remediation_id
+    ),
+    durations AS (
+        SELECT 0 AS g, CAST(c.done - MAX(o.occurred_at) AS DOUBLE PRECISION) / 1000000.0 AS x
+        FROM completed c
+        JOIN events o ON o.remediation_id = c.remediation_id AND o.kind = 'remediation.opened'
+        GROUP BY c.remediation_id, c.done
+    ),",
+    duration_stats!(),
+    "SELECT COALESCE(MAX(n), 0) AS n, MAX(mean) AS mean, MAX(p50) AS p50, MAX(p90) AS p90 FROM stats"
+);
+
+const REJECTIONS: &str = concat!(
+    "SELECT COUNT(DISTINCT CASE WHEN e.kind = 'test.validated' THEN e.test_id END),
+            COUNT(DISTINCT CASE WHEN e.kind = 'test.rejected' THEN e.test_id END),
+            COUNT(DISTINCT CASE WHEN e.kind = 'test.rejected' AND e.side = 'red' THEN e.test_id END),
+            COUNT(DISTINCT CASE WHEN e.kind = 'test.red_executed' THEN e.test_id END),
+            COUNT(DISTINCT CASE WHEN e.kind = 'test.rejected' AND e.side = 'blue' THEN e.test_id END),
+            COUNT(DISTINCT CASE WHEN e.kind = 'test.blue_completed' THEN e.test_id END)
+     FROM events e
+     WHERE e.kind IN ('test.validated', 'test.rejected', 'test.red_executed', 'test.blue_completed')
+       AND e.occurred_at >= $1 AND e.occurred_at < $2",
+    event_filter!()
+);
+
+/// `$6` is the Monday 00:00 UTC of the window's first week.
+const TREND: &str = concat!(
+    "WITH RECURSIVE weeks (ws) AS (
+        SELECT CAST($6 AS BIGINT)
+        UNION ALL
+        SELECT ws + 604800000000 FROM weeks WHERE ws + 604800000000 < $2
+    ),
+    validated AS (
+        SELECT e.test_id, MAX(e.occurred_at) AS at,
+               MAX(CASE WHEN e.outcome IN ('blocked', 'detected') THEN 1 ELSE 0 END) AS hit
+        FROM events e
+        WHERE e.kind = 'test.validated' AND e.occurred_at >= $1 AND e.occurred_at < $2",
+    event_filter!(),
+    "   GROUP BY e.test_id
+    ),
+    placed AS (
+        SELECT test_id, hit, $6 + ((at - $6) / 604800000000) * 604800000000 AS g FROM validated
+    ),",
+    detect_durations!(),
+    ",",
+    duration_stats!(),
+    ",
+    counts AS (
+        SELECT g, COUNT(*) AS validated, CAST(SUM(hit) AS BIGINT) AS hits FROM placed GROUP BY g
+    ),
+    prior AS (
+        SELECT COUNT(DISTINCT e.test_id) AS n FROM events e
+        WHERE e.kind = 'test.validated' AND e.occurred_at < $1",
+    event_filter!(),
+    ")
+    SELECT w.ws,
+           COALESCE(c.validated, 0) AS validated,
+           (SELECT n FROM prior)
+             + CAST(SUM(COALESCE(c.validated, 0)) OVER (ORDER BY w.ws) AS BIGINT) AS cumulative,
+           COALESCE(c.hits, 0) AS hits,
+           COALESCE(s.n, 0) AS n, s.mean, s.p50, s.p90
+    FROM weeks w
+    LEFT JOIN counts c ON c.g = w.ws
+    LEFT JOIN stats s ON s.g = w.ws
+    ORDER BY w.ws"
+);
+
+const AUDIT: &str = "
+    SELECT event_id, kind, occurred_at, test_id, technique_id, campaign_id, remediation_id,
+           outcome, side, actor_id, attributes
+    FROM events
+    WHERE ($1 = '' OR test_id = $1) AND ($2 = '' OR technique_id = $2) AND ($3 = '' OR kind = $3)
+      AND occurred_at >= $4 AND occurred_at < $5
+    ORDER BY occurred_at DESC, seq DESC
+    LIMIT $6 OFFSET $7";
+
+/// A stored event, as the audit trail returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// Deduplication key.
+    pub event_id: String,
+    /// Wire name.
+    pub kind: String,
+    /// When.
+    pub occurred_at: Micros,
+    /// The test.
+    pub test_id: Option<String>,
+    /// The technique.
+    pub technique_id: Option<String>,
+    /// The campaign.
+    pub campaign_id: Option<String>,
+    /// The remediation.
+    pub remediation_id: Option<String>,
+    /// Outcome key.
+    pub outcome: Option<String>,
+    /// Side.
+    pub side: Option<String>,
+    /// Actor.
+    pub actor_id: Option<String>,
+    /// JSON object text.
+    pub attributes: String,
+}
+
+/// Audit trail filters.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// Test id or ''.
+    pub test_id: String,
+    /// Technique id or ''.
+    pub technique_id: String,
+    /// Kind or ''.
+    pub kind: String,
+    /// Inclusive start.
+    pub from: Micros,
+    /// Exclusive end.
+    pub to: Micros,
+}
+
+/// The event log's SQL.
+#[derive(Clone, Debug)]
+pub struct EventStore {
+    db: Database,
+}
+
+impl EventStore {
+    /// The store over the metrics database.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Appends events in one statement; an event id already stored is
+    /// skipped. Returns how many were new.
+    pub async fn append(&self, events: &[NewEvent], now: Micros) -> Result<u64, sqlx::Error> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let done = self
+            .db
+            .stmt(INSERT_EVENTS)
+            .bind_rows(events)
+            .bind(now)
+            .execute(self.db.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    fn filtered(&self, sql: &'static str, filter: &Filter) -> Stmt {
+        self.db
+            .stmt(sql)
+            .bind(filter.from)
+            .bind(filter.to)
+            .bind(filter.campaign_id.clone())
+            .bind_ids(&filter.technique_ids)
+            .bind(i64::from(!filter.technique_ids.is_empty()))
+    }
+
+    /// MTTD over the window.
+    pub async fn mttd(&self, filter: &Filter) -> Result<DurationStats, sqlx::Error> {
+        let row = self
+            .filtered(MTTD, filter)
+            .fetch_one(self.db.pool())
+            .await?;
+        stats(&row, 0)
+    }
+
+    /// MTTR over the window.
+    pub async fn mttr(&self, filter: &Filter) -> Result<DurationStats, sqlx::Error> {
+        let row = self
+            .filtered(MTTR, filter)
+            .fetch_one(self.db.pool())
+            .await?;
+        stats(&row, 0)
+    }
+
+    /// Rejection counts over the window.
+    pub async fn rejections(&self, filter: &Filter) -> Result<Rejections, sqlx::Error> {
+        let row = self
+            .filtered(REJECTIONS, filter)
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(Rejections {
+            validated: row.try_get(0)?,
+            rejected: row.try_get(1)?,
+            red_rejected: row.try_get(2)?,
+            red_executed: row.try_get(3)?,
+            blue_rejected: row.try_get(4)?,
+            blue_completed: row.try_get(5)?,
+        })
+    }
+
+    /// The weekly trend; `first_week` is the Monday of the window's start.
+    pub async fn trend(
+        &self,
+        filter: &Filter,
+        first_week: Micros,
+    ) -> Result<Vec<Week>, sqlx::Error> {
+        let rows = self
+            .filtered(TREND, filter)
+            .bind(first_week)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Week {
+                    start: row.try_get(0)?,
+                    validated: row.try_get(1)?,
+                    cumulative_validated: row.try_get(2)?,
+                    detections: row.try_get(3)?,
+                    mttd: stats(row, 4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// A page of the audit trail, newest first.
+    pub async fn audit(
+        &self,
+        query: &AuditQuery,
+        page: Page,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let rows = self
+            .db
+            .stmt(AUDIT)
+            .bind(query.test_id.clone())
+            .bind(query.technique_id.clone())
+            .bind(query.kind.clone())
+            .bind(query.from)
+            .bind(query.to)
+            .bind(page.limit())
+            .bind(page.offset)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredEvent {
+                    event_id: row.try_get(0)?,
+                    kind: row.try_get(1)?,
+                    occurred_at: row.try_get(2)?,
+                    test_id: row.try_get(3)?,
+                    technique_id: row.try_get(4)?,
+                    campaign_id: row.try_get(5)?,
+                    remediation_id: row.try_get(6)?,
+                    outcome: row.try_get(7)?,
+                    side: row.try_get(8)?,
+                    actor_id: row.try_get(9)?,
+                    attributes: row.try_get(10)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Reads (count, mean, p50, p90) starting at column `at`.
+fn stats(row: &AnyRow, at: usize) -> Result<DurationStats, sqlx::Error> {
+    let count: i64 = row.try_get(at)?;
+    if count == 0 {
+        return Ok(DurationStats::default());
+    }
+    Ok(DurationStats {
+        count,
+        mean: row.try_get(at + 1)?,
+        p50: row.try_get(at + 2)?,
+        p90: row.try_get(at + 3)?,
+    })
+}

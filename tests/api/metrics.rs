@@ -1,0 +1,715 @@
+//! Metrics (DESIGN section 5) against hand-computed expectations, and the
+//! one-statement-per-metric budget at two data sizes.
+//!
+//! The data set: B = Monday 2026-03-02 00:00 UTC; the window is three ISO
+//! weeks [B, B+21d). Detect times of the tests validated blocked/detected in
+//! the window: T1 1800 s (latest detection minus latest execution, both
+//! repeated), T2 600 s, T3 3600 s and T7 900 s.
+
+use purple_api::{
+    common::v1::{Event, Outcome, TimeWindow},
+    metrics::v1::{
+        DurationStats, GetMttdRequest, GetMttrRequest, GetOperationalSummaryRequest,
+        GetOperationalTrendRequest, GetRejectionRatesRequest, ListAuditEventsRequest, MetricFilter,
+        RecordEventsRequest, metrics_service_client::MetricsServiceClient,
+    },
+};
+use tonic::{Code, transport::Channel};
+
+use crate::helpers::{Cost, TestApp, Trace, spawn_app};
+
+const B: i64 = 1_772_409_600; // 2026-03-02T00:00:00Z, a Monday
+const H: i64 = 3_600;
+const D: i64 = 86_400;
+
+fn ts(secs: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    }
+}
+
+/// An event; `subject` is the test id, or the remediation id for
+/// remediation events.
+fn ev(id: &str, kind: &str, subject: &str, technique: &str, at: i64) -> Event {
+    let remediation = kind.starts_with("remediation.");
+    Event {
+        event_id: id.into(),
+        kind: kind.into(),
+        occurred_at: Some(ts(at)),
+        test_id: if remediation {
+            String::new()
+        } else {
+            subject.into()
+        },
+        remediation_id: if remediation {
+            subject.into()
+        } else {
+            String::new()
+        },
+        technique_id: technique.into(),
+        ..Default::default()
+    }
+}
+
+fn with_outcome(mut e: Event, outcome: Outcome) -> Event {
+    e.outcome = outcome as i32;
+    e
+}
+
+fn with_side(mut e: Event, side: &str) -> Event {
+    e.side = side.into();
+    e
+}
+
+fn in_campaign(mut e: Event, campaign: &str) -> Event {
+    e.campaign_id = campaign.into();
+    e
+}
+
+fn dataset() -> Vec<Event> {
+    use Outcome::*;
+    vec![
+        // T1: executed twice, detected twice, rejected once on red; latest pair: 1800 s.
+        in_campaign(ev("t1-x1", "test.red_executed", "T1", "T1059", B + H), "c1"),
+        in_campaign(
+            with_side(
+                ev("t1-rj", "test.rejected", "T1", "T1059", B + H + H / 2),
+                "red",
+            ),
+            "c1",
+        ),
+        in_campaign(
+            with_outcome(
+                ev("t1-d1", "test.detected", "T1", "T1059", B + H + 600),
+                Detected,
+            ),
+            "c1",
+        ),
+        in_campaign(
+            ev("t1-x2", "test.red_executed", "T1", "T1059", B + 2 * H),
+            "c1",
+        ),
+        in_campaign(
+            with_outcome(
+                ev("t1-d2", "test.detected", "T1", "T1059", B + 2 * H + 1_800),
+                Detected,
+            ),
+            "c1",
+        ),
+        in_campaign(
+            with_outcome(
+                ev(
+                    "t1-bc",
+                    "test.blue_completed",
+                    "T1",
+                    "T1059",
+                    B + 2 * H + 2_700,
+                ),
+                Detected,
+            ),
+            "c1",
+        ),
+        in_campaign(
+            with_outcome(
+                ev("t1-v", "test.validated", "T1", "T1059", B + 3 * H),
+                Detected,
+            ),
+            "c1",
+        ),
+        // T2: 600 s, rejected once on blue.
+        ev("t2-x", "test.red_executed", "T2", "T1059", B + D),
+        ev("t2-d", "test.detected", "T2", "T1059", B + D + 600),
+        with_side(
+            ev("t2-rj", "test.rejected", "T2", "T1059", B + D + H / 2),
+            "blue",
+        ),
+        with_outcome(
+            ev("t2-bc", "test.blue_completed", "T2", "T1059", B + D + 2_880),
+            Blocked,
+        ),
+        with_outcome(
+            ev("t2-v", "test.validated", "T2", "T1059", B + D + H),
+            Blocked,
+        ),
+        // T3: 3600 s, validated in week 2.
+        in_campaign(
+            ev("t3-x", "test.red_executed", "T3", "T1003", B + 2 * D),
+            "c1",
+        ),
+        in_campaign(
+            ev("t3-d", "test.detected", "T3", "T1003", B + 2 * D + H),
+            "c1",
+        ),
+        in_campaign(
+            with_outcome(
+                ev("t3-bc", "test.blue_completed", "T3", "T1003", B + 7 * D),
+                Detected,
+            ),
+            "c1",
+        ),
+        in_campaign(
+            with_outcome(
+                ev("t3-v", "test.validated", "T3", "T1003", B + 7 * D + H),
+                Detected,
+            ),
+            "c1",
+        ),
+        // T4: logged, rejected twice on red (counts once): no detect time.
+        ev("t4-x", "test.red_executed", "T4", "T1003", B + 50 * H),
+        with_side(
+            ev("t4-rj1", "test.rejected", "T4", "T1003", B + 50 * H + 1_800),
+            "red",
+        ),
+        with_side(
+            ev("t4-rj2", "test.rejected", "T4", "T1003", B + 50 * H + 2_520),
+            "red",
+        ),
+        with_outcome(
+            ev(
+                "t4-bc",
+                "test.blue_completed",
+                "T4",
+                "T1003",
+                B + 50 * H + 3_240,
+            ),
+            Logged,
+        ),
+        with_outcome(
+            ev("t4-v", "test.validated", "T4", "T1003", B + 51 * H),
+            Logged,
+        ),
+        // T5: validated before the window (counts in the cumulative only).
+        ev("t5-x", "test.red_executed", "T5", "T1003", B - 10 * D),
+        ev("t5-d", "test.detected", "T5", "T1003", B - 10 * D + 120),
+        with_outcome(
+            ev("t5-v", "test.validated", "T5", "T1003", B - 9 * D),
+            Blocked,
+        ),
+        // T6: validated after the window.
+        ev("t6-x", "test.red_executed", "T6", "T1003", B + 20 * D),
+        ev("t6-d", "test.detected", "T6", "T1003", B + 20 * D + 60),
+        with_outcome(
+            ev("t6-v", "test.validated", "T6", "T1003", B + 21 * D + H),
+            Detected,
+        ),
+        // T7: 900 s, week 2.
+        ev("t7-x", "test.red_executed", "T7", "T1003", B + 8 * D),
+        ev("t7-d", "test.detected", "T7", "T1003", B + 8 * D + 900),
+        with_outcome(
+            ev(
+                "t7-bc",
+                "test.blue_completed",
+                "T7",
+                "T1003",
+                B + 8 * D + 1_800,
+            ),
+            Detected,
+        ),
+        with_outcome(
+            ev("t7-v", "test.validated", "T7", "T1003", B + 8 * D + H),
+            Detected,
+        ),
+        // Remediations: 7200 s, 3 days (opened before the window), 60 s; R3 completes after.
+        ev("r1-o", "remediation.opened", "R1", "T1003", B + 3 * H),
+        ev("r1-c", "remediation.completed", "R1", "T1003", B + 5 * H),
+        ev("r2-o", "remediation.opened", "R2", "T1003", B - 2 * D),
+        ev("r2-c", "remediation.completed", "R2", "T1003", B + D),
+        ev("r3-o", "remediation.opened", "R3", "T1003", B + D),
+        ev("r3-c", "remediation.completed", "R3", "T1003", B + 30 * D),
+        ev("r4-o", "remediation.opened", "R4", "T1003", B + 2 * D),
+        ev("r4-s", "remediation.started", "R4", "T1003", B + 2 * D + 10),
+        ev(
+            "r4-c",
+            "remediation.completed",
+            "R4",
+            "T1003",
+            B + 2 * D + 60,
+        ),
+    ]
+}
+
+fn window(from: i64, to: i64) -> Option<MetricFilter> {
+    Some(MetricFilter {
+        window: Some(TimeWindow {
+            from: Some(ts(from)),
+            to: Some(ts(to)),
+        }),
+        ..Default::default()
+    })
+}
+
+fn client(app: &TestApp) -> MetricsServiceClient<Channel> {
+    MetricsServiceClient::new(app.channel.clone())
+}
+
+async fn seeded() -> (TestApp, MetricsServiceClient<Channel>) {
+    let app = spawn_app().await;
+    let mut metrics = client(&app);
+    let recorded = metrics
+        .record_events(RecordEventsRequest { events: dataset() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((recorded.recorded, recorded.duplicates), (40, 0));
+    (app, metrics)
+}
+
+fn assert_close(actual: Option<f64>, expected: f64) {
+    let actual = actual.expect("a value");
+    assert!((actual - expected).abs() < 1e-6, "{actual} != {expected}");
+}
+
+fn assert_stats(stats: &DurationStats, count: i64, mean: f64, p50: f64, p90: f64) {
+    assert_eq!(stats.count, count);
+    assert_close(stats.mean_seconds, mean);
+    assert_close(stats.p50_seconds, p50);
+    assert_close(stats.p90_seconds, p90);
+}
+
+#[tokio::test]
+async fn mttd_uses_the_latest_detection_and_execution_of_tests_validated_in_the_window() {
+    let (_app, mut metrics) = seeded().await;
+    let mttd = metrics
+        .get_mttd(GetMttdRequest {
+            filter: window(B, B + 21 * D),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mttd
+        .unwrap();
+    // [600, 900, 1800, 3600]: p50 at 1.5 -> 1350, p90 at 2.7 -> 3060.
+    assert_stats(&mttd, 4, 1_725.0, 1_350.0, 3_060.0);
+
+    let mut by_technique = window(B, B + 21 * D);
+    by_technique.as_mut().unwrap().technique_ids = vec!["T1059".into()];
+    let mttd = metrics
+        .get_mttd(GetMttdRequest {
+            filter: by_technique,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mttd
+        .unwrap();
+    assert_stats(&mttd, 2, 1_200.0, 1_200.0, 1_680.0);
+
+    // A set of one: every percentile is that value.
+    let mut one = window(B, B + 21 * D);
+    one.as_mut().unwrap().technique_ids = vec!["T1059".into()];
+    one.as_mut().unwrap().campaign_id = "c1".into();
+    let mttd = metrics
+        .get_mttd(GetMttdRequest { filter: one })
+        .await
+        .unwrap()
+        .into_inner()
+        .mttd
+        .unwrap();
+    assert_stats(&mttd, 1, 1_800.0, 1_800.0, 1_800.0);
+}
+
+#[tokio::test]
+async fn mttr_counts_remediations_completed_in_the_window() {
+    let (_app, mut metrics) = seeded().await;
+    let mttr = metrics
+        .get_mttr(GetMttrRequest {
+            filter: window(B, B + 21 * D),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mttr
+        .unwrap();
+    // [60, 7200, 259200]: p50 at 1 -> 7200, p90 at 1.8 -> 208800.
+    assert_stats(&mttr, 3, 88_820.0, 7_200.0, 208_800.0);
+}
+
+#[tokio::test]
+async fn rejection_rates_count_distinct_tests_per_side() {
+    let (_app, mut metrics) = seeded().await;
+    let rates = metrics
+        .get_rejection_rates(GetRejectionRatesRequest {
+            filter: window(B, B + 21 * D),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            rates.validated,
+            rates.rejected,
+            rates.red_rejected,
+            rates.red_executed,
+            rates.blue_rejected,
+            rates.blue_completed
+        ),
+        (5, 3, 2, 6, 1, 5)
+    );
+    // T6 executed inside the window although it was validated after it.
+    assert_close(Some(rates.red_rate), 2.0 / 6.0);
+    assert_close(Some(rates.blue_rate), 0.2);
+}
+
+#[tokio::test]
+async fn weekly_trend_covers_every_iso_week_including_empty_ones() {
+    let (_app, mut metrics) = seeded().await;
+    let weeks = metrics
+        .get_operational_trend(GetOperationalTrendRequest {
+            filter: window(B, B + 21 * D),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .weeks;
+    let labels: Vec<&str> = weeks.iter().map(|w| w.iso_week.as_str()).collect();
+    assert_eq!(labels, ["2026-W10", "2026-W11", "2026-W12"]);
+    assert_eq!(weeks[0].week_start, Some(ts(B)));
+    let counts: Vec<(i64, i64)> = weeks
+        .iter()
+        .map(|w| (w.validated, w.cumulative_validated))
+        .collect();
+    assert_eq!(counts, [(3, 4), (2, 6), (0, 6)]);
+    assert_close(Some(weeks[0].detection_rate), 2.0 / 3.0);
+    assert_close(Some(weeks[1].detection_rate), 1.0);
+    assert_eq!(weeks[2].detection_rate, 0.0);
+    assert_stats(
+        weeks[0].mttd.as_ref().unwrap(),
+        2,
+        1_200.0,
+        1_200.0,
+        1_680.0,
+    );
+    assert_stats(
+        weeks[1].mttd.as_ref().unwrap(),
+        2,
+        2_250.0,
+        2_250.0,
+        3_330.0,
+    );
+    let empty = weeks[2].mttd.as_ref().unwrap();
+    assert_eq!(
+        (empty.count, empty.mean_seconds, empty.p50_seconds),
+        (0, None, None)
+    );
+}
+
+#[tokio::test]
+async fn trend_weeks_are_clipped_to_a_window_that_starts_mid_week() {
+    let (_app, mut metrics) = seeded().await;
+    // Wednesday B+2d to Wednesday B+9d: week 1 counts only from B+2d on.
+    let weeks = metrics
+        .get_operational_trend(GetOperationalTrendRequest {
+            filter: window(B + 2 * D, B + 9 * D),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .weeks;
+    let counts: Vec<(i64, i64)> = weeks
+        .iter()
+        .map(|w| (w.validated, w.cumulative_validated))
+        .collect();
+    // Before B+2d: T5, T1, T2. Week 1 clipped: T4. Week 2 up to B+9d: T3, T7.
+    assert_eq!(counts, [(1, 4), (2, 6)]);
+    assert_eq!(weeks[0].detection_rate, 0.0);
+}
+
+#[tokio::test]
+async fn an_empty_window_has_zero_counts_and_no_means() {
+    let (_app, mut metrics) = seeded().await;
+    let summary = metrics
+        .get_operational_summary(GetOperationalSummaryRequest {
+            filter: window(B - 400 * D, B - 390 * D),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for stats in [summary.mttd.unwrap(), summary.mttr.unwrap()] {
+        assert_eq!(
+            stats,
+            DurationStats {
+                count: 0,
+                ..Default::default()
+            }
+        );
+    }
+    let rejection = summary.rejection.unwrap();
+    assert_eq!(
+        (rejection.validated, rejection.red_rate, rejection.blue_rate),
+        (0, 0.0, 0.0)
+    );
+    assert!(
+        summary
+            .weeks
+            .iter()
+            .all(|w| w.validated == 0 && w.cumulative_validated == 0)
+    );
+    // B-400d is a Sunday and B-390d a Wednesday: three ISO weeks touched.
+    assert_eq!(summary.weeks.len(), 3);
+}
+
+#[tokio::test]
+async fn record_events_is_idempotent_and_all_or_nothing() {
+    let (_app, mut metrics) = seeded().await;
+    let again = metrics
+        .record_events(RecordEventsRequest { events: dataset() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.recorded, again.duplicates), (0, 40));
+
+    let mut bad = vec![
+        ev("n1", "test.created", "T9", "T1003", B),
+        ev("n2", "test.created", "T9", "T1003", B),
+        ev("n3", "test.exploded", "T9", "T1003", B),
+    ];
+    let err = metrics
+        .record_events(RecordEventsRequest {
+            events: bad.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("events[2].kind"),
+        "{}",
+        err.message()
+    );
+    bad[2].kind = "test.created".into();
+    bad[2].occurred_at = None;
+    let err = metrics
+        .record_events(RecordEventsRequest { events: bad })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().starts_with("events[2].occurred_at"),
+        "{}",
+        err.message()
+    );
+
+    let audit = metrics
+        .list_audit_events(ListAuditEventsRequest {
+            test_id: "T9".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(audit.events.is_empty(), "a refused batch wrote nothing");
+}
+
+#[tokio::test]
+async fn audit_trail_is_newest_first_filtered_and_paged() {
+    let (_app, mut metrics) = seeded().await;
+    let first = metrics
+        .list_audit_events(ListAuditEventsRequest {
+            test_id: "T1".into(),
+            page_size: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = first.events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["t1-v", "t1-bc", "t1-d2", "t1-x2"]);
+    assert_eq!(first.events[0].campaign_id, "c1");
+    assert_eq!(first.events[0].outcome, Outcome::Detected as i32);
+    let rest = metrics
+        .list_audit_events(ListAuditEventsRequest {
+            test_id: "T1".into(),
+            page_size: 4,
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = rest.events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["t1-rj", "t1-d1", "t1-x1"]);
+    assert!(rest.next_page_token.is_empty());
+    let rejections = metrics
+        .list_audit_events(ListAuditEventsRequest {
+            kind: "test.rejected".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rejections.events.len(), 4);
+}
+
+#[tokio::test]
+async fn bad_windows_are_refused_with_the_field() {
+    let app = spawn_app().await;
+    let mut metrics = client(&app);
+    let err = metrics
+        .get_mttd(GetMttdRequest {
+            filter: window(B, B),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            Code::InvalidArgument,
+            "filter.window: from must be before to"
+        )
+    );
+    let err = metrics
+        .get_mttd(GetMttdRequest { filter: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = metrics
+        .get_operational_trend(GetOperationalTrendRequest {
+            filter: window(B - 4_000 * D, B),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("at most 530"), "{}", err.message());
+}
+
+/// Events of `tests` synthetic tests, each executed, detected and
+/// validated within the window.
+fn synthetic(tests: usize) -> Vec<Event> {
+    (0..tests)
+        .flat_map(|i| {
+            let at = B + (i as i64 % 20) * D + 60 * i as i64 % D;
+            let test = format!("S{i}");
+            vec![
+                ev(
+                    &format!("{test}-x"),
+                    "test.red_executed",
+                    &test,
+                    "T1003",
+                    at,
+                ),
+                ev(
+                    &format!("{test}-d"),
+                    "test.detected",
+                    &test,
+                    "T1003",
+                    at + 60 + i as i64,
+                ),
+                with_outcome(
+                    ev(
+                        &format!("{test}-v"),
+                        "test.validated",
+                        &test,
+                        "T1003",
+                        at + H,
+                    ),
+                    Outcome::Detected,
+                ),
+                with_side(
+                    ev(
+                        &format!("{test}-r"),
+                        "test.rejected",
+                        &test,
+                        "T1003",
+                        at + 30,
+                    ),
+                    "red",
+                ),
+                ev(
+                    &format!("R{i}-o"),
+                    "remediation.opened",
+                    &format!("R{i}"),
+                    "T1003",
+                    at,
+                ),
+                ev(
+                    &format!("R{i}-c"),
+                    "remediation.completed",
+                    &format!("R{i}"),
+                    "T1003",
+                    at + D,
+                ),
+            ]
+        })
+        .collect()
+}
+
+async fn metric_costs(app: &TestApp) -> Vec<usize> {
+    let mut metrics = client(app);
+    let mut costs = Vec::new();
+    macro_rules! cost {
+        ($method:ident, $request:expr, $path:literal) => {{
+            let trace = Trace::new($path);
+            metrics.$method(trace.request($request)).await.unwrap();
+            let cost = Cost::of(&app.trace(&trace).await);
+            assert_eq!(cost.rpcs, 1, "{} made no other call", $path);
+            costs.push(cost.statements.get("metrics").copied().unwrap_or(0));
+        }};
+    }
+    let w = || window(B, B + 21 * D);
+    cost!(
+        get_mttd,
+        GetMttdRequest { filter: w() },
+        "purple.metrics.v1.MetricsService/GetMttd"
+    );
+    cost!(
+        get_mttr,
+        GetMttrRequest { filter: w() },
+        "purple.metrics.v1.MetricsService/GetMttr"
+    );
+    cost!(
+        get_rejection_rates,
+        GetRejectionRatesRequest { filter: w() },
+        "purple.metrics.v1.MetricsService/GetRejectionRates"
+    );
+    cost!(
+        get_operational_trend,
+        GetOperationalTrendRequest { filter: w() },
+        "purple.metrics.v1.MetricsService/GetOperationalTrend"
+    );
+    cost!(
+        get_operational_summary,
+        GetOperationalSummaryRequest { filter: w() },
+        "purple.metrics.v1.MetricsService/GetOperationalSummary"
+    );
+    costs
+}
+
+#[tokio::test]
+async fn each_metric_is_one_statement_at_any_size() {
+    for tests in [10, 600] {
+        let app = spawn_app().await;
+        let mut metrics = client(&app);
+        let events = synthetic(tests);
+        for chunk in events.chunks(1_000) {
+            let trace = Trace::new("purple.metrics.v1.MetricsService/RecordEvents");
+            metrics
+                .record_events(trace.request(RecordEventsRequest {
+                    events: chunk.to_vec(),
+                }))
+                .await
+                .unwrap();
+            let cost = Cost::of(&app.trace(&trace).await);
+            assert_eq!(
+                cost.statements.get("metrics"),
+                Some(&1),
+                "one insert per batch of {}",
+                chunk.len()
+            );
+        }
+        // MTTD, MTTR, rejections, trend: one each; the summary runs the four.
+        assert_eq!(
+            metric_costs(&app).await,
+            [1, 1, 1, 1, 4],
+            "with {tests} tests"
+        );
+        let mttd = metrics
+            .get_mttd(GetMttdRequest {
+                filter: window(B, B + 21 * D),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            mttd.mttd.unwrap().count > 0,
+            "the metrics read real data at {tests} tests"
+        );
+    }
+}
