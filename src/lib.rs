@@ -3,6 +3,8 @@
 //! `main.rs` is the command line over this; the integration tests start an
 //! [`Application`] in-process on port 0.
 
+pub mod cli;
+
 use std::{future::Future, net::SocketAddr};
 
 use anyhow::Context;

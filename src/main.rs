@@ -22,6 +22,12 @@ enum Command {
         #[command(flatten)]
         settings: Box<Settings>,
     },
+    /// Imports catalogue files (a file or a directory) into a running
+    /// server, streaming them in chunks, and prints the report.
+    Import(purple::cli::import::ImportArgs),
+    /// Prints the operational summary of a window (MTTD, MTTR, rejection
+    /// rates, weekly trend) from a running server.
+    Metrics(purple::cli::metrics::MetricsArgs),
     /// Applies pending migrations and exits.
     Migrate {
         /// Migrate only this service.
@@ -53,6 +59,8 @@ async fn main() -> anyhow::Result<()> {
             telemetry.shutdown().await;
             result
         }
+        Command::Import(args) => purple::cli::import::run(args).await,
+        Command::Metrics(args) => purple::cli::metrics::run(args).await,
         Command::Migrate { service, settings } => {
             let telemetry = telemetry::init("purple-migrate", telemetry::LogFormat::from_env())?;
             let result = purple::migrate(&settings, &selected(service))

@@ -19,6 +19,8 @@ use tonic_health::pb::{
 
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
     /// A connected channel.
     pub channel: Channel,
     /// Every span of this process.
@@ -70,6 +72,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .unwrap()
         .connect_lazy();
     let test_app = TestApp {
+        addr,
         channel,
         spans,
         stop: Some(stop),

@@ -713,3 +713,50 @@ async fn each_metric_is_one_statement_at_any_size() {
         );
     }
 }
+
+#[tokio::test]
+async fn purple_metrics_prints_the_summary_as_a_table() {
+    let (app, _metrics) = seeded().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_purple"))
+        .args([
+            "metrics",
+            "--from",
+            "2026-03-02",
+            "--to",
+            "2026-03-23T00:00:00Z",
+        ])
+        .args(["--server", &format!("http://{}", app.addr)])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8(output.stdout).unwrap();
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("MTTD"),
+        ["MTTD", "4", "1725.0s", "1350.0s", "3060.0s"],
+        "{table}"
+    );
+    assert_eq!(
+        row("MTTR"),
+        ["MTTR", "3", "88820.0s", "7200.0s", "208800.0s"],
+        "{table}"
+    );
+    assert_eq!(
+        row("2026-W11"),
+        ["2026-W11", "2", "6", "100.0%", "2250.0s"],
+        "{table}"
+    );
+    assert!(table.contains("red 2/6 (33.3%)"), "{table}");
+}

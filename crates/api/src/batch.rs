@@ -58,6 +58,23 @@ pub fn check_batch_len(field: &str, len: usize) -> Result<(), BatchTooLarge> {
     Ok(())
 }
 
+/// Answers a batch in request order: the found items, and the requested
+/// ids that were not found (each once, in request order).
+pub fn in_request_order<T: Clone>(
+    ids: &[String],
+    found: &std::collections::BTreeMap<String, T>,
+) -> (Vec<T>, Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    let (mut items, mut missing) = (Vec::new(), Vec::new());
+    for id in ids.iter().filter(|id| seen.insert(id.as_str())) {
+        match found.get(id) {
+            Some(item) => items.push(item.clone()),
+            None => missing.push(id.clone()),
+        }
+    }
+    (items, missing)
+}
+
 /// Sends `items` to `call` in chunks of at most `limit`, at most `fanout`
 /// chunks concurrently, and returns the chunk responses in request order.
 ///

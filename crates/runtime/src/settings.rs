@@ -161,6 +161,11 @@ pub struct LimitSettings {
     #[arg(long, env = "PURPLE_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Largest import upload (all files of one import, compressed and
+    /// decompressed alike), in bytes.
+    #[arg(long, env = "PURPLE_MAX_IMPORT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_import_bytes: usize,
+
     /// Requests handled at once by the whole server; more wait.
     #[arg(long, env = "PURPLE_CONCURRENCY_LIMIT", default_value_t = 256)]
     pub concurrency_limit: usize,

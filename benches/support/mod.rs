@@ -1,0 +1,98 @@
+//! What the benchmarks share: an in-process server on a fresh database
+//! (SQLite, or PostgreSQL when `PURPLE_BENCH_DATABASE_URL` is set), timing
+//! of repeated calls, and the process's peak memory.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use purple_runtime::{ServiceName, Settings};
+use tokio::sync::oneshot;
+use tonic::transport::{Channel, Endpoint};
+
+/// A running server for a benchmark.
+pub struct BenchApp {
+    pub channel: Channel,
+    pub backend: &'static str,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchApp {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::defaults();
+        settings.listen = "127.0.0.1:0".parse().unwrap();
+        settings.storage.data_dir = dir.path().to_path_buf();
+        settings.storage.database_url = std::env::var("PURPLE_BENCH_DATABASE_URL").ok();
+        settings.storage.schema_prefix =
+            format!("b{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        settings.peers = Default::default();
+        settings.limits.request_timeout_secs = 600;
+        let backend = if settings.storage.database_url.is_some() {
+            "postgresql"
+        } else {
+            "sqlite"
+        };
+        let app = purple::Application::build(settings, &ServiceName::ALL)
+            .await
+            .unwrap();
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            channel,
+            backend,
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for BenchApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Runs `f` `runs` times and returns (median, min).
+pub async fn time<F, Fut>(runs: usize, mut f: F) -> (Duration, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        f().await;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    (times[times.len() / 2], times[0])
+}
+
+/// Peak resident memory of this process (server and client together), MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}

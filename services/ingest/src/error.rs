@@ -1,0 +1,65 @@
+//! The ingest service's one error type and its single mapping to gRPC.
+
+use tonic::Status;
+
+use crate::parse::ParseError;
+
+/// Everything that can go wrong in ingest.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A request field is invalid.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// An uploaded file is malformed or of the wrong kind.
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    /// The database failed.
+    #[error("storage: {0}")]
+    Store(#[from] sqlx::Error),
+    /// A bug or a lost task.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl IngestError {
+    /// An invalid field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        IngestError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<purple_api::batch::BatchTooLarge> for IngestError {
+    fn from(err: purple_api::batch::BatchTooLarge) -> Self {
+        IngestError::invalid(err.field.clone(), err.reason())
+    }
+}
+
+impl From<purple_runtime::paging::PageError> for IngestError {
+    fn from(err: purple_runtime::paging::PageError) -> Self {
+        IngestError::invalid("page", err.to_string())
+    }
+}
+
+impl From<IngestError> for Status {
+    fn from(err: IngestError) -> Self {
+        match err {
+            IngestError::Invalid { field, reason } => {
+                purple_runtime::status::invalid_argument(&field, &reason)
+            }
+            IngestError::Parse(err) => purple_runtime::status::invalid_argument(
+                &format!("file {}", err.file),
+                &format!("{}: {}", err.place, err.message),
+            ),
+            IngestError::Store(err) => purple_runtime::status::from_sqlx("catalogue storage", &err),
+            IngestError::Internal(what) => purple_runtime::status::internal("import", &what),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! One import, start to finish: receive the streamed files (bounded in
+//! size, gzip accepted), parse them off the async threads, sync the result
+//! in one transaction together with its run record, then tell scoring which
+//! techniques changed. A malformed file, an oversized upload or a stream cut
+//! short rolls everything back and leaves only the failed run's record.
+
+use std::io::Read;
+
+use futures::{Stream, StreamExt};
+use purple_api::{
+    batch::{DEFAULT_FANOUT, MAX_BATCH_IDS, chunked},
+    ingest::v1::{ImportChunk, ImportKind},
+    scoring::v1::InvalidateTechniquesRequest,
+};
+use purple_runtime::{clients::Peers, time::now_micros};
+
+use crate::{
+    domain::{Parsed, Report},
+    error::IngestError,
+    parse::{ParseError, parse_file},
+    store::{
+        CatalogStore,
+        write::{self, RunRecord},
+    },
+};
+
+/// What is being imported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Attack,
+    D3fend,
+    Sigma,
+    Elastic,
+    Atomic,
+    Caldera,
+    Lolbas,
+    Nist,
+    Cve,
+}
+
+impl Kind {
+    /// From the wire enum.
+    pub fn from_proto(kind: ImportKind) -> Option<Self> {
+        Some(match kind {
+            ImportKind::Unspecified => return None,
+            ImportKind::Attack => Kind::Attack,
+            ImportKind::D3fend => Kind::D3fend,
+            ImportKind::Sigma => Kind::Sigma,
+            ImportKind::Elastic => Kind::Elastic,
+            ImportKind::Atomic => Kind::Atomic,
+            ImportKind::Caldera => Kind::Caldera,
+            ImportKind::Lolbas => Kind::Lolbas,
+            ImportKind::Nist => Kind::Nist,
+            ImportKind::Cve => Kind::Cve,
+        })
+    }
+
+    /// The wire enum.
+    pub fn to_proto(self) -> ImportKind {
+        match self {
+            Kind::Attack => ImportKind::Attack,
+            Kind::D3fend => ImportKind::D3fend,
+            Kind::Sigma => ImportKind::Sigma,
+            Kind::Elastic => ImportKind::Elastic,
+            Kind::Atomic => ImportKind::Atomic,
+            Kind::Caldera => ImportKind::Caldera,
+            Kind::Lolbas => ImportKind::Lolbas,
+            Kind::Nist => ImportKind::Nist,
+            Kind::Cve => ImportKind::Cve,
+        }
+    }
+
+    /// Lower-case name, as the CLI and run records spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Attack => "attack",
+            Kind::D3fend => "d3fend",
+            Kind::Sigma => "sigma",
+            Kind::Elastic => "elastic",
+            Kind::Atomic => "atomic",
+            Kind::Caldera => "caldera",
+            Kind::Lolbas => "lolbas",
+            Kind::Nist => "nist",
+            Kind::Cve => "cve",
+        }
+    }
+
+    /// From its name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "attack" => Kind::Attack,
+            "d3fend" => Kind::D3fend,
+            "sigma" => Kind::Sigma,
+            "elastic" => Kind::Elastic,
+            "atomic" => Kind::Atomic,
+            "caldera" => Kind::Caldera,
+            "lolbas" => Kind::Lolbas,
+            "nist" => Kind::Nist,
+            "cve" => Kind::Cve,
+            _ => return None,
+        })
+    }
+}
+
+/// One received file.
+pub struct Upload {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Runs imports.
+#[derive(Clone, Debug)]
+pub struct Importer {
+    store: CatalogStore,
+    peers: Peers,
+    max_bytes: usize,
+}
+
+impl Importer {
+    /// An importer that accepts uploads up to `max_bytes` (compressed and
+    /// decompressed alike).
+    pub fn new(store: CatalogStore, peers: Peers, max_bytes: usize) -> Self {
+        Self {
+            store,
+            peers,
+            max_bytes,
+        }
+    }
+
+    /// Receives, parses and writes one import stream.
+    pub async fn run<S>(&self, stream: S) -> Result<Report, IngestError>
+    where
+        S: Stream<Item = Result<ImportChunk, tonic::Status>> + Unpin,
+    {
+        let mut report = Report {
+            run_id: uuid::Uuid::new_v4().to_string(),
+            started_at: now_micros(),
+            ..Report::default()
+        };
+        let outcome = self.attempt(stream, &mut report).await;
+        report.finished_at = now_micros();
+        match outcome {
+            Ok(invalidated) => {
+                self.invalidate(invalidated).await;
+                Ok(report)
+            }
+            Err(err) => {
+                report.error = err.to_string();
+                let run = RunRecord {
+                    run_id: &report.run_id,
+                    kind: &report.kind,
+                    succeeded: false,
+                    attack_version: &report.attack_version,
+                    report_json: serde_json::to_string(&report).expect("reports serialize"),
+                    error: &report.error,
+                    started_at: report.started_at,
+                    finished_at: report.finished_at,
+                };
+                if let Err(record_err) =
+                    write::record_run(self.store.db(), self.store.db().pool(), run).await
+                {
+                    tracing::error!(%record_err, "cannot record the failed import run");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn attempt<S>(&self, stream: S, report: &mut Report) -> Result<Vec<String>, IngestError>
+    where
+        S: Stream<Item = Result<ImportChunk, tonic::Status>> + Unpin,
+    {
+        let (kind, uploads) = receive(stream, self.max_bytes, report).await?;
+        let max_bytes = self.max_bytes;
+        let parsed = tokio::task::spawn_blocking(move || parse_all(kind, uploads, max_bytes))
+            .await
+            .map_err(|e| IngestError::Internal(format!("parser task: {e}")))??;
+        report.attack_version = parsed.attack_version.clone().unwrap_or_default();
+
+        let db = self.store.db();
+        let mut tx = db.begin().await?;
+        let changes = write::apply(db, &mut tx, kind, &parsed).await?;
+        report.counts = changes.counts;
+        report.unresolved_references = changes.unresolved.len() as u64;
+        report.skipped = parsed.skipped;
+        report.skipped.extend(changes.unresolved);
+        report.succeeded = true;
+        report.finished_at = now_micros();
+        let run = RunRecord {
+            run_id: &report.run_id,
+            kind: kind.name(),
+            succeeded: true,
+            attack_version: &report.attack_version,
+            report_json: serde_json::to_string(&report).expect("reports serialize"),
+            error: "",
+            started_at: report.started_at,
+            finished_at: report.finished_at,
+        };
+        write::record_run(db, &mut *tx, run).await?;
+        tx.commit().await?;
+        Ok(changes.invalidated.into_iter().collect())
+    }
+
+    /// Tells scoring, in chunked batches, which techniques' inputs changed.
+    /// The catalogue is committed either way: a scoring that is down keeps
+    /// its cache until its own expiry, which is logged here.
+    async fn invalidate(&self, technique_ids: Vec<String>) {
+        let result = chunked(&technique_ids, MAX_BATCH_IDS, DEFAULT_FANOUT, |chunk| {
+            let mut scoring = self.peers.scoring();
+            async move {
+                scoring
+                    .invalidate_techniques(InvalidateTechniquesRequest {
+                        technique_ids: chunk,
+                        source: "ingest".into(),
+                    })
+                    .await
+            }
+        })
+        .await;
+        if let Err(status) = result {
+            tracing::warn!(code = ?status.code(), message = status.message(), techniques = technique_ids.len(), "scoring was not told of changed techniques");
+        }
+    }
+}
+
+/// Collects the files of the stream.
+async fn receive<S>(
+    mut stream: S,
+    max_bytes: usize,
+    report: &mut Report,
+) -> Result<(Kind, Vec<Upload>), IngestError>
+where
+    S: Stream<Item = Result<ImportChunk, tonic::Status>> + Unpin,
+{
+    let mut kind = None;
+    let mut uploads: Vec<Upload> = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|status| {
+            IngestError::invalid(
+                "stream",
+                format!(
+                    "the upload was cut short ({:?}: {})",
+                    status.code(),
+                    status.message()
+                ),
+            )
+        })?;
+        if kind.is_none() {
+            let wire = ImportKind::try_from(chunk.kind).unwrap_or(ImportKind::Unspecified);
+            let k = Kind::from_proto(wire).ok_or_else(|| {
+                IngestError::invalid("kind", "the first chunk must name the kind")
+            })?;
+            report.kind = k.name().to_owned();
+            kind = Some(k);
+        }
+        if !chunk.file_name.is_empty() {
+            report.files.push(chunk.file_name.clone());
+            uploads.push(Upload {
+                name: chunk.file_name,
+                bytes: Vec::new(),
+            });
+        }
+        let Some(current) = uploads.last_mut() else {
+            return Err(IngestError::invalid(
+                "file_name",
+                "the first chunk must name its file",
+            ));
+        };
+        total += chunk.data.len();
+        if total > max_bytes {
+            return Err(IngestError::invalid(
+                "data",
+                format!(
+                    "{}: the upload exceeds the limit of {max_bytes} bytes",
+                    current.name
+                ),
+            ));
+        }
+        current.bytes.extend_from_slice(&chunk.data);
+    }
+    let kind = kind.ok_or_else(|| IngestError::invalid("stream", "no chunk received"))?;
+    Ok((kind, uploads))
+}
+
+/// Parses every file; the first malformed one fails the whole import.
+fn parse_all(kind: Kind, uploads: Vec<Upload>, max_bytes: usize) -> Result<Parsed, IngestError> {
+    let mut parsed = Parsed::default();
+    for upload in uploads {
+        let bytes = decompress(&upload, max_bytes)?;
+        parse_file(kind, &upload.name, &bytes, &mut parsed)?;
+    }
+    if parsed.is_empty() && parsed.skipped.is_empty() {
+        return Err(IngestError::Parse(ParseError::new(
+            "upload",
+            "files",
+            format!("no {} data in the upload", kind.name()),
+        )));
+    }
+    Ok(parsed)
+}
+
+/// Gunzips a gzip file (by its magic bytes), bounded in size.
+fn decompress(
+    upload: &Upload,
+    max_bytes: usize,
+) -> Result<std::borrow::Cow<'_, [u8]>, IngestError> {
+    if !upload.bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(std::borrow::Cow::Borrowed(&upload.bytes));
+    }
+    let mut out = Vec::new();
+    let mut decoder =
+        flate2::read::GzDecoder::new(upload.bytes.as_slice()).take(max_bytes as u64 + 1);
+    decoder.read_to_end(&mut out).map_err(|e| {
+        IngestError::Parse(ParseError::new(
+            &upload.name,
+            format!("gzip byte {}", out.len()),
+            e.to_string(),
+        ))
+    })?;
+    if out.len() > max_bytes {
+        return Err(IngestError::invalid(
+            "data",
+            format!(
+                "{}: decompressed size exceeds the limit of {max_bytes} bytes",
+                upload.name
+            ),
+        ));
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}

@@ -1,0 +1,266 @@
+//! MITRE ATT&CK enterprise STIX bundles, 2.0 and 2.1: tactics, techniques
+//! and sub-techniques with their tactics and platforms, groups with their
+//! aliases and `uses` of techniques, and mitigations. Revoked and
+//! deprecated objects are kept and marked.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::{ParseError, text};
+use crate::domain::{
+    ActorRow, Hashed, MitigationRow, Parsed, TacticRow, TechniqueRow, json_list,
+    normalize_technique_id, parent_of,
+};
+
+#[derive(Deserialize)]
+struct Bundle {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    objects: Vec<StixObject>,
+}
+
+#[derive(Deserialize)]
+struct ExternalReference {
+    source_name: String,
+    #[serde(default)]
+    external_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct KillChainPhase {
+    kill_chain_name: String,
+    phase_name: String,
+}
+
+#[derive(Deserialize)]
+struct StixObject {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    revoked: bool,
+    #[serde(default)]
+    x_mitre_deprecated: bool,
+    #[serde(default)]
+    x_mitre_is_subtechnique: bool,
+    #[serde(default)]
+    external_references: Vec<ExternalReference>,
+    #[serde(default)]
+    kill_chain_phases: Vec<KillChainPhase>,
+    #[serde(default)]
+    x_mitre_platforms: Vec<String>,
+    #[serde(default)]
+    x_mitre_shortname: Option<String>,
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(default)]
+    tactic_refs: Vec<String>,
+    #[serde(default)]
+    relationship_type: Option<String>,
+    #[serde(default)]
+    source_ref: Option<String>,
+    #[serde(default)]
+    target_ref: Option<String>,
+    #[serde(default)]
+    x_mitre_version: Option<String>,
+}
+
+impl StixObject {
+    fn attack_id(&self) -> Option<&str> {
+        self.external_references
+            .iter()
+            .find(|r| r.source_name == "mitre-attack")
+            .and_then(|r| r.external_id.as_deref())
+    }
+
+    fn flags(&self) -> (i64, i64) {
+        (i64::from(self.revoked), i64::from(self.x_mitre_deprecated))
+    }
+}
+
+/// Adds the bundle's objects.
+pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseError> {
+    let bundle: Bundle =
+        serde_json::from_str(text(file, bytes)?).map_err(|e| ParseError::json(file, &e))?;
+    if bundle.kind != "bundle" {
+        return Err(ParseError::new(
+            file,
+            "type",
+            format!("a STIX bundle has type \"bundle\", not {:?}", bundle.kind),
+        ));
+    }
+    let objects = bundle.objects;
+    if !objects
+        .iter()
+        .any(|o| o.kind == "attack-pattern" || o.kind == "x-mitre-tactic")
+    {
+        return Err(ParseError::new(
+            file,
+            "objects",
+            "the bundle has no ATT&CK techniques or tactics",
+        ));
+    }
+
+    // The release: STIX 2.1 bundles carry it on their collection object.
+    if let Some(version) = objects
+        .iter()
+        .find(|o| o.kind == "x-mitre-collection")
+        .and_then(|o| o.x_mitre_version.clone())
+    {
+        parsed.attack_version = Some(version);
+    }
+    let version = parsed.attack_version.clone().unwrap_or_default();
+
+    let tactic_order: HashMap<&str, i64> = objects
+        .iter()
+        .find(|o| o.kind == "x-mitre-matrix" && !o.revoked)
+        .map(|m| {
+            m.tactic_refs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.as_str(), i as i64 + 1))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let mut attack_ids: HashMap<&str, String> = HashMap::new();
+    for object in &objects {
+        let place = || format!("object {}", object.id);
+        match object.kind.as_str() {
+            "x-mitre-tactic" | "attack-pattern" | "intrusion-set" | "course-of-action" => {}
+            _ => continue,
+        }
+        let Some(attack_id) = object.attack_id() else {
+            parsed.skip(
+                file,
+                place(),
+                format!("{} without an ATT&CK id", object.kind),
+            );
+            continue;
+        };
+        let (revoked, deprecated) = object.flags();
+        match object.kind.as_str() {
+            "x-mitre-tactic" => parsed.tactics.push(
+                TacticRow {
+                    tactic_id: attack_id.to_owned(),
+                    stix_id: object.id.clone(),
+                    short_name: object.x_mitre_shortname.clone().unwrap_or_default(),
+                    name: object.name.clone(),
+                    description: object.description.clone(),
+                    ordinal: tactic_order.get(object.id.as_str()).copied().unwrap_or(0),
+                    revoked,
+                    deprecated,
+                    content_hash: String::new(),
+                }
+                .hashed(),
+            ),
+            "attack-pattern" => {
+                let Some(technique_id) = normalize_technique_id(attack_id) else {
+                    parsed.skip(
+                        file,
+                        place(),
+                        format!("technique id {attack_id:?} is not Tnnnn[.nnn]"),
+                    );
+                    continue;
+                };
+                let tactics: Vec<&str> = object
+                    .kill_chain_phases
+                    .iter()
+                    .filter(|p| p.kill_chain_name == "mitre-attack")
+                    .map(|p| p.phase_name.as_str())
+                    .collect();
+                let is_sub = object.x_mitre_is_subtechnique || technique_id.contains('.');
+                attack_ids.insert(object.id.as_str(), technique_id.clone());
+                parsed.techniques.push(
+                    TechniqueRow {
+                        parent_id: is_sub
+                            .then(|| parent_of(&technique_id).map(str::to_owned))
+                            .flatten(),
+                        technique_id,
+                        stix_id: object.id.clone(),
+                        name: object.name.clone(),
+                        description: object.description.clone(),
+                        is_subtechnique: i64::from(is_sub),
+                        tactics: json_list(&tactics),
+                        platforms: json_list(&object.x_mitre_platforms),
+                        revoked,
+                        deprecated,
+                        attack_version: version.clone(),
+                        content_hash: String::new(),
+                    }
+                    .hashed(),
+                );
+            }
+            "intrusion-set" => {
+                attack_ids.insert(object.id.as_str(), attack_id.to_owned());
+                let aliases: Vec<&String> = object
+                    .aliases
+                    .iter()
+                    .filter(|a| **a != object.name)
+                    .collect();
+                parsed.actors.push(
+                    ActorRow {
+                        actor_id: attack_id.to_owned(),
+                        stix_id: object.id.clone(),
+                        name: object.name.clone(),
+                        aliases: json_list(&aliases),
+                        description: object.description.clone(),
+                        revoked,
+                        deprecated,
+                        content_hash: String::new(),
+                    }
+                    .hashed(),
+                );
+            }
+            _ => parsed.mitigations.push(
+                MitigationRow {
+                    mitigation_id: attack_id.to_owned(),
+                    stix_id: object.id.clone(),
+                    name: object.name.clone(),
+                    description: object.description.clone(),
+                    revoked,
+                    deprecated,
+                    content_hash: String::new(),
+                }
+                .hashed(),
+            ),
+        }
+    }
+
+    for relation in objects.iter().filter(|o| o.kind == "relationship") {
+        if relation.relationship_type.as_deref() != Some("uses")
+            || relation.revoked
+            || relation.x_mitre_deprecated
+        {
+            continue;
+        }
+        let (Some(source), Some(target)) = (
+            relation.source_ref.as_deref(),
+            relation.target_ref.as_deref(),
+        ) else {
+            continue;
+        };
+        if !source.starts_with("intrusion-set--") || !target.starts_with("attack-pattern--") {
+            continue;
+        }
+        match (attack_ids.get(source), attack_ids.get(target)) {
+            (Some(actor), Some(technique)) => {
+                parsed
+                    .actor_techniques
+                    .insert((actor.clone(), technique.clone()));
+            }
+            _ => parsed.skip(
+                file,
+                format!("object {}", relation.id),
+                "uses relationship to an object not in the bundle",
+            ),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,436 @@
+//! The batch reads: one statement per chunk of ids, results keyed by id so
+//! the API can answer in request order and list the missing ones.
+
+use std::collections::BTreeMap;
+
+use purple_api::ingest::v1::{
+    CatalogInput, Control, Cve, DefensiveTechnique, DetectionRule, Tactic, Technique, TestTemplate,
+    ThreatActor,
+};
+use purple_runtime::{paging::Page, time::timestamp};
+use sqlx::{Row, any::AnyRow};
+
+use super::CatalogStore;
+
+macro_rules! technique_select {
+    ($($rest:literal),*) => {
+        concat!(
+            "SELECT t.technique_id, t.stix_id, t.name, t.description, t.is_subtechnique, ",
+            "t.parent_id, t.tactics, t.platforms, t.revoked, t.deprecated, t.attack_version ",
+            "FROM techniques t ", $($rest),*
+        )
+    };
+}
+
+const TECHNIQUES_BY_IDS: &str =
+    technique_select!("WHERE t.technique_id IN (SELECT value FROM json_each($1))");
+
+const LIST_TECHNIQUES: &str = technique_select!(
+    "WHERE ($1 = '' OR EXISTS (SELECT 1 FROM json_each(t.tactics) j WHERE j.value = $1)) ",
+    "AND ($2 = '' OR EXISTS (SELECT 1 FROM json_each(t.platforms) j WHERE lower(j.value) = lower($2))) ",
+    "AND ($3 = 0 OR ($3 = 1 AND t.is_subtechnique = 0) OR ($3 = 2 AND t.is_subtechnique = 1)) ",
+    "AND ($4 = 1 OR (t.revoked = 0 AND t.deprecated = 0)) ",
+    "ORDER BY t.technique_id LIMIT $5 OFFSET $6"
+);
+
+const LIST_TACTICS: &str = "
+    SELECT ta.tactic_id, ta.short_name, ta.name, ta.ordinal, COUNT(lt.technique_id)
+    FROM tactics ta
+    LEFT JOIN (
+        SELECT j.value AS short_name, t.technique_id
+        FROM techniques t, json_each(t.tactics) j
+        WHERE t.revoked = 0 AND t.deprecated = 0
+    ) lt ON lt.short_name = ta.short_name
+    WHERE ta.revoked = 0 AND ta.deprecated = 0
+    GROUP BY ta.tactic_id, ta.short_name, ta.name, ta.ordinal
+    ORDER BY ta.ordinal, ta.tactic_id";
+
+const CATALOG_INPUTS: &str = "
+    SELECT t.technique_id, t.revoked, t.deprecated,
+           (SELECT COUNT(DISTINCT td.defense_id) FROM technique_defenses td
+            WHERE td.technique_id = t.technique_id OR td.technique_id = t.parent_id),
+           (SELECT COUNT(*) FROM actor_techniques at JOIN actors a ON a.actor_id = at.actor_id
+            WHERE at.technique_id = t.technique_id AND a.revoked = 0 AND a.deprecated = 0),
+           (SELECT string_agg(r.rule_id, ',' ORDER BY r.rule_id) FROM rule_techniques rt
+            JOIN rules r ON r.rule_id = rt.rule_id
+            WHERE rt.technique_id = t.technique_id AND r.enabled = 1)
+    FROM techniques t
+    WHERE t.technique_id IN (SELECT value FROM json_each($1))";
+
+macro_rules! actor_select {
+    ($($rest:literal),*) => {
+        concat!(
+            "SELECT a.actor_id, a.name, a.aliases, a.description, a.revoked, a.deprecated, ",
+            "(SELECT COUNT(*) FROM actor_techniques at JOIN techniques t ON t.technique_id = at.technique_id ",
+            " WHERE at.actor_id = a.actor_id AND t.revoked = 0 AND t.deprecated = 0) ",
+            "FROM actors a ", $($rest),*
+        )
+    };
+}
+
+const LIST_ACTORS: &str = actor_select!(
+    "WHERE ($1 = 1 OR (a.revoked = 0 AND a.deprecated = 0)) ORDER BY a.name, a.actor_id LIMIT $2 OFFSET $3"
+);
+const ACTORS_BY_IDS: &str = actor_select!("WHERE a.actor_id IN (SELECT value FROM json_each($1))");
+
+const ACTOR_TECHNIQUES: &str = "
+    SELECT a.actor_id, lt.technique_id
+    FROM actors a
+    LEFT JOIN (
+        SELECT at.actor_id, at.technique_id FROM actor_techniques at
+        JOIN techniques t ON t.technique_id = at.technique_id
+        WHERE t.revoked = 0 AND t.deprecated = 0
+    ) lt ON lt.actor_id = a.actor_id
+    WHERE a.actor_id IN (SELECT value FROM json_each($1))
+    ORDER BY a.actor_id, lt.technique_id";
+
+const DEFENSES_FOR: &str = "
+    SELECT DISTINCT t.technique_id, d.defense_id, d.name, d.tactic
+    FROM techniques t
+    LEFT JOIN technique_defenses td ON td.technique_id = t.technique_id OR td.technique_id = t.parent_id
+    LEFT JOIN defenses d ON d.defense_id = td.defense_id
+    WHERE t.technique_id IN (SELECT value FROM json_each($1))
+    ORDER BY t.technique_id, d.defense_id";
+
+const TEMPLATES_FOR: &str = "
+    SELECT t.technique_id, p.template_id, p.source, p.name, p.description, p.platforms, p.executor, p.command
+    FROM techniques t
+    LEFT JOIN templates p ON p.technique_id = t.technique_id
+         AND ($2 = '' OR EXISTS (SELECT 1 FROM json_each(p.platforms) j WHERE lower(j.value) = lower($2)))
+    WHERE t.technique_id IN (SELECT value FROM json_each($1))
+    ORDER BY t.technique_id,
+             CASE p.source WHEN 'atomic' THEN 0 WHEN 'caldera' THEN 1 ELSE 2 END, p.name, p.template_id";
+
+const RULES_BY_IDS: &str = "
+    SELECT rule_id, source, title, level, status, enabled, file_name, technique_ids
+    FROM rules WHERE rule_id IN (SELECT value FROM json_each($1))";
+
+const CVES_FOR: &str = "
+    SELECT t.technique_id, c.cve_id, c.description, c.cvss_score, c.link, c.known_exploited, c.published_at
+    FROM techniques t
+    LEFT JOIN (
+        SELECT DISTINCT rt.technique_id AS technique_id, rc.cve_id AS cve_id
+        FROM rule_techniques rt JOIN rule_cves rc ON rc.rule_id = rt.rule_id
+    ) l ON l.technique_id = t.technique_id
+    LEFT JOIN cves c ON c.cve_id = l.cve_id
+    WHERE t.technique_id IN (SELECT value FROM json_each($1))
+    ORDER BY t.technique_id, c.cvss_score DESC, c.cve_id";
+
+const CONTROLS_FOR: &str = "
+    SELECT t.technique_id, c.control_id, c.name, c.family
+    FROM techniques t
+    LEFT JOIN control_techniques ct ON ct.technique_id = t.technique_id
+    LEFT JOIN controls c ON c.control_id = ct.control_id
+    WHERE t.technique_id IN (SELECT value FROM json_each($1))
+    ORDER BY t.technique_id, c.control_id";
+
+const IMPORT_RUNS: &str =
+    "SELECT report FROM import_runs ORDER BY started_at DESC, run_id LIMIT $1 OFFSET $2";
+
+fn list(json: &str) -> Vec<String> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+fn technique(row: &AnyRow) -> Result<Technique, sqlx::Error> {
+    Ok(Technique {
+        technique_id: row.try_get(0)?,
+        stix_id: row.try_get(1)?,
+        name: row.try_get(2)?,
+        description: row.try_get(3)?,
+        is_subtechnique: row.try_get::<i64, _>(4)? != 0,
+        parent_id: row.try_get::<Option<String>, _>(5)?.unwrap_or_default(),
+        tactics: list(&row.try_get::<String, _>(6)?),
+        platforms: list(&row.try_get::<String, _>(7)?),
+        revoked: row.try_get::<i64, _>(8)? != 0,
+        deprecated: row.try_get::<i64, _>(9)? != 0,
+        attack_version: row.try_get(10)?,
+    })
+}
+
+fn actor(row: &AnyRow) -> Result<ThreatActor, sqlx::Error> {
+    Ok(ThreatActor {
+        actor_id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        aliases: list(&row.try_get::<String, _>(2)?),
+        description: row.try_get(3)?,
+        revoked: row.try_get::<i64, _>(4)? != 0,
+        deprecated: row.try_get::<i64, _>(5)? != 0,
+        technique_count: row.try_get::<i64, _>(6)? as i32,
+    })
+}
+
+/// Rows grouped by their first column, for one-to-many reads; a group whose
+/// joined side is NULL is present but empty.
+fn grouped<T>(
+    rows: &[AnyRow],
+    item: impl Fn(&AnyRow) -> Result<Option<T>, sqlx::Error>,
+) -> Result<BTreeMap<String, Vec<T>>, sqlx::Error> {
+    let mut groups: BTreeMap<String, Vec<T>> = BTreeMap::new();
+    for row in rows {
+        let entry = groups.entry(row.try_get(0)?).or_default();
+        if let Some(value) = item(row)? {
+            entry.push(value);
+        }
+    }
+    Ok(groups)
+}
+
+impl CatalogStore {
+    async fn by_ids(&self, sql: &'static str, ids: &[String]) -> Result<Vec<AnyRow>, sqlx::Error> {
+        self.db
+            .stmt(sql)
+            .bind_ids(ids)
+            .fetch_all(self.db.pool())
+            .await
+    }
+
+    /// Techniques by ATT&CK id.
+    pub async fn techniques_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, Technique>, sqlx::Error> {
+        self.by_ids(TECHNIQUES_BY_IDS, ids)
+            .await?
+            .iter()
+            .map(|row| technique(row).map(|t| (t.technique_id.clone(), t)))
+            .collect()
+    }
+
+    /// A filtered page of techniques.
+    pub async fn list_techniques(
+        &self,
+        tactic: &str,
+        platform: &str,
+        subtechniques: i64,
+        include_revoked: bool,
+        page: Page,
+    ) -> Result<Vec<Technique>, sqlx::Error> {
+        self.db
+            .stmt(LIST_TECHNIQUES)
+            .bind(tactic.to_owned())
+            .bind(platform.to_owned())
+            .bind(subtechniques)
+            .bind(i64::from(include_revoked))
+            .bind(page.limit())
+            .bind(page.offset)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(technique)
+            .collect()
+    }
+
+    /// Live tactics in kill-chain order with their live technique counts.
+    pub async fn tactics(&self) -> Result<Vec<Tactic>, sqlx::Error> {
+        self.db
+            .stmt(LIST_TACTICS)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(Tactic {
+                    tactic_id: row.try_get(0)?,
+                    short_name: row.try_get(1)?,
+                    name: row.try_get(2)?,
+                    ordinal: row.try_get::<i64, _>(3)? as i32,
+                    technique_count: row.try_get::<i64, _>(4)? as i32,
+                })
+            })
+            .collect()
+    }
+
+    /// Scoring's inputs per technique.
+    pub async fn catalog_inputs(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, CatalogInput>, sqlx::Error> {
+        self.by_ids(CATALOG_INPUTS, ids)
+            .await?
+            .iter()
+            .map(|row| {
+                let rules: Option<String> = row.try_get(5)?;
+                let input = CatalogInput {
+                    technique_id: row.try_get(0)?,
+                    live: row.try_get::<i64, _>(1)? == 0 && row.try_get::<i64, _>(2)? == 0,
+                    countermeasure_count: row.try_get::<i64, _>(3)? as i32,
+                    actor_count: row.try_get::<i64, _>(4)? as i32,
+                    enabled_rule_ids: rules
+                        .filter(|r| !r.is_empty())
+                        .map(|r| r.split(',').map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                };
+                Ok((input.technique_id.clone(), input))
+            })
+            .collect()
+    }
+
+    /// A page of actors by name.
+    pub async fn list_actors(
+        &self,
+        include_revoked: bool,
+        page: Page,
+    ) -> Result<Vec<ThreatActor>, sqlx::Error> {
+        self.db
+            .stmt(LIST_ACTORS)
+            .bind(i64::from(include_revoked))
+            .bind(page.limit())
+            .bind(page.offset)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(actor)
+            .collect()
+    }
+
+    /// Actors by ATT&CK id.
+    pub async fn actors_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, ThreatActor>, sqlx::Error> {
+        self.by_ids(ACTORS_BY_IDS, ids)
+            .await?
+            .iter()
+            .map(|row| actor(row).map(|a| (a.actor_id.clone(), a)))
+            .collect()
+    }
+
+    /// The live techniques of actors.
+    pub async fn actor_techniques(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, Vec<String>>, sqlx::Error> {
+        let rows = self.by_ids(ACTOR_TECHNIQUES, ids).await?;
+        grouped(&rows, |row| row.try_get::<Option<String>, _>(1))
+    }
+
+    /// Defenses per technique (own and parent's).
+    pub async fn defenses_for(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, Vec<DefensiveTechnique>>, sqlx::Error> {
+        let rows = self.by_ids(DEFENSES_FOR, ids).await?;
+        grouped(&rows, |row| {
+            Ok(row
+                .try_get::<Option<String>, _>(1)?
+                .map(|defense_id| DefensiveTechnique {
+                    defense_id,
+                    name: row
+                        .try_get::<Option<String>, _>(2)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
+                    tactic: row
+                        .try_get::<Option<String>, _>(3)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
+                }))
+        })
+    }
+
+    /// Templates per technique, best first.
+    pub async fn templates_for(
+        &self,
+        ids: &[String],
+        platform: &str,
+    ) -> Result<BTreeMap<String, Vec<TestTemplate>>, sqlx::Error> {
+        let rows = self
+            .db
+            .stmt(TEMPLATES_FOR)
+            .bind_ids(ids)
+            .bind(platform.to_owned())
+            .fetch_all(self.db.pool())
+            .await?;
+        grouped(&rows, |row| {
+            let Some(template_id) = row.try_get::<Option<String>, _>(1)? else {
+                return Ok(None);
+            };
+            Ok(Some(TestTemplate {
+                template_id,
+                technique_id: row.try_get(0)?,
+                source: row.try_get(2)?,
+                name: row.try_get(3)?,
+                description: row.try_get(4)?,
+                platforms: list(&row.try_get::<String, _>(5)?),
+                executor: row.try_get(6)?,
+                command: row.try_get(7)?,
+            }))
+        })
+    }
+
+    /// Rules by id.
+    pub async fn rules_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, DetectionRule>, sqlx::Error> {
+        self.by_ids(RULES_BY_IDS, ids)
+            .await?
+            .iter()
+            .map(|row| {
+                let rule = DetectionRule {
+                    rule_id: row.try_get(0)?,
+                    source: row.try_get(1)?,
+                    title: row.try_get(2)?,
+                    level: row.try_get(3)?,
+                    status: row.try_get(4)?,
+                    enabled: row.try_get::<i64, _>(5)? != 0,
+                    file_name: row.try_get(6)?,
+                    technique_ids: list(&row.try_get::<String, _>(7)?),
+                };
+                Ok((rule.rule_id.clone(), rule))
+            })
+            .collect()
+    }
+
+    /// CVEs per technique, through the rules that name them.
+    pub async fn cves_for(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, Vec<Cve>>, sqlx::Error> {
+        let rows = self.by_ids(CVES_FOR, ids).await?;
+        grouped(&rows, |row| {
+            let Some(cve_id) = row.try_get::<Option<String>, _>(1)? else {
+                return Ok(None);
+            };
+            Ok(Some(Cve {
+                cve_id,
+                description: row.try_get(2)?,
+                cvss_score: row.try_get(3)?,
+                link: row.try_get(4)?,
+                known_exploited: row.try_get::<i64, _>(5)? != 0,
+                published_at: row.try_get::<Option<i64>, _>(6)?.map(timestamp),
+            }))
+        })
+    }
+
+    /// Controls per technique.
+    pub async fn controls_for(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, Vec<Control>>, sqlx::Error> {
+        let rows = self.by_ids(CONTROLS_FOR, ids).await?;
+        grouped(&rows, |row| {
+            let Some(control_id) = row.try_get::<Option<String>, _>(1)? else {
+                return Ok(None);
+            };
+            Ok(Some(Control {
+                control_id,
+                name: row.try_get(2)?,
+                family: row.try_get(3)?,
+            }))
+        })
+    }
+
+    /// A page of import run reports (JSON), newest first.
+    pub async fn import_runs(&self, page: Page) -> Result<Vec<String>, sqlx::Error> {
+        self.db
+            .stmt(IMPORT_RUNS)
+            .bind(page.limit())
+            .bind(page.offset)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect()
+    }
+}

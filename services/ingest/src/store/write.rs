@@ -1,0 +1,467 @@
+//! Writing an import: for each table the import touches, one statement
+//! preloads what exists and at most one multi-row statement writes what
+//! changed, all in the caller's transaction. Unchanged rows are not
+//! written, so re-importing the same data writes nothing. The number of
+//! statements depends on the kind of import, never on its size.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use purple_runtime::Database;
+use serde::Serialize;
+use sqlx::{Any, Row, Transaction};
+
+use crate::domain::{Counts, Entity, Parsed, Skipped};
+use crate::import::Kind;
+
+/// The preload and upsert of one entity table.
+struct EntitySql {
+    name: &'static str,
+    preload: &'static str,
+    upsert: &'static str,
+}
+
+/// The preload, insert and delete of one pair table.
+struct PairSql {
+    preload: &'static str,
+    insert: &'static str,
+    delete: &'static str,
+}
+
+macro_rules! entity_sql {
+    ($name:literal, $table:literal, $key:literal, flags: $flags:literal, [$($col:literal as $cast:literal),*]) => {
+        EntitySql {
+            name: $name,
+            preload: concat!("SELECT ", $key, ", content_hash, ", $flags, " FROM ", $table),
+            upsert: concat!(
+                "INSERT INTO ", $table, " (", $key, $(", ", $col,)* ") ",
+                "SELECT json_extract(value, '$.", $key, "')",
+                $(", CAST(json_extract(value, '$.", $col, "') AS ", $cast, ")",)*
+                " FROM json_each($1) WHERE true ON CONFLICT (", $key, ") DO UPDATE SET ",
+                $key, " = excluded.", $key, $(", ", $col, " = excluded.", $col,)*
+            ),
+        }
+    };
+}
+
+macro_rules! pair_sql {
+    ($table:literal, $a:literal, $b:literal) => {
+        PairSql {
+            preload: concat!("SELECT ", $a, ", ", $b, " FROM ", $table),
+            insert: concat!(
+                "INSERT INTO ",
+                $table,
+                " (",
+                $a,
+                ", ",
+                $b,
+                ") ",
+                "SELECT json_extract(value, '$.a'), json_extract(value, '$.b') FROM json_each($1) ",
+                "WHERE true ON CONFLICT DO NOTHING"
+            ),
+            delete: concat!(
+                "DELETE FROM ",
+                $table,
+                " WHERE ",
+                $a,
+                " || '|' || ",
+                $b,
+                " IN (SELECT value FROM json_each($1))"
+            ),
+        }
+    };
+}
+
+const TACTICS: EntitySql = entity_sql!("tactic", "tactics", "tactic_id", flags: "revoked, deprecated", [
+    "stix_id" as "TEXT", "short_name" as "TEXT", "name" as "TEXT", "description" as "TEXT",
+    "ordinal" as "BIGINT", "revoked" as "BIGINT", "deprecated" as "BIGINT", "content_hash" as "TEXT"]);
+const TECHNIQUES: EntitySql = entity_sql!("technique", "techniques", "technique_id", flags: "revoked, deprecated", [
+    "stix_id" as "TEXT", "name" as "TEXT", "description" as "TEXT", "is_subtechnique" as "BIGINT",
+    "parent_id" as "TEXT", "tactics" as "TEXT", "platforms" as "TEXT", "revoked" as "BIGINT",
+    "deprecated" as "BIGINT", "attack_version" as "TEXT", "content_hash" as "TEXT"]);
+const ACTORS: EntitySql = entity_sql!("actor", "actors", "actor_id", flags: "revoked, deprecated", [
+    "stix_id" as "TEXT", "name" as "TEXT", "aliases" as "TEXT", "description" as "TEXT",
+    "revoked" as "BIGINT", "deprecated" as "BIGINT", "content_hash" as "TEXT"]);
+const MITIGATIONS: EntitySql = entity_sql!("mitigation", "mitigations", "mitigation_id", flags: "revoked, deprecated", [
+    "stix_id" as "TEXT", "name" as "TEXT", "description" as "TEXT",
+    "revoked" as "BIGINT", "deprecated" as "BIGINT", "content_hash" as "TEXT"]);
+const DEFENSES: EntitySql = entity_sql!("defense", "defenses", "defense_id", flags: "0 AS revoked, 0 AS deprecated", [
+    "name" as "TEXT", "tactic" as "TEXT", "content_hash" as "TEXT"]);
+const RULES: EntitySql = entity_sql!("rule", "rules", "rule_id", flags: "0 AS revoked, 0 AS deprecated", [
+    "source" as "TEXT", "title" as "TEXT", "level" as "TEXT", "status" as "TEXT", "enabled" as "BIGINT",
+    "file_name" as "TEXT", "technique_ids" as "TEXT", "cve_ids" as "TEXT", "content_hash" as "TEXT"]);
+const TEMPLATES: EntitySql = entity_sql!("template", "templates", "template_id", flags: "0 AS revoked, 0 AS deprecated", [
+    "source" as "TEXT", "technique_id" as "TEXT", "name" as "TEXT", "description" as "TEXT",
+    "platforms" as "TEXT", "executor" as "TEXT", "command" as "TEXT", "content_hash" as "TEXT"]);
+const CONTROLS: EntitySql = entity_sql!("control", "controls", "control_id", flags: "0 AS revoked, 0 AS deprecated", [
+    "name" as "TEXT", "family" as "TEXT", "content_hash" as "TEXT"]);
+const CVES: EntitySql = entity_sql!("cve", "cves", "cve_id", flags: "0 AS revoked, 0 AS deprecated", [
+    "description" as "TEXT", "cvss_score" as "DOUBLE PRECISION", "link" as "TEXT",
+    "known_exploited" as "BIGINT", "published_at" as "BIGINT", "content_hash" as "TEXT"]);
+
+const ACTOR_TECHNIQUES: PairSql = pair_sql!("actor_techniques", "actor_id", "technique_id");
+const TECHNIQUE_DEFENSES: PairSql = pair_sql!("technique_defenses", "technique_id", "defense_id");
+const RULE_TECHNIQUES: PairSql = pair_sql!("rule_techniques", "rule_id", "technique_id");
+const RULE_CVES: PairSql = pair_sql!("rule_cves", "rule_id", "cve_id");
+const CONTROL_TECHNIQUES: PairSql = pair_sql!("control_techniques", "control_id", "technique_id");
+
+const KNOWN_TECHNIQUES: &str = "SELECT technique_id, revoked, deprecated FROM techniques";
+
+const INSERT_RUN: &str = "
+    INSERT INTO import_runs (run_id, kind, status, attack_version, report, error, started_at, finished_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// What an import changed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Per entity type.
+    pub counts: BTreeMap<String, Counts>,
+    /// References to unknown, revoked or deprecated techniques (kept).
+    pub unresolved: Vec<Skipped>,
+    /// Techniques whose score inputs changed.
+    pub invalidated: BTreeSet<String>,
+}
+
+/// A run record.
+pub struct RunRecord<'a> {
+    pub run_id: &'a str,
+    pub kind: &'a str,
+    pub succeeded: bool,
+    pub attack_version: &'a str,
+    pub report_json: String,
+    pub error: &'a str,
+    pub started_at: i64,
+    pub finished_at: i64,
+}
+
+/// Writes a run record (in the import's transaction on success, alone on
+/// failure).
+pub async fn record_run<'c, E>(
+    db: &Database,
+    executor: E,
+    run: RunRecord<'_>,
+) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = Any>,
+{
+    db.stmt(INSERT_RUN)
+        .bind(run.run_id.to_owned())
+        .bind(run.kind.to_owned())
+        .bind(if run.succeeded { "succeeded" } else { "failed" })
+        .bind(run.attack_version.to_owned())
+        .bind(run.report_json)
+        .bind(run.error.to_owned())
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Syncs what `parsed` holds for an import of `kind`.
+pub async fn apply(
+    db: &Database,
+    tx: &mut Transaction<'static, Any>,
+    kind: Kind,
+    parsed: &Parsed,
+) -> Result<Changes, sqlx::Error> {
+    let mut changes = Changes::default();
+    let mut w = Writer {
+        db,
+        tx,
+        changes: &mut changes,
+    };
+    match kind {
+        Kind::Attack => {
+            w.entities(&TACTICS, &parsed.tactics).await?;
+            let changed = w.entities(&TECHNIQUES, &parsed.techniques).await?;
+            w.changes.invalidated.extend(changed);
+            w.entities(&ACTORS, &parsed.actors).await?;
+            w.entities(&MITIGATIONS, &parsed.mitigations).await?;
+            let scope = keys(&parsed.actors);
+            let (added, removed) = w
+                .pairs(
+                    &ACTOR_TECHNIQUES,
+                    "actor_technique",
+                    &scope,
+                    &parsed.actor_techniques,
+                )
+                .await?;
+            w.changes
+                .invalidated
+                .extend(added.into_iter().chain(removed).map(|(_, t)| t));
+        }
+        Kind::D3fend => {
+            let known = w.known_techniques().await?;
+            w.entities(&DEFENSES, &parsed.defenses).await?;
+            let scope: BTreeSet<String> = parsed
+                .technique_defenses
+                .iter()
+                .map(|(t, _)| t.clone())
+                .collect();
+            w.unresolved(
+                &known,
+                parsed
+                    .technique_defenses
+                    .iter()
+                    .map(|(t, d)| (format!("defense {d}"), t)),
+            );
+            let (added, removed) = w
+                .pairs(
+                    &TECHNIQUE_DEFENSES,
+                    "technique_defense",
+                    &scope,
+                    &parsed.technique_defenses,
+                )
+                .await?;
+            w.changes
+                .invalidated
+                .extend(added.into_iter().chain(removed).map(|(t, _)| t));
+        }
+        Kind::Sigma | Kind::Elastic => {
+            let known = w.known_techniques().await?;
+            let changed: HashSet<String> = w
+                .entities(&RULES, &parsed.rules)
+                .await?
+                .into_iter()
+                .collect();
+            let scope = keys(&parsed.rules);
+            w.unresolved(
+                &known,
+                parsed
+                    .rule_techniques
+                    .iter()
+                    .map(|(r, t)| (format!("rule {r}"), t)),
+            );
+            let (added, removed) = w
+                .pairs(
+                    &RULE_TECHNIQUES,
+                    "rule_technique",
+                    &scope,
+                    &parsed.rule_techniques,
+                )
+                .await?;
+            w.pairs(&RULE_CVES, "rule_cve", &scope, &parsed.rule_cves)
+                .await?;
+            // A rule whose enabled flag or mappings changed moves C of its techniques.
+            let touched = parsed
+                .rule_techniques
+                .iter()
+                .filter(|(r, _)| changed.contains(r))
+                .cloned();
+            w.changes.invalidated.extend(
+                added
+                    .into_iter()
+                    .chain(removed)
+                    .chain(touched)
+                    .map(|(_, t)| t),
+            );
+        }
+        Kind::Atomic | Kind::Caldera | Kind::Lolbas => {
+            let known = w.known_techniques().await?;
+            w.unresolved(
+                &known,
+                parsed
+                    .templates
+                    .iter()
+                    .map(|t| (format!("template {}", t.template_id), &t.technique_id)),
+            );
+            w.entities(&TEMPLATES, &parsed.templates).await?;
+        }
+        Kind::Nist => {
+            let known = w.known_techniques().await?;
+            w.entities(&CONTROLS, &parsed.controls).await?;
+            let scope = keys(&parsed.controls);
+            w.unresolved(
+                &known,
+                parsed
+                    .control_techniques
+                    .iter()
+                    .map(|(c, t)| (format!("control {c}"), t)),
+            );
+            w.pairs(
+                &CONTROL_TECHNIQUES,
+                "control_technique",
+                &scope,
+                &parsed.control_techniques,
+            )
+            .await?;
+        }
+        Kind::Cve => {
+            w.entities(&CVES, &parsed.cves).await?;
+        }
+    }
+    Ok(changes)
+}
+
+fn keys<E: Entity>(rows: &[E]) -> BTreeSet<String> {
+    rows.iter().map(|r| r.key().to_owned()).collect()
+}
+
+#[derive(Serialize)]
+struct Pair<'a> {
+    a: &'a str,
+    b: &'a str,
+}
+
+struct Writer<'a, 't> {
+    db: &'a Database,
+    tx: &'t mut Transaction<'static, Any>,
+    changes: &'a mut Changes,
+}
+
+impl Writer<'_, '_> {
+    /// Upserts created and updated rows; returns their keys.
+    async fn entities<E: Entity>(
+        &mut self,
+        sql: &EntitySql,
+        rows: &[E],
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let existing: HashMap<String, (String, bool, bool)> = self
+            .db
+            .stmt(sql.preload)
+            .fetch_all(&mut **self.tx)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>(0)?,
+                    (
+                        row.try_get::<String, _>(1)?,
+                        row.try_get::<i64, _>(2)? != 0,
+                        row.try_get::<i64, _>(3)? != 0,
+                    ),
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        let mut counts = Counts::default();
+        let mut seen = HashSet::new();
+        let mut changed: Vec<&E> = Vec::new();
+        for row in rows {
+            if !seen.insert(row.key()) {
+                continue;
+            }
+            let hash = row.hash();
+            let (was_revoked, was_deprecated) = match existing.get(row.key()) {
+                None => {
+                    counts.created += 1;
+                    changed.push(row);
+                    (false, false)
+                }
+                Some((old_hash, revoked, deprecated)) => {
+                    if old_hash == hash {
+                        counts.unchanged += 1;
+                    } else {
+                        counts.updated += 1;
+                        changed.push(row);
+                    }
+                    (*revoked, *deprecated)
+                }
+            };
+            counts.revoked += u64::from(row.revoked() && !was_revoked);
+            counts.deprecated += u64::from(row.deprecated() && !was_deprecated);
+        }
+        if !changed.is_empty() {
+            self.db
+                .stmt(sql.upsert)
+                .bind_rows(&changed)
+                .execute(&mut **self.tx)
+                .await?;
+        }
+        self.changes.counts.insert(sql.name.to_owned(), counts);
+        Ok(changed.iter().map(|r| r.key().to_owned()).collect())
+    }
+
+    /// Makes the pairs whose left side is in `scope` exactly `pairs`;
+    /// returns (added, removed).
+    async fn pairs(
+        &mut self,
+        sql: &PairSql,
+        name: &str,
+        scope: &BTreeSet<String>,
+        pairs: &BTreeSet<(String, String)>,
+    ) -> Result<(Vec<(String, String)>, Vec<(String, String)>), sqlx::Error> {
+        let existing: BTreeSet<(String, String)> = self
+            .db
+            .stmt(sql.preload)
+            .fetch_all(&mut **self.tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        let added: Vec<(String, String)> = pairs.difference(&existing).cloned().collect();
+        let removed: Vec<(String, String)> = existing
+            .iter()
+            .filter(|(a, _)| scope.contains(a))
+            .filter(|pair| !pairs.contains(*pair))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            let rows: Vec<Pair> = added.iter().map(|(a, b)| Pair { a, b }).collect();
+            self.db
+                .stmt(sql.insert)
+                .bind_rows(&rows)
+                .execute(&mut **self.tx)
+                .await?;
+        }
+        if !removed.is_empty() {
+            let keys: Vec<String> = removed.iter().map(|(a, b)| format!("{a}|{b}")).collect();
+            self.db
+                .stmt(sql.delete)
+                .bind_ids(&keys)
+                .execute(&mut **self.tx)
+                .await?;
+        }
+        let unchanged = pairs.len() - added.len();
+        self.changes.counts.insert(
+            name.to_owned(),
+            Counts {
+                created: added.len() as u64,
+                updated: 0,
+                unchanged: unchanged as u64,
+                removed: removed.len() as u64,
+                ..Counts::default()
+            },
+        );
+        Ok((added, removed))
+    }
+
+    /// Every technique id with its (revoked, deprecated) flags.
+    async fn known_techniques(&mut self) -> Result<HashMap<String, (bool, bool)>, sqlx::Error> {
+        self.db
+            .stmt(KNOWN_TECHNIQUES)
+            .fetch_all(&mut **self.tx)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    (
+                        row.try_get::<i64, _>(1)? != 0,
+                        row.try_get::<i64, _>(2)? != 0,
+                    ),
+                ))
+            })
+            .collect()
+    }
+
+    /// Counts references to techniques that are unknown or not live.
+    fn unresolved<'r>(
+        &mut self,
+        known: &HashMap<String, (bool, bool)>,
+        references: impl Iterator<Item = (String, &'r String)>,
+    ) {
+        for (location, technique) in references {
+            let reason = match known.get(technique) {
+                None => format!("unresolved: {technique} is not in the ATT&CK catalogue"),
+                Some((true, _)) => format!("unresolved: {technique} is revoked"),
+                Some((_, true)) => format!("unresolved: {technique} is deprecated"),
+                Some(_) => continue,
+            };
+            self.changes.unresolved.push(Skipped {
+                file_name: String::new(),
+                location,
+                reason,
+            });
+        }
+    }
+}

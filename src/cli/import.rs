@@ -1,0 +1,265 @@
+//! `purple import <kind> <file-or-directory>`: streams the files to the
+//! server in chunks with a progress bar and prints the import report.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use futures::stream;
+use indicatif::{ProgressBar, ProgressStyle};
+use purple_api::ingest::v1::{
+    ImportChunk, ImportKind, ImportReport, ImportStatus, ingest_service_client::IngestServiceClient,
+};
+use purple_ingest::import::Kind;
+
+use super::{ServerArg, status_error};
+
+/// How much of a file one chunk carries.
+const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Imports files of one kind.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// attack, d3fend, sigma, elastic, atomic, caldera, lolbas, nist or cve.
+    #[arg(value_parser = parse_kind)]
+    kind: Kind,
+    /// A file, or a directory whose matching files are imported together.
+    path: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+fn parse_kind(name: &str) -> Result<Kind, String> {
+    Kind::parse(name).ok_or_else(|| {
+        format!("unknown kind {name:?}; expected attack, d3fend, sigma, elastic, atomic, caldera, lolbas, nist or cve")
+    })
+}
+
+/// The file endings each kind imports from a directory.
+fn matches(kind: Kind, path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let any = |endings: &[&str]| endings.iter().any(|e| name.ends_with(e));
+    match kind {
+        Kind::Attack | Kind::Cve => any(&[".json", ".json.gz"]),
+        Kind::D3fend => any(&[".csv", ".json"]),
+        Kind::Sigma | Kind::Caldera | Kind::Lolbas => any(&[".yml", ".yaml"]),
+        Kind::Atomic => any(&[".yml", ".yaml"]) && name.starts_with('t'),
+        Kind::Elastic => any(&[".toml"]),
+        Kind::Nist => any(&[".json", ".tsv"]),
+    }
+}
+
+/// The files to import, sorted so runs are repeatable.
+pub fn collect_files(kind: Kind, path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in
+            std::fs::read_dir(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if matches(kind, &path) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        anyhow::bail!("no {} files under {}", kind.name(), path.display());
+    }
+    Ok(files)
+}
+
+/// The chunks of the files, read lazily; the first carries the kind, the
+/// first of each file its name (relative to `root`).
+pub fn chunks(
+    kind: Kind,
+    root: &Path,
+    files: Vec<PathBuf>,
+    progress: ProgressBar,
+) -> impl futures::Stream<Item = ImportChunk> + Send + 'static {
+    let root = if root.is_file() {
+        root.parent().unwrap_or(root).to_path_buf()
+    } else {
+        root.to_path_buf()
+    };
+    let state = (files.into_iter(), None::<(String, std::fs::File)>, true);
+    stream::unfold(state, move |(mut files, mut current, first)| {
+        let root = root.clone();
+        let progress = progress.clone();
+        async move {
+            use std::io::Read;
+            loop {
+                let (starting, name, file) = match current.take() {
+                    Some((name, file)) => (false, name, file),
+                    None => {
+                        let path = files.next()?;
+                        let name = path
+                            .strip_prefix(&root)
+                            .unwrap_or(&path)
+                            .to_string_lossy()
+                            .into_owned();
+                        match std::fs::File::open(&path) {
+                            Ok(file) => (true, name, file),
+                            Err(err) => {
+                                progress.println(format!("cannot read {}: {err}", path.display()));
+                                return None;
+                            }
+                        }
+                    }
+                };
+                let mut file = file;
+                let mut data = vec![0; CHUNK_BYTES];
+                let read = match file.read(&mut data) {
+                    Ok(n) => n,
+                    Err(err) => {
+                        progress.println(format!("cannot read {name}: {err}"));
+                        return None;
+                    }
+                };
+                if read == 0 && !starting {
+                    continue;
+                }
+                data.truncate(read);
+                progress.inc(read as u64);
+                let chunk = ImportChunk {
+                    kind: if first { kind.to_proto() as i32 } else { 0 },
+                    file_name: if starting {
+                        name.clone()
+                    } else {
+                        String::new()
+                    },
+                    data,
+                };
+                let next = Some((name, file)).filter(|_| read > 0);
+                return Some((chunk, (files, next, false)));
+            }
+        }
+    })
+}
+
+/// Runs the command.
+pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
+    let files = collect_files(args.kind, &args.path)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let progress = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    progress.set_message(format!(
+        "importing {} {} file(s)",
+        files.len(),
+        args.kind.name()
+    ));
+    let mut client = IngestServiceClient::new(args.server.connect().await?)
+        .max_encoding_message_size(64 << 20)
+        .max_decoding_message_size(64 << 20);
+    let result = client
+        .import(chunks(args.kind, &args.path, files, progress.clone()))
+        .await;
+    progress.finish_and_clear();
+    let report = result.map_err(status_error)?.into_inner();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report_json(&report))?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+/// The report as JSON.
+pub fn report_json(report: &ImportReport) -> serde_json::Value {
+    let counts: serde_json::Map<String, serde_json::Value> = report
+        .counts
+        .iter()
+        .map(|(name, c)| {
+            (
+                name.clone(),
+                serde_json::json!({
+                    "created": c.created, "updated": c.updated, "unchanged": c.unchanged,
+                    "revoked": c.revoked, "deprecated": c.deprecated, "removed": c.removed,
+                }),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "run_id": report.run_id,
+        "kind": ImportKind::try_from(report.kind).map(|k| k.as_str_name()).unwrap_or("?"),
+        "status": ImportStatus::try_from(report.status).map(|s| s.as_str_name()).unwrap_or("?"),
+        "files": report.files.len(),
+        "attack_version": report.attack_version,
+        "created": report.created,
+        "updated": report.updated,
+        "counts": counts,
+        "unresolved_references": report.unresolved_references,
+        "skipped": report.skipped.iter().map(|s| serde_json::json!({
+            "file": s.file_name, "location": s.location, "reason": s.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The report as text.
+pub fn render(report: &ImportReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "import {} — {} file(s), {} created, {} updated",
+        report.run_id,
+        report.files.len(),
+        report.created,
+        report.updated
+    );
+    if !report.attack_version.is_empty() {
+        let _ = writeln!(out, "ATT&CK version {}", report.attack_version);
+    }
+    let _ = writeln!(
+        out,
+        "{:<18} {:>8} {:>8} {:>9} {:>8} {:>10} {:>8}",
+        "", "created", "updated", "unchanged", "revoked", "deprecated", "removed"
+    );
+    for (name, c) in &report.counts {
+        let _ = writeln!(
+            out,
+            "{name:<18} {:>8} {:>8} {:>9} {:>8} {:>10} {:>8}",
+            c.created, c.updated, c.unchanged, c.revoked, c.deprecated, c.removed
+        );
+    }
+    let _ = writeln!(
+        out,
+        "unresolved references: {}; skipped items: {}",
+        report.unresolved_references,
+        report.skipped.len()
+    );
+    for skipped in report.skipped.iter().take(20) {
+        let _ = writeln!(
+            out,
+            "  {} {}: {}",
+            skipped.file_name, skipped.location, skipped.reason
+        );
+    }
+    if report.skipped.len() > 20 {
+        let _ = writeln!(
+            out,
+            "  … {} more (use --json for all)",
+            report.skipped.len() - 20
+        );
+    }
+    out
+}
