@@ -81,45 +81,76 @@ pub fn collect_files(kind: Kind, path: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The chunks of the files, read lazily; the first carries the kind, the
-/// first of each file its name (relative to `root`).
+/// The chunks of the files, read lazily: the first carries the kind, the
+/// first of each file its name (relative to `root`), and a final empty chunk
+/// marks the upload complete. A file that cannot be read ends the stream
+/// without that marker, so the server refuses the partial upload.
 pub fn chunks(
     kind: Kind,
     root: &Path,
     files: Vec<PathBuf>,
     progress: ProgressBar,
 ) -> impl futures::Stream<Item = ImportChunk> + Send + 'static {
+    use std::io::Read;
+
+    struct State {
+        files: std::vec::IntoIter<PathBuf>,
+        current: Option<(String, std::fs::File)>,
+        first: bool,
+        done: bool,
+    }
+
     let root = if root.is_file() {
         root.parent().unwrap_or(root).to_path_buf()
     } else {
         root.to_path_buf()
     };
-    let state = (files.into_iter(), None::<(String, std::fs::File)>, true);
-    stream::unfold(state, move |(mut files, mut current, first)| {
-        let root = root.clone();
-        let progress = progress.clone();
+    let state = State {
+        files: files.into_iter(),
+        current: None,
+        first: true,
+        done: false,
+    };
+    stream::unfold(state, move |mut state| {
+        let (root, progress) = (root.clone(), progress.clone());
         async move {
-            use std::io::Read;
+            if state.done {
+                return None;
+            }
             loop {
-                let (starting, name, file) = match current.take() {
+                let (starting, name, mut file) = match state.current.take() {
                     Some((name, file)) => (false, name, file),
-                    None => {
-                        let path = files.next()?;
-                        let name = path
-                            .strip_prefix(&root)
-                            .unwrap_or(&path)
-                            .to_string_lossy()
-                            .into_owned();
-                        match std::fs::File::open(&path) {
-                            Ok(file) => (true, name, file),
-                            Err(err) => {
-                                progress.println(format!("cannot read {}: {err}", path.display()));
-                                return None;
+                    None => match state.files.next() {
+                        None => {
+                            state.done = true;
+                            let last = ImportChunk {
+                                kind: if state.first {
+                                    kind.to_proto() as i32
+                                } else {
+                                    0
+                                },
+                                last: true,
+                                ..ImportChunk::default()
+                            };
+                            return Some((last, state));
+                        }
+                        Some(path) => {
+                            let name = path
+                                .strip_prefix(&root)
+                                .unwrap_or(&path)
+                                .to_string_lossy()
+                                .into_owned();
+                            match std::fs::File::open(&path) {
+                                Ok(file) => (true, name, file),
+                                Err(err) => {
+                                    progress
+                                        .println(format!("cannot read {}: {err}", path.display()));
+                                    return None;
+                                }
                             }
                         }
-                    }
+                    },
                 };
-                let mut file = file;
                 let mut data = vec![0; CHUNK_BYTES];
                 let read = match file.read(&mut data) {
                     Ok(n) => n,
@@ -134,16 +165,24 @@ pub fn chunks(
                 data.truncate(read);
                 progress.inc(read as u64);
                 let chunk = ImportChunk {
-                    kind: if first { kind.to_proto() as i32 } else { 0 },
+                    kind: if state.first {
+                        kind.to_proto() as i32
+                    } else {
+                        0
+                    },
                     file_name: if starting {
                         name.clone()
                     } else {
                         String::new()
                     },
                     data,
+                    last: false,
                 };
-                let next = Some((name, file)).filter(|_| read > 0);
-                return Some((chunk, (files, next, false)));
+                state.first = false;
+                if read > 0 {
+                    state.current = Some((name, file));
+                }
+                return Some((chunk, state));
             }
         }
     })

@@ -4,5 +4,6 @@
 //! gRPC.
 
 mod helpers;
+mod ingest;
 mod metrics;
 mod server;

@@ -7,6 +7,7 @@ use purple_api::{
 };
 use purple_runtime::{ServiceContext, paging::Page, time::timestamp};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::{
     domain::Report,
@@ -89,7 +90,17 @@ pub fn report_pb(report: Report) -> pb::ImportReport {
 #[tonic::async_trait]
 impl IngestService for IngestApi {
     async fn import(&self, request: Request<Streaming<pb::ImportChunk>>) -> Rpc<pb::ImportReport> {
-        let report = self.importer.run(request.into_inner()).await?;
+        // Its own task: when a client vanishes mid-upload, hyper drops this
+        // handler, but the import still sees the broken stream and records
+        // the failed run.
+        let importer = self.importer.clone();
+        let stream = request.into_inner();
+        let run = tokio::spawn(
+            async move { importer.run(stream).await }.instrument(tracing::Span::current()),
+        );
+        let report = run
+            .await
+            .map_err(|e| IngestError::Internal(format!("import task: {e}")))??;
         Ok(Response::new(report_pb(report)))
     }
 

@@ -235,6 +235,7 @@ where
     let mut kind = None;
     let mut uploads: Vec<Upload> = Vec::new();
     let mut total = 0usize;
+    let mut complete = false;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|status| {
             IngestError::invalid(
@@ -246,6 +247,13 @@ where
                 ),
             )
         })?;
+        if complete {
+            return Err(IngestError::invalid(
+                "last",
+                "a chunk followed the one marked last",
+            ));
+        }
+        complete = chunk.last;
         if kind.is_none() {
             let wire = ImportKind::try_from(chunk.kind).unwrap_or(ImportKind::Unspecified);
             let k = Kind::from_proto(wire).ok_or_else(|| {
@@ -262,6 +270,9 @@ where
             });
         }
         let Some(current) = uploads.last_mut() else {
+            if chunk.data.is_empty() {
+                continue;
+            }
             return Err(IngestError::invalid(
                 "file_name",
                 "the first chunk must name its file",
@@ -280,6 +291,12 @@ where
         current.bytes.extend_from_slice(&chunk.data);
     }
     let kind = kind.ok_or_else(|| IngestError::invalid("stream", "no chunk received"))?;
+    if !complete {
+        return Err(IngestError::invalid(
+            "stream",
+            "the upload was cut short: no chunk was marked last",
+        ));
+    }
     Ok((kind, uploads))
 }
 

@@ -86,8 +86,15 @@ impl StixObject {
 
 /// Adds the bundle's objects.
 pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseError> {
-    let bundle: Bundle =
-        serde_json::from_str(text(file, bytes)?).map_err(|e| ParseError::json(file, &e))?;
+    let text = text(file, bytes)?;
+    if !text.trim_start().starts_with('{') {
+        return Err(ParseError::new(
+            file,
+            "line 1, column 1",
+            "not JSON: an ATT&CK import takes a STIX bundle",
+        ));
+    }
+    let bundle: Bundle = serde_json::from_str(text).map_err(|e| ParseError::json(file, &e))?;
     if bundle.kind != "bundle" {
         return Err(ParseError::new(
             file,
