@@ -3,6 +3,7 @@
 //! per test when `PURPLE_TEST_DATABASE_URL` is set), exercised over real
 //! gRPC.
 
+mod campaigns;
 mod helpers;
 mod ingest;
 mod metrics;

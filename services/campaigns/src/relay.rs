@@ -1,0 +1,200 @@
+//! Background work of the campaigns service: the outbox relay, which
+//! delivers pending events in order and in batches to metrics
+//! (`RecordEvents`) and their techniques to scoring
+//! (`InvalidateTechniques`), marking them delivered once acknowledged and
+//! backing off while a receiver is down; and the scheduler, which runs due
+//! recurring campaigns. Receivers deduplicate, so a crash between delivery
+//! and marking only repeats an event, never loses one.
+
+use std::time::Duration;
+
+use purple_api::{
+    batch::{DEFAULT_FANOUT, MAX_BATCH_IDS, chunked},
+    common::v1::{Event, Outcome},
+    metrics::v1::RecordEventsRequest,
+    scoring::v1::InvalidateTechniquesRequest,
+};
+use purple_runtime::time::{now_micros, timestamp};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    store::{CampaignStore, outbox::OutboxEvent},
+    workflow::Workflow,
+};
+
+/// Events per delivery batch: the receivers' batch limit.
+const BATCH: i64 = MAX_BATCH_IDS as i64;
+/// The longest wait between attempts at a receiver that is down.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A proto event of an outbox event.
+pub fn event_pb(e: OutboxEvent) -> Event {
+    Event {
+        event_id: e.event_id,
+        kind: e.kind,
+        occurred_at: Some(timestamp(e.occurred_at)),
+        test_id: e.test_id,
+        technique_id: e.technique_id,
+        campaign_id: e.campaign_id,
+        remediation_id: e.remediation_id,
+        outcome: e
+            .outcome
+            .as_deref()
+            .and_then(Outcome::from_key)
+            .unwrap_or(Outcome::Unspecified) as i32,
+        side: e.side,
+        actor_id: e.actor_id,
+        attributes: e.attributes.into_iter().collect(),
+    }
+}
+
+/// When a receiver may be tried next, doubling the wait on each failure.
+struct Backoff {
+    base: Duration,
+    wait: Duration,
+    next: Instant,
+}
+
+impl Backoff {
+    fn new(base: Duration) -> Self {
+        Self {
+            base,
+            wait: base,
+            next: Instant::now(),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        Instant::now() >= self.next
+    }
+
+    fn succeeded(&mut self) {
+        self.wait = self.base;
+    }
+
+    fn failed(&mut self) {
+        self.next = Instant::now() + self.wait;
+        self.wait = (self.wait * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Delivers what is pending to metrics; Ok(true) when something was sent.
+async fn deliver_metrics(workflow: &Workflow) -> Result<bool, String> {
+    let events = workflow
+        .store
+        .pending_for_metrics(BATCH)
+        .await
+        .map_err(|e| e.to_string())?;
+    if events.is_empty() {
+        return Ok(false);
+    }
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let request = RecordEventsRequest {
+        events: events.into_iter().map(event_pb).collect(),
+    };
+    workflow
+        .peers
+        .metrics()
+        .record_events(request)
+        .await
+        .map_err(|s| format!("metrics: {:?} {}", s.code(), s.message()))?;
+    workflow
+        .store
+        .mark_metrics_delivered(&ids, now_micros())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// Delivers pending technique invalidations to scoring.
+async fn deliver_scoring(workflow: &Workflow) -> Result<bool, String> {
+    let pending = workflow
+        .store
+        .pending_for_scoring(BATCH)
+        .await
+        .map_err(|e| e.to_string())?;
+    if pending.is_empty() {
+        return Ok(false);
+    }
+    let techniques: Vec<String> = pending
+        .iter()
+        .map(|(_, t)| t.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    chunked(&techniques, MAX_BATCH_IDS, DEFAULT_FANOUT, |chunk| {
+        let mut scoring = workflow.peers.scoring();
+        async move {
+            scoring
+                .invalidate_techniques(InvalidateTechniquesRequest {
+                    technique_ids: chunk,
+                    source: "campaigns".into(),
+                })
+                .await
+        }
+    })
+    .await
+    .map_err(|s| format!("scoring: {:?} {}", s.code(), s.message()))?;
+    let ids: Vec<String> = pending.into_iter().map(|(id, _)| id).collect();
+    workflow
+        .store
+        .mark_scoring_delivered(&ids, now_micros())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// Runs the relay until shutdown.
+pub async fn run_relay(workflow: Workflow, interval: Duration, shutdown: CancellationToken) {
+    let mut metrics = Backoff::new(interval);
+    let mut scoring = Backoff::new(interval);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        for (backoff, receiver) in [(&mut metrics, "metrics"), (&mut scoring, "scoring")] {
+            // Drain while batches keep coming, in order; stop at the first
+            // failure so nothing is delivered ahead of what failed.
+            while backoff.ready() && !shutdown.is_cancelled() {
+                let sent = if receiver == "metrics" {
+                    deliver_metrics(&workflow).await
+                } else {
+                    deliver_scoring(&workflow).await
+                };
+                match sent {
+                    Ok(true) => backoff.succeeded(),
+                    Ok(false) => break,
+                    Err(err) => {
+                        backoff.failed();
+                        tracing::warn!(receiver, %err, retry_in = ?backoff.wait, "outbox delivery failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs due recurring campaigns until shutdown.
+pub async fn run_scheduler(workflow: Workflow, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match workflow.run_due(now_micros()).await {
+            Ok((created, _)) if !created.is_empty() => {
+                tracing::info!(campaigns = created.len(), "ran due campaigns")
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%err, "running due campaigns failed"),
+        }
+    }
+}
+
+/// For tests and operators: how much is still to deliver.
+pub async fn pending(store: &CampaignStore) -> Result<(i64, i64), sqlx::Error> {
+    store.pending_counts().await
+}

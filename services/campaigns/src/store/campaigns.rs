@@ -1,0 +1,239 @@
+//! Campaigns: creation in batches, reads with their test counts, progress
+//! of many campaigns in one statement, schedules and what is due.
+
+use std::collections::BTreeMap;
+
+use purple_runtime::{paging::Page, time::Micros};
+use serde::Serialize;
+use sqlx::{Any, Row, Transaction, any::AnyRow};
+
+use super::{CampaignStore, test_columns, test_row};
+use crate::domain::TestRow;
+
+const INSERT: &str = "
+    INSERT INTO campaigns (campaign_id, name, description, threat_actor_id, cloned_from, created_by,
+                           created_at, interval_seconds, cron, next_run_at)
+    SELECT json_extract(value, '$.campaign_id'), json_extract(value, '$.name'),
+           json_extract(value, '$.description'), json_extract(value, '$.threat_actor_id'),
+           json_extract(value, '$.cloned_from'), json_extract(value, '$.created_by'),
+           CAST(json_extract(value, '$.created_at') AS BIGINT), NULL, NULL, NULL
+    FROM json_each($1)";
+
+macro_rules! campaign_select {
+    ($($rest:literal),*) => {
+        concat!(
+            "SELECT c.campaign_id, c.name, c.description, c.threat_actor_id, c.cloned_from, c.created_by, ",
+            "c.created_at, c.interval_seconds, c.cron, c.next_run_at, ",
+            "(SELECT COUNT(*) FROM tests t WHERE t.campaign_id = c.campaign_id) FROM campaigns c ",
+            $($rest),*
+        )
+    };
+}
+
+const BY_IDS: &str = campaign_select!("WHERE c.campaign_id IN (SELECT value FROM json_each($1))");
+const LIST: &str =
+    campaign_select!("ORDER BY c.created_at DESC, c.campaign_id DESC LIMIT $1 OFFSET $2");
+const DUE: &str = campaign_select!(
+    "WHERE c.next_run_at IS NOT NULL AND c.next_run_at <= $1 ORDER BY c.next_run_at"
+);
+
+const PROGRESS: &str = "
+    SELECT c.campaign_id, t.state, t.outcome, COUNT(t.test_id)
+    FROM campaigns c LEFT JOIN tests t ON t.campaign_id = c.campaign_id
+    WHERE c.campaign_id IN (SELECT value FROM json_each($1))
+    GROUP BY c.campaign_id, t.state, t.outcome";
+
+const TESTS_OF: &str = concat!(
+    "SELECT ", test_columns!(), " FROM tests t
+     WHERE t.campaign_id IN (SELECT value FROM json_each($1)) ORDER BY t.campaign_id, t.created_at, t.test_id"
+);
+
+const SET_SCHEDULE: &str = "
+    UPDATE campaigns SET interval_seconds = $2, cron = $3, next_run_at = $4 WHERE campaign_id = $1";
+
+/// Moves each due campaign's next run, in one statement.
+const ADVANCE: &str = "
+    UPDATE campaigns SET next_run_at = (
+        SELECT CAST(json_extract(n.value, '$.next_run_at') AS BIGINT) FROM json_each($1) n
+        WHERE json_extract(n.value, '$.campaign_id') = campaigns.campaign_id)
+    WHERE campaign_id IN (SELECT json_extract(value, '$.campaign_id') FROM json_each($1))";
+
+/// A campaign.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CampaignRow {
+    pub campaign_id: String,
+    pub name: String,
+    pub description: String,
+    pub threat_actor_id: String,
+    pub cloned_from: String,
+    pub created_by: String,
+    pub created_at: Micros,
+    #[serde(skip)]
+    pub interval_seconds: Option<i64>,
+    #[serde(skip)]
+    pub cron: Option<String>,
+    #[serde(skip)]
+    pub next_run_at: Option<Micros>,
+    #[serde(skip)]
+    pub test_count: i64,
+}
+
+fn campaign_row(row: &AnyRow) -> Result<CampaignRow, sqlx::Error> {
+    Ok(CampaignRow {
+        campaign_id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        description: row.try_get(2)?,
+        threat_actor_id: row.try_get(3)?,
+        cloned_from: row.try_get(4)?,
+        created_by: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+        interval_seconds: row.try_get(7)?,
+        cron: row.try_get(8)?,
+        next_run_at: row.try_get(9)?,
+        test_count: row.try_get(10)?,
+    })
+}
+
+/// Counts of one campaign by (state, outcome).
+pub type ProgressCounts = BTreeMap<String, Vec<(String, Option<String>, i64)>>;
+
+#[derive(Serialize)]
+struct NextRun<'a> {
+    campaign_id: &'a str,
+    next_run_at: Micros,
+}
+
+impl CampaignStore {
+    /// Inserts campaigns in one statement.
+    pub async fn insert_campaigns(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        campaigns: &[CampaignRow],
+    ) -> Result<(), sqlx::Error> {
+        if campaigns.is_empty() {
+            return Ok(());
+        }
+        self.db
+            .stmt(INSERT)
+            .bind_rows(campaigns)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Campaigns by id.
+    pub async fn campaigns_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, CampaignRow>, sqlx::Error> {
+        self.db
+            .stmt(BY_IDS)
+            .bind_ids(ids)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| campaign_row(row).map(|c| (c.campaign_id.clone(), c)))
+            .collect()
+    }
+
+    /// A page of campaigns, newest first.
+    pub async fn list_campaigns(&self, page: Page) -> Result<Vec<CampaignRow>, sqlx::Error> {
+        self.db
+            .stmt(LIST)
+            .bind(page.limit())
+            .bind(page.offset)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(campaign_row)
+            .collect()
+    }
+
+    /// Test counts by (state, outcome) for many campaigns at once; a
+    /// campaign that exists but has no test has an empty list.
+    pub async fn progress(&self, ids: &[String]) -> Result<ProgressCounts, sqlx::Error> {
+        let mut out: ProgressCounts = BTreeMap::new();
+        for row in self
+            .db
+            .stmt(PROGRESS)
+            .bind_ids(ids)
+            .fetch_all(self.db.pool())
+            .await?
+        {
+            let entry = out.entry(row.try_get(0)?).or_default();
+            let state: Option<String> = row.try_get(1)?;
+            if let Some(state) = state {
+                entry.push((state, row.try_get(2)?, row.try_get(3)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The tests of campaigns, in creation order.
+    pub async fn tests_of_campaigns(&self, ids: &[String]) -> Result<Vec<TestRow>, sqlx::Error> {
+        self.db
+            .stmt(TESTS_OF)
+            .bind_ids(ids)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(test_row)
+            .collect()
+    }
+
+    /// Sets or clears a campaign's schedule; false when it does not exist.
+    pub async fn set_schedule(
+        &self,
+        campaign_id: &str,
+        interval: Option<i64>,
+        cron: Option<String>,
+        next: Option<Micros>,
+    ) -> Result<bool, sqlx::Error> {
+        let done = self
+            .db
+            .stmt(SET_SCHEDULE)
+            .bind(campaign_id.to_owned())
+            .bind(interval)
+            .bind(cron)
+            .bind(next)
+            .execute(self.db.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Campaigns due at `now`.
+    pub async fn due_campaigns(&self, now: Micros) -> Result<Vec<CampaignRow>, sqlx::Error> {
+        self.db
+            .stmt(DUE)
+            .bind(now)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(campaign_row)
+            .collect()
+    }
+
+    /// Sets the next run of each campaign, in one statement.
+    pub async fn advance(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        next: &[(String, Micros)],
+    ) -> Result<(), sqlx::Error> {
+        if next.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<NextRun> = next
+            .iter()
+            .map(|(id, at)| NextRun {
+                campaign_id: id,
+                next_run_at: *at,
+            })
+            .collect();
+        self.db
+            .stmt(ADVANCE)
+            .bind_rows(&rows)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}

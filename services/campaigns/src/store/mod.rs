@@ -1,0 +1,76 @@
+//! All SQL of the campaigns service, one file per aggregate: tests and
+//! their workflow, campaigns, the outbox, and the people side (users,
+//! remediations, notifications, worklogs). Each read that crosses a set is
+//! one statement; each transition one transaction.
+
+pub mod campaigns;
+pub mod outbox;
+pub mod people;
+pub mod tests;
+
+use purple_api::common::v1::Outcome;
+use purple_runtime::Database;
+use sqlx::{Row, any::AnyRow};
+
+use crate::domain::{State, TestRow};
+
+/// The campaigns database.
+#[derive(Clone, Debug)]
+pub struct CampaignStore {
+    db: Database,
+}
+
+impl CampaignStore {
+    /// The store over the campaigns database.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// The database, for transactions.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+}
+
+/// The columns [`test_row`] reads, for tests aliased `t`.
+macro_rules! test_columns {
+    () => {
+        "t.test_id, t.technique_id, t.template_id, t.campaign_id, t.title, t.state, t.outcome, \
+         t.retest_of, t.chain_id, t.version, t.red_assignee_id, t.blue_assignee_id, t.executed_at, \
+         t.detected_at, t.validated_at, t.red_notes, t.blue_notes, t.rejection_reason, t.created_at, \
+         t.updated_at"
+    };
+}
+pub(crate) use test_columns;
+
+/// How many columns [`test_row`] reads.
+pub const TEST_COLUMN_COUNT: usize = 20;
+
+/// A test from the columns of [`test_columns!`], starting at column 0.
+pub fn test_row(row: &AnyRow) -> Result<TestRow, sqlx::Error> {
+    let state: String = row.try_get(5)?;
+    let outcome: Option<String> = row.try_get(6)?;
+    Ok(TestRow {
+        test_id: row.try_get(0)?,
+        technique_id: row.try_get(1)?,
+        template_id: row.try_get(2)?,
+        campaign_id: row.try_get(3)?,
+        title: row.try_get(4)?,
+        state: State::from_key(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown state {state:?}").into()))?,
+        outcome: outcome.as_deref().and_then(Outcome::from_key),
+        retest_of: row.try_get(7)?,
+        chain_id: row.try_get(8)?,
+        version: row.try_get(9)?,
+        red_assignee_id: row.try_get(10)?,
+        blue_assignee_id: row.try_get(11)?,
+        executed_at: row.try_get(12)?,
+        detected_at: row.try_get(13)?,
+        validated_at: row.try_get(14)?,
+        red_notes: row.try_get(15)?,
+        blue_notes: row.try_get(16)?,
+        rejection_reason: row.try_get(17)?,
+        created_at: row.try_get(18)?,
+        updated_at: row.try_get(19)?,
+    })
+}

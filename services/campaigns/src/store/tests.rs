@@ -1,0 +1,482 @@
+//! Tests: batch creation, reads, the workflow's transactional writes, the
+//! score inputs per technique, retest chains and stale tests.
+
+use std::collections::BTreeMap;
+
+use purple_api::common::v1::Outcome;
+use purple_runtime::{paging::Page, time::Micros};
+use serde::Serialize;
+use sqlx::{Any, Row, Transaction};
+
+use super::{CampaignStore, test_columns, test_row};
+use crate::domain::{DetectionResult, TestRow};
+
+const INSERT_TESTS: &str = "
+    INSERT INTO tests (test_id, technique_id, template_id, campaign_id, title, state, outcome, retest_of,
+                       chain_id, version, red_assignee_id, blue_assignee_id, executed_at, detected_at,
+                       validated_at, red_notes, blue_notes, rejection_reason, created_at, updated_at)
+    SELECT json_extract(value, '$.test_id'), json_extract(value, '$.technique_id'),
+           json_extract(value, '$.template_id'), json_extract(value, '$.campaign_id'),
+           json_extract(value, '$.title'), json_extract(value, '$.state'), NULL,
+           json_extract(value, '$.retest_of'), json_extract(value, '$.chain_id'), 1,
+           json_extract(value, '$.red_assignee_id'), json_extract(value, '$.blue_assignee_id'),
+           NULL, NULL, NULL, '', '', '',
+           CAST(json_extract(value, '$.created_at') AS BIGINT), CAST(json_extract(value, '$.created_at') AS BIGINT)
+    FROM json_each($1)";
+
+const TESTS_BY_IDS: &str = concat!(
+    "SELECT ",
+    test_columns!(),
+    " FROM tests t WHERE t.test_id IN (SELECT value FROM json_each($1))"
+);
+
+const LIST_TESTS: &str = concat!(
+    "SELECT ",
+    test_columns!(),
+    " FROM tests t
+     WHERE ($1 = '' OR t.technique_id = $1) AND ($2 = '' OR t.state = $2)
+       AND ($3 = '' OR t.campaign_id = $3)
+       AND ($4 = '' OR t.red_assignee_id = $4 OR t.blue_assignee_id = $4)
+     ORDER BY t.created_at DESC, t.test_id DESC LIMIT $5 OFFSET $6"
+);
+
+/// The test and the actor's role, in one read.
+const TEST_AND_ROLE: &str = concat!(
+    "SELECT ",
+    test_columns!(),
+    ", (SELECT u.role FROM users u WHERE u.user_id = $2)
+     FROM tests t WHERE t.test_id = $1"
+);
+
+const UPDATE_TEST: &str = "
+    UPDATE tests SET state = $3, outcome = $4, executed_at = $5, detected_at = $6, validated_at = $7,
+           red_notes = $8, blue_notes = $9, rejection_reason = $10, updated_at = $11, version = version + 1
+    WHERE test_id = $1 AND version = $2";
+
+const SET_EFFECTIVE: &str = "
+    INSERT INTO chain_effective (chain_id, technique_id, test_id, validated_at) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (chain_id) DO UPDATE SET technique_id = excluded.technique_id,
+           test_id = excluded.test_id, validated_at = excluded.validated_at";
+
+const UPSERT_RESULTS: &str = "
+    INSERT INTO detection_results (test_id, rule_id, triggered, triggered_at, notes, recorded_at)
+    SELECT json_extract(value, '$.test_id'), json_extract(value, '$.rule_id'),
+           CAST(json_extract(value, '$.triggered') AS BIGINT), CAST(json_extract(value, '$.triggered_at') AS BIGINT),
+           json_extract(value, '$.notes'), $2
+    FROM json_each($1) WHERE true
+    ON CONFLICT (test_id, rule_id) DO UPDATE SET triggered = excluded.triggered,
+           triggered_at = excluded.triggered_at, notes = excluded.notes, recorded_at = excluded.recorded_at";
+
+const STATES_OF: &str =
+    "SELECT test_id, state FROM tests WHERE test_id IN (SELECT value FROM json_each($1))";
+
+/// Counts, effective-test outcomes and triggered rules per requested
+/// technique, given the CTEs `req` and `eff`.
+macro_rules! aggregate_tail {
+    () => {
+        "counts AS (
+            SELECT technique_id,
+                   SUM(CASE WHEN state <> 'cancelled' THEN 1 ELSE 0 END) AS total,
+                   SUM(CASE WHEN state = 'validated' AND validated_at <= $2 THEN 1 ELSE 0 END) AS validated,
+                   SUM(CASE WHEN state = 'cancelled' THEN 1 ELSE 0 END) AS cancelled
+            FROM tests WHERE technique_id IN (SELECT technique_id FROM req)
+            GROUP BY technique_id
+         ),
+         outcomes AS (
+            SELECT technique_id, COUNT(*) AS n,
+                   SUM(CASE WHEN outcome = 'blocked' THEN 1 ELSE 0 END) AS blocked,
+                   SUM(CASE WHEN outcome = 'detected' THEN 1 ELSE 0 END) AS detected,
+                   SUM(CASE WHEN outcome = 'logged' THEN 1 ELSE 0 END) AS logged,
+                   SUM(CASE WHEN outcome = 'not_detected' THEN 1 ELSE 0 END) AS not_detected,
+                   MAX(validated_at) AS latest
+            FROM eff GROUP BY technique_id
+         ),
+         rules AS (
+            SELECT technique_id, string_agg(rule_id, ',' ORDER BY rule_id) AS rule_ids FROM (
+                SELECT DISTINCT eff.technique_id, dr.rule_id
+                FROM eff JOIN detection_results dr ON dr.test_id = eff.test_id AND dr.triggered = 1
+            ) fired GROUP BY technique_id
+         )
+         SELECT req.technique_id, COALESCE(c.total, 0), COALESCE(c.validated, 0), COALESCE(c.cancelled, 0),
+                COALESCE(o.n, 0), COALESCE(o.blocked, 0), COALESCE(o.detected, 0), COALESCE(o.logged, 0),
+                COALESCE(o.not_detected, 0), o.latest, r.rule_ids
+         FROM req
+         LEFT JOIN counts c ON c.technique_id = req.technique_id
+         LEFT JOIN outcomes o ON o.technique_id = req.technique_id
+         LEFT JOIN rules r ON r.technique_id = req.technique_id"
+    };
+}
+
+/// Score inputs now: effective tests come from chain_effective, kept on
+/// write. `$1` technique ids, `$2` now.
+const AGGREGATE_NOW: &str = concat!(
+    "WITH req AS (SELECT DISTINCT value AS technique_id FROM json_each($1)),
+     eff AS (
+        SELECT ce.technique_id, t.test_id, t.outcome, t.validated_at
+        FROM chain_effective ce JOIN tests t ON t.test_id = ce.test_id
+        WHERE ce.technique_id IN (SELECT technique_id FROM req)
+     ),",
+    aggregate_tail!()
+);
+
+/// Score inputs as of a past instant: rank each chain's tests validated by
+/// then. `$1` technique ids, `$2` as_of.
+const AGGREGATE_AS_OF: &str = concat!(
+    "WITH req AS (SELECT DISTINCT value AS technique_id FROM json_each($1)),
+     eff AS (
+        SELECT technique_id, test_id, outcome, validated_at FROM (
+            SELECT t.technique_id, t.test_id, t.outcome, t.validated_at,
+                   ROW_NUMBER() OVER (PARTITION BY t.chain_id
+                                      ORDER BY t.validated_at DESC, t.created_at DESC, t.test_id DESC) AS rn
+            FROM tests t
+            WHERE t.technique_id IN (SELECT technique_id FROM req)
+              AND t.state = 'validated' AND t.validated_at <= $2
+        ) ranked WHERE rn = 1
+     ),",
+    aggregate_tail!()
+);
+
+const RETEST_CHAIN: &str = concat!(
+    "SELECT ",
+    test_columns!(),
+    ", (SELECT ce.test_id FROM chain_effective ce WHERE ce.chain_id = t.chain_id)
+     FROM tests t WHERE t.chain_id = (SELECT x.chain_id FROM tests x WHERE x.test_id = $1)
+     ORDER BY t.created_at, t.test_id"
+);
+
+const STALE_TESTS: &str = concat!(
+    "SELECT ",
+    test_columns!(),
+    " FROM chain_effective ce JOIN tests t ON t.test_id = ce.test_id
+     WHERE ce.validated_at < $1 ORDER BY ce.validated_at, ce.chain_id LIMIT $2 OFFSET $3"
+);
+
+const TRIGGERED_RULES_OF: &str = "
+    SELECT test_id, rule_id FROM detection_results
+    WHERE triggered = 1 AND test_id IN (SELECT value FROM json_each($1)) ORDER BY test_id, rule_id";
+
+/// A new test row as the batch insert reads it.
+#[derive(Serialize)]
+pub struct NewTestRow<'a> {
+    pub test_id: &'a str,
+    pub technique_id: &'a str,
+    pub template_id: &'a str,
+    pub campaign_id: Option<&'a str>,
+    pub title: &'a str,
+    pub state: &'static str,
+    pub retest_of: Option<&'a str>,
+    pub chain_id: &'a str,
+    pub red_assignee_id: &'a str,
+    pub blue_assignee_id: &'a str,
+    pub created_at: Micros,
+}
+
+impl<'a> From<&'a TestRow> for NewTestRow<'a> {
+    fn from(t: &'a TestRow) -> Self {
+        NewTestRow {
+            test_id: &t.test_id,
+            technique_id: &t.technique_id,
+            template_id: &t.template_id,
+            campaign_id: t.campaign_id.as_deref(),
+            title: &t.title,
+            state: t.state.key(),
+            retest_of: t.retest_of.as_deref(),
+            chain_id: &t.chain_id,
+            red_assignee_id: &t.red_assignee_id,
+            blue_assignee_id: &t.blue_assignee_id,
+            created_at: t.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ResultRow<'a> {
+    test_id: &'a str,
+    rule_id: &'a str,
+    triggered: i64,
+    triggered_at: Option<Micros>,
+    notes: &'a str,
+}
+
+/// One technique's test side of the score.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Aggregate {
+    pub technique_id: String,
+    pub total: i64,
+    pub validated: i64,
+    pub cancelled: i64,
+    pub effective: i64,
+    pub blocked: i64,
+    pub detected: i64,
+    pub logged: i64,
+    pub not_detected: i64,
+    pub latest_validated_at: Option<Micros>,
+    pub triggered_rule_ids: Vec<String>,
+}
+
+impl CampaignStore {
+    /// Inserts tests in one statement.
+    pub async fn insert_tests(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        tests: &[TestRow],
+    ) -> Result<(), sqlx::Error> {
+        if tests.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<NewTestRow> = tests.iter().map(NewTestRow::from).collect();
+        self.db
+            .stmt(INSERT_TESTS)
+            .bind_rows(&rows)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Tests by id.
+    pub async fn tests_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, TestRow>, sqlx::Error> {
+        self.db
+            .stmt(TESTS_BY_IDS)
+            .bind_ids(ids)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| test_row(row).map(|t| (t.test_id.clone(), t)))
+            .collect()
+    }
+
+    /// A filtered page of tests, newest first.
+    pub async fn list_tests(
+        &self,
+        technique: &str,
+        state: &str,
+        campaign: &str,
+        assignee: &str,
+        page: Page,
+    ) -> Result<Vec<TestRow>, sqlx::Error> {
+        self.db
+            .stmt(LIST_TESTS)
+            .bind(technique.to_owned())
+            .bind(state.to_owned())
+            .bind(campaign.to_owned())
+            .bind(assignee.to_owned())
+            .bind(page.limit())
+            .bind(page.offset)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(test_row)
+            .collect()
+    }
+
+    /// The test (locked for the transaction on PostgreSQL by the update
+    /// that follows) and the actor's role, if the actor exists.
+    pub async fn test_and_role(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        test_id: &str,
+        actor_id: &str,
+    ) -> Result<Option<(TestRow, Option<String>)>, sqlx::Error> {
+        let row = self
+            .db
+            .stmt(TEST_AND_ROLE)
+            .bind(test_id.to_owned())
+            .bind(actor_id.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?;
+        row.map(|row| Ok((test_row(&row)?, row.try_get(super::TEST_COLUMN_COUNT)?)))
+            .transpose()
+    }
+
+    /// Writes the test's new state if its version is still `version`;
+    /// false when a concurrent transition got there first.
+    pub async fn update_test(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        after: &TestRow,
+        version: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = self
+            .db
+            .stmt(UPDATE_TEST)
+            .bind(after.test_id.clone())
+            .bind(version)
+            .bind(after.state.key())
+            .bind(after.outcome.and_then(Outcome::key))
+            .bind(after.executed_at)
+            .bind(after.detected_at)
+            .bind(after.validated_at)
+            .bind(after.red_notes.clone())
+            .bind(after.blue_notes.clone())
+            .bind(after.rejection_reason.clone())
+            .bind(after.updated_at)
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Makes a validated test its chain's effective test.
+    pub async fn set_effective(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        test: &TestRow,
+    ) -> Result<(), sqlx::Error> {
+        self.db
+            .stmt(SET_EFFECTIVE)
+            .bind(test.chain_id.clone())
+            .bind(test.technique_id.clone())
+            .bind(test.test_id.clone())
+            .bind(test.validated_at.unwrap_or(test.updated_at))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Upserts detection results in one statement.
+    pub async fn upsert_results(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        results: &[DetectionResult],
+        now: Micros,
+    ) -> Result<(), sqlx::Error> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<ResultRow> = results
+            .iter()
+            .map(|r| ResultRow {
+                test_id: &r.test_id,
+                rule_id: &r.rule_id,
+                triggered: i64::from(r.triggered),
+                triggered_at: r.triggered_at,
+                notes: &r.notes,
+            })
+            .collect();
+        self.db
+            .stmt(UPSERT_RESULTS)
+            .bind_rows(&rows)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The states of tests, by id.
+    pub async fn states_of(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, String>, sqlx::Error> {
+        self.db
+            .stmt(STATES_OF)
+            .bind_ids(ids)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
+    /// Score inputs per technique: now (from the state kept on write) or as
+    /// of a past instant (ranked at read time).
+    pub async fn aggregate(
+        &self,
+        technique_ids: &[String],
+        as_of: Option<Micros>,
+        now: Micros,
+    ) -> Result<Vec<Aggregate>, sqlx::Error> {
+        let (sql, at) = match as_of {
+            None => (AGGREGATE_NOW, now),
+            Some(at) => (AGGREGATE_AS_OF, at),
+        };
+        self.db
+            .stmt(sql)
+            .bind_ids(technique_ids)
+            .bind(at)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| {
+                let rules: Option<String> = row.try_get(10)?;
+                Ok(Aggregate {
+                    technique_id: row.try_get(0)?,
+                    total: row.try_get(1)?,
+                    validated: row.try_get(2)?,
+                    cancelled: row.try_get(3)?,
+                    effective: row.try_get(4)?,
+                    blocked: row.try_get(5)?,
+                    detected: row.try_get(6)?,
+                    logged: row.try_get(7)?,
+                    not_detected: row.try_get(8)?,
+                    latest_validated_at: row.try_get(9)?,
+                    triggered_rule_ids: rules
+                        .filter(|r| !r.is_empty())
+                        .map(|r| r.split(',').map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// The chain of a test, root first, and its effective test.
+    pub async fn retest_chain(
+        &self,
+        test_id: &str,
+    ) -> Result<(Vec<TestRow>, Option<String>), sqlx::Error> {
+        let rows = self
+            .db
+            .stmt(RETEST_CHAIN)
+            .bind(test_id.to_owned())
+            .fetch_all(self.db.pool())
+            .await?;
+        let effective = match rows.first() {
+            Some(row) => row.try_get(super::TEST_COLUMN_COUNT)?,
+            None => None,
+        };
+        Ok((
+            rows.iter().map(test_row).collect::<Result<_, _>>()?,
+            effective,
+        ))
+    }
+
+    /// Effective tests validated before `older_than`, oldest first.
+    pub async fn stale_tests(
+        &self,
+        older_than: Micros,
+        page: Page,
+    ) -> Result<Vec<TestRow>, sqlx::Error> {
+        self.db
+            .stmt(STALE_TESTS)
+            .bind(older_than)
+            .bind(page.limit())
+            .bind(page.offset)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(test_row)
+            .collect()
+    }
+
+    /// Triggered rule ids per test.
+    pub async fn triggered_rules(
+        &self,
+        test_ids: &[String],
+    ) -> Result<BTreeMap<String, Vec<String>>, sqlx::Error> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for row in self
+            .db
+            .stmt(TRIGGERED_RULES_OF)
+            .bind_ids(test_ids)
+            .fetch_all(self.db.pool())
+            .await?
+        {
+            out.entry(row.try_get(0)?)
+                .or_default()
+                .push(row.try_get(1)?);
+        }
+        Ok(out)
+    }
+}

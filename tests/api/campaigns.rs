@@ -1,0 +1,789 @@
+//! Campaigns end to end: the red/blue workflow with every refusal, retests,
+//! remediations, score inputs, campaigns, the outbox with metrics down, and
+//! the statement and call budgets at two data sizes.
+
+use purple_api::{
+    campaigns::v1::{self as pb, campaigns_service_client::CampaignsServiceClient},
+    common::v1::{Outcome, Role},
+    ingest::v1::{ImportChunk, ImportKind, ingest_service_client::IngestServiceClient},
+};
+use tonic::{Code, transport::Channel};
+
+use crate::helpers::{Cost, TestApp, Trace, spawn_app};
+
+/// Techniques T1059 (with sub-technique T1059.001), T1003 and T1105, used
+/// by two actors.
+pub const CATALOG: &str = r#"{"type": "bundle", "id": "bundle--c", "objects": [
+  {"type": "x-mitre-tactic", "id": "x-mitre-tactic--1", "name": "Execution", "x_mitre_shortname": "execution",
+   "external_references": [{"source_name": "mitre-attack", "external_id": "TA0002"}]},
+  {"type": "x-mitre-tactic", "id": "x-mitre-tactic--2", "name": "Credential Access", "x_mitre_shortname": "credential-access",
+   "external_references": [{"source_name": "mitre-attack", "external_id": "TA0006"}]},
+  {"type": "attack-pattern", "id": "attack-pattern--1", "name": "Command and Scripting Interpreter",
+   "kill_chain_phases": [{"kill_chain_name": "mitre-attack", "phase_name": "execution"}],
+   "external_references": [{"source_name": "mitre-attack", "external_id": "T1059"}]},
+  {"type": "attack-pattern", "id": "attack-pattern--2", "name": "PowerShell", "x_mitre_is_subtechnique": true,
+   "kill_chain_phases": [{"kill_chain_name": "mitre-attack", "phase_name": "execution"}],
+   "external_references": [{"source_name": "mitre-attack", "external_id": "T1059.001"}]},
+  {"type": "attack-pattern", "id": "attack-pattern--3", "name": "OS Credential Dumping",
+   "kill_chain_phases": [{"kill_chain_name": "mitre-attack", "phase_name": "credential-access"}],
+   "external_references": [{"source_name": "mitre-attack", "external_id": "T1003"}]},
+  {"type": "attack-pattern", "id": "attack-pattern--4", "name": "Ingress Tool Transfer",
+   "kill_chain_phases": [{"kill_chain_name": "mitre-attack", "phase_name": "execution"}],
+   "external_references": [{"source_name": "mitre-attack", "external_id": "T1105"}]},
+  {"type": "intrusion-set", "id": "intrusion-set--1", "name": "APT-A",
+   "external_references": [{"source_name": "mitre-attack", "external_id": "G0001"}]},
+  {"type": "intrusion-set", "id": "intrusion-set--2", "name": "APT-B",
+   "external_references": [{"source_name": "mitre-attack", "external_id": "G0002"}]},
+  {"type": "relationship", "id": "relationship--1", "relationship_type": "uses", "source_ref": "intrusion-set--1", "target_ref": "attack-pattern--2"},
+  {"type": "relationship", "id": "relationship--2", "relationship_type": "uses", "source_ref": "intrusion-set--1", "target_ref": "attack-pattern--3"},
+  {"type": "relationship", "id": "relationship--3", "relationship_type": "uses", "source_ref": "intrusion-set--1", "target_ref": "attack-pattern--4"},
+  {"type": "relationship", "id": "relationship--4", "relationship_type": "uses", "source_ref": "intrusion-set--2", "target_ref": "attack-pattern--2"}
+]}"#;
+
+pub async fn import_bundle(app: &TestApp, bundle: &str) {
+    let chunk = ImportChunk {
+        kind: ImportKind::Attack as i32,
+        file_name: "bundle.json".into(),
+        data: bundle.as_bytes().to_vec(),
+        last: true,
+    };
+    IngestServiceClient::new(app.channel.clone())
+        .import(futures::stream::iter([chunk]))
+        .await
+        .unwrap();
+}
+
+pub fn client(app: &TestApp) -> CampaignsServiceClient<Channel> {
+    CampaignsServiceClient::new(app.channel.clone())
+}
+
+/// The people of a purple team.
+pub struct Team {
+    pub admin: String,
+    pub lead: String,
+    pub red: String,
+    pub blue: String,
+}
+
+pub async fn team(app: &TestApp) -> Team {
+    let user = |name: &str, role: Role| pb::User {
+        display_name: name.into(),
+        role: role as i32,
+        ..Default::default()
+    };
+    let users = client(app)
+        .create_users(pb::CreateUsersRequest {
+            actor_id: String::new(),
+            users: vec![
+                user("Ada", Role::Admin),
+                user("Lee", Role::PurpleLead),
+                user("Rex", Role::RedTech),
+                user("Blu", Role::BlueTech),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    Team {
+        admin: users[0].user_id.clone(),
+        lead: users[1].user_id.clone(),
+        red: users[2].user_id.clone(),
+        blue: users[3].user_id.clone(),
+    }
+}
+
+pub async fn create_test(app: &TestApp, team: &Team, technique: &str) -> pb::Test {
+    client(app)
+        .create_tests(pb::CreateTestsRequest {
+            actor_id: team.lead.clone(),
+            tests: vec![pb::NewTest {
+                technique_id: technique.into(),
+                red_assignee_id: team.red.clone(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tests
+        .remove(0)
+}
+
+pub fn ts(secs: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    }
+}
+
+/// One transition, returning the test after it.
+pub async fn step(
+    app: &TestApp,
+    test: &pb::Test,
+    actor: &str,
+    action: pb::TestAction,
+    adjust: impl FnOnce(&mut pb::TransitionTestRequest),
+) -> Result<pb::TransitionTestResponse, tonic::Status> {
+    let mut request = pb::TransitionTestRequest {
+        test_id: test.test_id.clone(),
+        action: action as i32,
+        actor_id: actor.into(),
+        expected_version: test.version,
+        ..Default::default()
+    };
+    adjust(&mut request);
+    client(app)
+        .transition_test(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Walks a test to validated with `outcome`; detected `detect_after`
+/// seconds after execution at `executed`.
+pub async fn validate(
+    app: &TestApp,
+    team: &Team,
+    test: pb::Test,
+    outcome: Outcome,
+    executed: i64,
+    rules: &[(&str, bool)],
+) -> pb::TransitionTestResponse {
+    use pb::TestAction::*;
+    let t = step(app, &test, &team.red, StartRed, |_| {})
+        .await
+        .unwrap()
+        .test
+        .unwrap();
+    let t = step(app, &t, &team.red, CompleteRed, |r| {
+        r.executed_at = Some(ts(executed))
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    let t = step(app, &t, &team.blue, StartBlue, |_| {})
+        .await
+        .unwrap()
+        .test
+        .unwrap();
+    let results: Vec<pb::DetectionResult> = rules
+        .iter()
+        .map(|(rule, fired)| pb::DetectionResult {
+            rule_id: (*rule).into(),
+            triggered: *fired,
+            ..Default::default()
+        })
+        .collect();
+    let t = step(app, &t, &team.blue, CompleteBlue, |r| {
+        r.outcome = outcome as i32;
+        r.detected_at = outcome.is_detection().then(|| ts(executed + 120));
+        r.detection_results = results;
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    step(app, &t, &team.lead, Validate, |_| {}).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_test_walks_the_workflow_and_every_refusal_has_its_code() {
+    use pb::TestAction::*;
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    let test = create_test(&app, &team, "t1059.001").await;
+    assert_eq!(
+        (test.state, test.version, test.title.as_str()),
+        (pb::TestState::Planned as i32, 1, "PowerShell")
+    );
+
+    let err = step(&app, &test, &team.blue, StartRed, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = step(&app, &test, &team.red, StartBlue, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = step(&app, &test, "nobody", StartRed, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = step(
+        &app,
+        &pb::Test {
+            test_id: "missing".into(),
+            ..test.clone()
+        },
+        &team.red,
+        StartRed,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = step(&app, &test, &team.lead, Validate, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    let t = step(&app, &test, &team.red, StartRed, |_| {})
+        .await
+        .unwrap()
+        .test
+        .unwrap();
+    assert_eq!(t.version, 2);
+    let err = step(&app, &test, &team.red, CompleteRed, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "version 1 is stale");
+    let t = step(&app, &t, &team.red, CompleteRed, |r| {
+        r.executed_at = Some(ts(1_780_000_000))
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    let t = step(&app, &t, &team.blue, StartBlue, |_| {})
+        .await
+        .unwrap()
+        .test
+        .unwrap();
+    let err = step(&app, &t, &team.blue, CompleteBlue, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "outcome: required")
+    );
+    let err = step(&app, &t, &team.blue, CompleteBlue, |r| {
+        r.outcome = Outcome::Detected as i32
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        err.message().starts_with("detected_at"),
+        "{}",
+        err.message()
+    );
+    let refused = client(&app)
+        .get_tests_by_ids(pb::GetTestsByIdsRequest {
+            test_ids: vec![t.test_id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        refused.tests[0].version, t.version,
+        "refusals change nothing"
+    );
+
+    let t = step(&app, &t, &team.blue, CompleteBlue, |r| {
+        r.outcome = Outcome::Detected as i32;
+        r.detected_at = Some(ts(1_780_000_090));
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    let t = step(&app, &t, &team.lead, RejectBlue, |r| {
+        r.reason = "wrong alert".into()
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    assert_eq!(
+        (t.state, t.outcome, t.rejection_reason.as_str()),
+        (pb::TestState::BlueInProgress as i32, 0, "wrong alert")
+    );
+    let t = step(&app, &t, &team.blue, CompleteBlue, |r| {
+        r.outcome = Outcome::Blocked as i32;
+        r.detected_at = Some(ts(1_780_000_060));
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    let validated = step(&app, &t, &team.lead, Validate, |_| {}).await.unwrap();
+    assert!(
+        validated.remediation.is_none(),
+        "blocked opens no remediation"
+    );
+    let v = validated.test.unwrap();
+    assert_eq!(
+        (v.state, v.outcome),
+        (pb::TestState::Validated as i32, Outcome::Blocked as i32)
+    );
+    let err = step(&app, &v, &team.admin, Cancel, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "a validated test cannot be cancelled"
+    );
+
+    let retest = step(&app, &v, &team.lead, Retest, |_| {})
+        .await
+        .unwrap()
+        .retest
+        .unwrap();
+    assert_eq!(
+        (retest.retest_of.as_str(), retest.state),
+        (v.test_id.as_str(), pb::TestState::Planned as i32)
+    );
+    let retest2 = {
+        let r = validate(
+            &app,
+            &team,
+            retest,
+            Outcome::NotDetected,
+            1_780_100_000,
+            &[],
+        )
+        .await;
+        step(&app, &r.test.unwrap(), &team.lead, Retest, |_| {})
+            .await
+            .unwrap()
+            .retest
+            .unwrap()
+    };
+    assert_eq!(
+        retest2.retest_of, v.test_id,
+        "retest_of is the chain's root"
+    );
+    let chain = client(&app)
+        .get_retest_chain(pb::GetRetestChainRequest {
+            test_id: retest2.test_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(chain.tests.len(), 3);
+    assert_eq!(chain.tests[0].test_id, v.test_id);
+    assert_eq!(
+        chain.effective_test_id, chain.tests[1].test_id,
+        "the latest validated test is effective"
+    );
+}
+
+#[tokio::test]
+async fn validating_an_undetected_test_opens_a_remediation_that_moves_to_completed() {
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    let test = create_test(&app, &team, "T1003").await;
+    let done = validate(&app, &team, test, Outcome::Logged, 1_780_000_000, &[]).await;
+    let r = done.remediation.unwrap();
+    assert_eq!((r.state, r.version), (pb::RemediationState::Open as i32, 1));
+    let mut c = client(&app);
+    let move_to = |to: pb::RemediationState, version: i64| pb::TransitionRemediationRequest {
+        remediation_id: r.remediation_id.clone(),
+        actor_id: team.blue.clone(),
+        to: to as i32,
+        expected_version: version,
+        notes: String::new(),
+    };
+    let err = c
+        .transition_remediation(move_to(pb::RemediationState::Completed, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let r2 = c
+        .transition_remediation(move_to(pb::RemediationState::InProgress, 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .remediation
+        .unwrap();
+    let err = c
+        .transition_remediation(move_to(pb::RemediationState::Completed, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Aborted);
+    let r3 = c
+        .transition_remediation(move_to(pb::RemediationState::Completed, r2.version))
+        .await
+        .unwrap()
+        .into_inner()
+        .remediation
+        .unwrap();
+    assert_eq!(r3.state, pb::RemediationState::Completed as i32);
+    assert!(r3.completed_at.is_some());
+    let listed = c
+        .list_remediations(pb::ListRemediationsRequest {
+            state: pb::RemediationState::Completed as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.remediations.len(), 1);
+}
+
+#[tokio::test]
+async fn aggregates_count_effective_tests_per_chain_now_and_as_of_the_past() {
+    use pb::TestAction::*;
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    // Chain 1: detected, then a retest not detected (overrides it).
+    let first = validate(
+        &app,
+        &team,
+        create_test(&app, &team, "T1059.001").await,
+        Outcome::Detected,
+        1_780_000_000,
+        &[("rule-a", true), ("rule-b", false)],
+    )
+    .await
+    .test
+    .unwrap();
+    let before_retest = first.validated_at.unwrap();
+    let retest = step(&app, &first, &team.lead, Retest, |_| {})
+        .await
+        .unwrap()
+        .retest
+        .unwrap();
+    validate(
+        &app,
+        &team,
+        retest,
+        Outcome::NotDetected,
+        1_780_000_500,
+        &[("rule-c", true)],
+    )
+    .await;
+    // Chain 2: blocked. A third test cancelled, a fourth only planned.
+    validate(
+        &app,
+        &team,
+        create_test(&app, &team, "T1059.001").await,
+        Outcome::Blocked,
+        1_780_001_000,
+        &[("rule-a", true)],
+    )
+    .await;
+    let cancelled = create_test(&app, &team, "T1059.001").await;
+    step(&app, &cancelled, &team.lead, Cancel, |_| {})
+        .await
+        .unwrap();
+    create_test(&app, &team, "T1059.001").await;
+
+    let mut c = client(&app);
+    let aggregate = |as_of: Option<prost_types::Timestamp>| pb::AggregateTestsByTechniqueRequest {
+        technique_ids: vec!["T1059.001".into(), "T1003".into()],
+        as_of,
+    };
+    let now = c
+        .aggregate_tests_by_technique(aggregate(None))
+        .await
+        .unwrap()
+        .into_inner()
+        .aggregates;
+    let a = &now[0];
+    assert_eq!(
+        (
+            a.total_tests,
+            a.validated_tests,
+            a.cancelled_tests,
+            a.effective_tests,
+            a.blocked,
+            a.detected,
+            a.logged,
+            a.not_detected
+        ),
+        (4, 3, 1, 2, 1, 0, 0, 1)
+    );
+    assert_eq!(
+        a.triggered_rule_ids,
+        ["rule-a", "rule-c"],
+        "rules fired on effective tests only"
+    );
+    assert_eq!(
+        (
+            now[1].technique_id.as_str(),
+            now[1].total_tests,
+            now[1].effective_tests
+        ),
+        ("T1003", 0, 0)
+    );
+
+    // The same inputs computed by ranking at read time, for an explicit now.
+    let far = c
+        .aggregate_tests_by_technique(aggregate(Some(ts(4_000_000_000))))
+        .await
+        .unwrap()
+        .into_inner()
+        .aggregates;
+    assert_eq!(far, now);
+    // Before the retest was validated, the first test was effective.
+    let past = c
+        .aggregate_tests_by_technique(aggregate(Some(before_retest)))
+        .await
+        .unwrap()
+        .into_inner()
+        .aggregates;
+    assert_eq!(
+        (
+            past[0].effective_tests,
+            past[0].detected,
+            past[0].not_detected
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(past[0].triggered_rule_ids, ["rule-a"]);
+}
+
+#[tokio::test]
+async fn campaigns_group_tests_clone_recur_and_report() {
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    let mut c = client(&app);
+    let created = c
+        .create_campaign(pb::CreateCampaignRequest {
+            actor_id: team.lead.clone(),
+            name: "Q3".into(),
+            description: "quarterly".into(),
+            tests: ["T1059.001", "T1003", "T1105"]
+                .iter()
+                .map(|t| pb::NewTest {
+                    technique_id: (*t).into(),
+                    red_assignee_id: team.red.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let campaign = created.campaign.unwrap();
+    assert_eq!(campaign.test_count, 3);
+    validate(
+        &app,
+        &team,
+        created.tests[0].clone(),
+        Outcome::Detected,
+        1_780_000_000,
+        &[("rule-a", true)],
+    )
+    .await;
+    validate(
+        &app,
+        &team,
+        created.tests[1].clone(),
+        Outcome::NotDetected,
+        1_780_000_000,
+        &[],
+    )
+    .await;
+
+    let progress = c
+        .get_campaign_progress(pb::GetCampaignProgressRequest {
+            campaign_ids: vec![campaign.campaign_id.clone(), "nope".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let p = &progress.progress[0];
+    assert_eq!(
+        (
+            p.total,
+            p.by_state.get("validated"),
+            p.by_state.get("planned")
+        ),
+        (3, Some(&2), Some(&1))
+    );
+    assert!((p.percent_complete - 200.0 / 3.0).abs() < 1e-9);
+    assert_eq!(progress.missing_ids, ["nope"]);
+
+    let report = c
+        .get_campaign_report(pb::GetCampaignReportRequest {
+            campaign_id: campaign.campaign_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.rows.len(), 3);
+    let row = &report.rows[0];
+    assert_eq!(
+        (
+            row.technique_name.as_str(),
+            row.time_to_detect_seconds,
+            row.triggered_rule_ids.len()
+        ),
+        ("PowerShell", 120.0, 1)
+    );
+    assert!(report.rows[1].remediation.is_some());
+    let execution = report
+        .summary
+        .iter()
+        .find(|s| s.tactic == "execution")
+        .unwrap();
+    assert_eq!(execution.tests, 2);
+    assert!(
+        report.markdown.contains(
+            "| T1059.001 | PowerShell | execution | validated | detected | 120 | 1 | — |"
+        ),
+        "{}",
+        report.markdown
+    );
+
+    let clone = c
+        .clone_campaign(pb::CloneCampaignRequest {
+            actor_id: team.lead.clone(),
+            campaign_id: campaign.campaign_id.clone(),
+            name: "Q4".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            clone.tests.len(),
+            clone.campaign.as_ref().unwrap().cloned_from.as_str()
+        ),
+        (3, campaign.campaign_id.as_str())
+    );
+    assert!(
+        clone
+            .tests
+            .iter()
+            .all(|t| t.state == pb::TestState::Planned as i32)
+    );
+
+    let err = c
+        .set_campaign_schedule(pb::SetCampaignScheduleRequest {
+            actor_id: team.lead.clone(),
+            campaign_id: campaign.campaign_id.clone(),
+            schedule: Some(pb::Schedule {
+                cron: "every day".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let scheduled = c
+        .set_campaign_schedule(pb::SetCampaignScheduleRequest {
+            actor_id: team.lead.clone(),
+            campaign_id: campaign.campaign_id.clone(),
+            schedule: Some(pb::Schedule {
+                interval_seconds: 86_400,
+                next_run_at: Some(ts(1_780_000_000)),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .campaign
+        .unwrap();
+    assert_eq!(scheduled.schedule.unwrap().interval_seconds, 86_400);
+    let ran = c
+        .run_due_campaigns(pb::RunDueCampaignsRequest {
+            now: Some(ts(1_780_000_001)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((ran.created.len(), ran.notifications), (1, 1));
+    let again = c
+        .run_due_campaigns(pb::RunDueCampaignsRequest {
+            now: Some(ts(1_780_000_002)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.created.is_empty(), "the next run moved a day on");
+    let inbox = c
+        .list_notifications(pb::ListNotificationsRequest {
+            user_id: team.red.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications;
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].campaign_id, ran.created[0].campaign_id);
+    let marked = c
+        .mark_notifications_read(pb::MarkNotificationsReadRequest {
+            user_id: team.red.clone(),
+            notification_ids: vec![inbox[0].notification_id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(marked.marked, 1);
+
+    c.add_worklog(pb::AddWorklogRequest {
+        worklog: Some(pb::Worklog {
+            test_id: created.tests[0].test_id.clone(),
+            user_id: team.red.clone(),
+            minutes: 30,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    c.add_worklog(pb::AddWorklogRequest {
+        worklog: Some(pb::Worklog {
+            test_id: created.tests[0].test_id.clone(),
+            user_id: team.blue.clone(),
+            minutes: 45,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let logs = c
+        .list_worklogs(pb::ListWorklogsRequest {
+            test_id: created.tests[0].test_id.clone(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((logs.worklogs.len(), logs.total_minutes), (1, 75));
+}
+
+#[tokio::test]
+async fn creating_tests_checks_techniques_in_one_batch_and_refuses_unknown_ones() {
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    let trace = Trace::new("purple.campaigns.v1.CampaignsService/CreateTests");
+    let tests: Vec<pb::NewTest> = (0..50)
+        .map(|i| pb::NewTest {
+            technique_id: ["T1059", "T1003", "T1105"][i % 3].into(),
+            ..Default::default()
+        })
+        .collect();
+    client(&app)
+        .create_tests(trace.request(pb::CreateTestsRequest {
+            actor_id: team.lead.clone(),
+            tests,
+        }))
+        .await
+        .unwrap();
+    let cost = Cost::of(&app.trace(&trace).await);
+    assert_eq!(cost.rpcs, 2, "the request and one GetTechniquesByIds");
+    let err = client(&app)
+        .create_tests(pb::CreateTestsRequest {
+            actor_id: team.lead.clone(),
+            tests: vec![pb::NewTest {
+                technique_id: "T9999".into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("T9999"), "{}", err.message());
+}
