@@ -108,7 +108,7 @@ impl Action {
     }
 
     /// The states it may start from.
-    fn from_states(self) -> &'static [State] {
+    fn sources(self) -> &'static [State] {
         match self {
             Action::StartRed => &[State::Planned],
             Action::CompleteRed => &[State::RedInProgress],
@@ -266,7 +266,7 @@ pub fn plan(
             actual: test.version,
         });
     }
-    if !action.from_states().contains(&test.state) {
+    if !action.sources().contains(&test.state) {
         return Err(CampaignError::WrongState(format!(
             "{} is not allowed from {}",
             action.name(),
