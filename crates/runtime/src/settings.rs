@@ -194,6 +194,12 @@ pub struct DomainSettings {
     #[arg(long, env = "PURPLE_CRITICAL_ACTOR_THRESHOLD", default_value_t = 10)]
     pub critical_actor_threshold: u32,
 
+    /// How long a score computed for "now" is served from the cache, in
+    /// seconds (recency drifts with time; invalidations drop entries
+    /// sooner).
+    #[arg(long, env = "PURPLE_SCORE_CACHE_TTL_SECS", default_value_t = 300)]
+    pub score_cache_ttl_secs: u64,
+
     /// A validated test older than this many days is stale.
     #[arg(long, env = "PURPLE_STALE_TEST_DAYS", default_value_t = 90)]
     pub stale_test_days: u32,

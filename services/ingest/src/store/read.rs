@@ -45,17 +45,39 @@ const LIST_TACTICS: &str = "
     GROUP BY ta.tactic_id, ta.short_name, ta.name, ta.ordinal
     ORDER BY ta.ordinal, ta.tactic_id";
 
+/// Grouped joins rather than correlated subqueries, and a UNION for "own
+/// or parent" rather than an OR join, so both backends use their indexes.
 const CATALOG_INPUTS: &str = "
-    SELECT t.technique_id, t.revoked, t.deprecated,
-           (SELECT COUNT(DISTINCT td.defense_id) FROM technique_defenses td
-            WHERE td.technique_id = t.technique_id OR td.technique_id = t.parent_id),
-           (SELECT COUNT(*) FROM actor_techniques at JOIN actors a ON a.actor_id = at.actor_id
-            WHERE at.technique_id = t.technique_id AND a.revoked = 0 AND a.deprecated = 0),
-           (SELECT string_agg(r.rule_id, ',' ORDER BY r.rule_id) FROM rule_techniques rt
-            JOIN rules r ON r.rule_id = rt.rule_id
-            WHERE rt.technique_id = t.technique_id AND r.enabled = 1)
-    FROM techniques t
-    WHERE t.technique_id IN (SELECT value FROM json_each($1))";
+    WITH req AS (
+        SELECT t.technique_id, t.parent_id, t.revoked, t.deprecated
+        FROM techniques t WHERE t.technique_id IN (SELECT value FROM json_each($1))
+    ),
+    defended AS (
+        SELECT x.technique_id, COUNT(DISTINCT x.defense_id) AS n FROM (
+            SELECT r.technique_id, td.defense_id FROM req r
+            JOIN technique_defenses td ON td.technique_id = r.technique_id
+            UNION ALL
+            SELECT r.technique_id, td.defense_id FROM req r
+            JOIN technique_defenses td ON td.technique_id = r.parent_id
+        ) x GROUP BY x.technique_id
+    ),
+    used AS (
+        SELECT r.technique_id, COUNT(*) AS n FROM req r
+        JOIN actor_techniques at ON at.technique_id = r.technique_id
+        JOIN actors a ON a.actor_id = at.actor_id AND a.revoked = 0 AND a.deprecated = 0
+        GROUP BY r.technique_id
+    ),
+    ruled AS (
+        SELECT r.technique_id, string_agg(ru.rule_id, ',' ORDER BY ru.rule_id) AS ids FROM req r
+        JOIN rule_techniques rt ON rt.technique_id = r.technique_id
+        JOIN rules ru ON ru.rule_id = rt.rule_id AND ru.enabled = 1
+        GROUP BY r.technique_id
+    )
+    SELECT r.technique_id, r.revoked, r.deprecated, COALESCE(d.n, 0), COALESCE(u.n, 0), x.ids
+    FROM req r
+    LEFT JOIN defended d ON d.technique_id = r.technique_id
+    LEFT JOIN used u ON u.technique_id = r.technique_id
+    LEFT JOIN ruled x ON x.technique_id = r.technique_id";
 
 macro_rules! actor_select {
     ($($rest:literal),*) => {

@@ -1,0 +1,68 @@
+//! The scoring service's one error type and its single mapping to gRPC.
+
+use tonic::{Code, Status};
+
+/// Everything that can go wrong in scoring.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoringError {
+    /// A request field is invalid.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// The thing named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A peer service failed.
+    #[error("{service}: {status}")]
+    Peer {
+        service: &'static str,
+        status: Status,
+    },
+    /// The database failed.
+    #[error("storage: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+impl ScoringError {
+    /// An invalid field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ScoringError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A failed call to a peer.
+    pub fn peer(service: &'static str) -> impl FnOnce(Status) -> Self {
+        move |status| ScoringError::Peer { service, status }
+    }
+}
+
+impl From<purple_api::batch::BatchTooLarge> for ScoringError {
+    fn from(err: purple_api::batch::BatchTooLarge) -> Self {
+        ScoringError::invalid(err.field.clone(), err.reason())
+    }
+}
+
+impl From<purple_runtime::paging::PageError> for ScoringError {
+    fn from(err: purple_runtime::paging::PageError) -> Self {
+        ScoringError::invalid("page", err.to_string())
+    }
+}
+
+impl From<ScoringError> for Status {
+    fn from(err: ScoringError) -> Self {
+        match err {
+            ScoringError::Invalid { field, reason } => {
+                purple_runtime::status::invalid_argument(&field, &reason)
+            }
+            ScoringError::NotFound(what) => Status::not_found(what),
+            ScoringError::Peer { service, status } => match status.code() {
+                Code::InvalidArgument | Code::NotFound => {
+                    Status::new(status.code(), format!("{service}: {}", status.message()))
+                }
+                _ => purple_runtime::status::unavailable(service, &status),
+            },
+            ScoringError::Store(err) => purple_runtime::status::from_sqlx("scoring storage", &err),
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! All SQL of the scoring service: the score cache (per technique and for
+//! the organization) and snapshots with their per-technique rows.
+
+use std::collections::BTreeMap;
+
+use purple_runtime::{Database, paging::Page, time::Micros};
+use serde::Serialize;
+use sqlx::{Row, any::AnyRow};
+
+use crate::domain::Scored;
+
+const CACHED_TECHNIQUES: &str = "
+    SELECT payload FROM technique_cache
+    WHERE technique_id IN (SELECT value FROM json_each($1)) AND computed_at >= $2";
+const CACHE_TECHNIQUES: &str = "
+    INSERT INTO technique_cache (technique_id, payload, computed_at)
+    SELECT json_extract(value, '$.technique_id'), json_extract(value, '$.payload'), $2 FROM json_each($1) WHERE true
+    ON CONFLICT (technique_id) DO UPDATE SET payload = excluded.payload, computed_at = excluded.computed_at";
+const CACHED_ORGANIZATION: &str =
+    "SELECT payload FROM organization_cache WHERE cache_key = 'now' AND computed_at >= $1";
+const CACHE_ORGANIZATION: &str = "
+    INSERT INTO organization_cache (cache_key, payload, computed_at) VALUES ('now', $1, $2)
+    ON CONFLICT (cache_key) DO UPDATE SET payload = excluded.payload, computed_at = excluded.computed_at";
+const DROP_TECHNIQUES: &str =
+    "DELETE FROM technique_cache WHERE technique_id IN (SELECT value FROM json_each($1))";
+const DROP_ORGANIZATION: &str = "DELETE FROM organization_cache";
+
+const INSERT_SNAPSHOT: &str = "
+    INSERT INTO snapshots (snapshot_id, label, as_of, organization_score, technique_count, status_counts, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+const INSERT_SNAPSHOT_SCORES: &str = "
+    INSERT INTO snapshot_scores (snapshot_id, technique_id, score, status, payload)
+    SELECT $1, json_extract(value, '$.technique_id'), CAST(json_extract(value, '$.score') AS DOUBLE PRECISION),
+           json_extract(value, '$.status'), json_extract(value, '$.payload')
+    FROM json_each($2)";
+macro_rules! snapshot_select {
+    ($($rest:literal),*) => {
+        concat!(
+            "SELECT snapshot_id, label, as_of, organization_score, technique_count, status_counts, created_at ",
+            "FROM snapshots ", $($rest),*
+        )
+    };
+}
+const LIST_SNAPSHOTS: &str =
+    snapshot_select!("ORDER BY created_at DESC, snapshot_id DESC LIMIT $1 OFFSET $2");
+const SNAPSHOTS_BY_IDS: &str =
+    snapshot_select!("WHERE snapshot_id IN (SELECT value FROM json_each($1))");
+const SNAPSHOT_SCORES: &str =
+    "SELECT payload FROM snapshot_scores WHERE snapshot_id = $1 ORDER BY technique_id";
+/// Both snapshots' rows side by side, technique by technique.
+const COMPARE: &str = "
+    SELECT ids.technique_id, b.score, b.status, t.score, t.status
+    FROM (SELECT DISTINCT technique_id FROM snapshot_scores WHERE snapshot_id IN ($1, $2)) ids
+    LEFT JOIN snapshot_scores b ON b.snapshot_id = $1 AND b.technique_id = ids.technique_id
+    LEFT JOIN snapshot_scores t ON t.snapshot_id = $2 AND t.technique_id = ids.technique_id
+    ORDER BY ids.technique_id";
+
+/// A snapshot's header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotRow {
+    pub snapshot_id: String,
+    pub label: String,
+    pub as_of: Micros,
+    pub organization_score: f64,
+    pub technique_count: i64,
+    pub status_counts: String,
+    pub created_at: Micros,
+}
+
+fn snapshot_row(row: &AnyRow) -> Result<SnapshotRow, sqlx::Error> {
+    Ok(SnapshotRow {
+        snapshot_id: row.try_get(0)?,
+        label: row.try_get(1)?,
+        as_of: row.try_get(2)?,
+        organization_score: row.try_get(3)?,
+        technique_count: row.try_get(4)?,
+        status_counts: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+    })
+}
+
+/// One technique in two snapshots: (id, base score and status, target).
+pub type Compared = (String, Option<(f64, String)>, Option<(f64, String)>);
+
+#[derive(Serialize)]
+struct CacheRow<'a> {
+    technique_id: &'a str,
+    payload: String,
+}
+
+#[derive(Serialize)]
+struct SnapshotScoreRow<'a> {
+    technique_id: &'a str,
+    score: f64,
+    status: String,
+    payload: String,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(payload: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(payload).map_err(|e| sqlx::Error::Decode(e.into()))
+}
+
+/// Scoring's SQL.
+#[derive(Clone, Debug)]
+pub struct ScoreStore {
+    db: Database,
+}
+
+impl ScoreStore {
+    /// The store over the scoring database.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Cached scores of these techniques computed at or after `fresh_after`.
+    pub async fn cached_techniques(
+        &self,
+        ids: &[String],
+        fresh_after: Micros,
+    ) -> Result<Vec<Scored>, sqlx::Error> {
+        let rows = self
+            .db
+            .stmt(CACHED_TECHNIQUES)
+            .bind_ids(ids)
+            .bind(fresh_after)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|row| decode(&row.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    /// Caches technique scores computed at `at`, in one statement.
+    pub async fn cache_techniques(&self, scores: &[Scored], at: Micros) -> Result<(), sqlx::Error> {
+        if scores.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<CacheRow> = scores
+            .iter()
+            .map(|s| CacheRow {
+                technique_id: &s.technique_id,
+                payload: serde_json::to_string(s).expect("scores serialize"),
+            })
+            .collect();
+        self.db
+            .stmt(CACHE_TECHNIQUES)
+            .bind_rows(&rows)
+            .bind(at)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The cached organization board, if fresh.
+    pub async fn cached_organization<T: serde::de::DeserializeOwned>(
+        &self,
+        fresh_after: Micros,
+    ) -> Result<Option<T>, sqlx::Error> {
+        let row = self
+            .db
+            .stmt(CACHED_ORGANIZATION)
+            .bind(fresh_after)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|row| decode(&row.try_get::<String, _>(0)?))
+            .transpose()
+    }
+
+    /// Caches the organization board.
+    pub async fn cache_organization<T: Serialize>(
+        &self,
+        board: &T,
+        at: Micros,
+    ) -> Result<(), sqlx::Error> {
+        let payload = serde_json::to_string(board).expect("boards serialize");
+        self.db
+            .stmt(CACHE_ORGANIZATION)
+            .bind(payload)
+            .bind(at)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the cached scores of techniques and the organization board;
+    /// returns how many entries went.
+    pub async fn invalidate(&self, ids: &[String]) -> Result<u64, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let techniques = self
+            .db
+            .stmt(DROP_TECHNIQUES)
+            .bind_ids(ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let organization = self
+            .db
+            .stmt(DROP_ORGANIZATION)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(techniques + organization)
+    }
+
+    /// Stores a snapshot and its rows in one transaction (two statements).
+    pub async fn insert_snapshot(
+        &self,
+        snapshot: &SnapshotRow,
+        scores: &[Scored],
+    ) -> Result<(), sqlx::Error> {
+        let rows: Vec<SnapshotScoreRow> = scores
+            .iter()
+            .map(|s| SnapshotScoreRow {
+                technique_id: &s.technique_id,
+                score: s.score,
+                status: format!("{:?}", s.status),
+                payload: serde_json::to_string(s).expect("scores serialize"),
+            })
+            .collect();
+        let mut tx = self.db.begin().await?;
+        self.db
+            .stmt(INSERT_SNAPSHOT)
+            .bind(snapshot.snapshot_id.clone())
+            .bind(snapshot.label.clone())
+            .bind(snapshot.as_of)
+            .bind(snapshot.organization_score)
+            .bind(snapshot.technique_count)
+            .bind(snapshot.status_counts.clone())
+            .bind(snapshot.created_at)
+            .execute(&mut *tx)
+            .await?;
+        if !rows.is_empty() {
+            self.db
+                .stmt(INSERT_SNAPSHOT_SCORES)
+                .bind(snapshot.snapshot_id.clone())
+                .bind_rows(&rows)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// A page of snapshots, newest first.
+    pub async fn list_snapshots(&self, page: Page) -> Result<Vec<SnapshotRow>, sqlx::Error> {
+        self.db
+            .stmt(LIST_SNAPSHOTS)
+            .bind(page.limit())
+            .bind(page.offset)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(snapshot_row)
+            .collect()
+    }
+
+    /// Snapshot headers by id.
+    pub async fn snapshots(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, SnapshotRow>, sqlx::Error> {
+        self.db
+            .stmt(SNAPSHOTS_BY_IDS)
+            .bind_ids(ids)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| snapshot_row(row).map(|s| (s.snapshot_id.clone(), s)))
+            .collect()
+    }
+
+    /// A snapshot's technique rows.
+    pub async fn snapshot_scores(&self, id: &str) -> Result<Vec<Scored>, sqlx::Error> {
+        let rows = self
+            .db
+            .stmt(SNAPSHOT_SCORES)
+            .bind(id.to_owned())
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|row| decode(&row.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    /// Two snapshots technique by technique, in one statement.
+    pub async fn compare(&self, base: &str, target: &str) -> Result<Vec<Compared>, sqlx::Error> {
+        let rows = self
+            .db
+            .stmt(COMPARE)
+            .bind(base.to_owned())
+            .bind(target.to_owned())
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let side = |score: usize| -> Result<Option<(f64, String)>, sqlx::Error> {
+                    let s: Option<f64> = row.try_get(score)?;
+                    let status: Option<String> = row.try_get(score + 1)?;
+                    Ok(s.zip(status))
+                };
+                Ok((row.try_get(0)?, side(1)?, side(3)?))
+            })
+            .collect()
+    }
+}
