@@ -7,4 +7,5 @@ mod campaigns;
 mod helpers;
 mod ingest;
 mod metrics;
+mod scoring;
 mod server;

@@ -1,0 +1,600 @@
+//! Scoring (DESIGN section 4) on data built through the public RPCs, with
+//! every component checked against hand-computed values, and the
+//! organization score's budget at two data sizes.
+
+use purple_api::{
+    campaigns::v1 as cpb,
+    common::v1::{Outcome, TechniqueStatus},
+    ingest::v1::{ImportChunk, ImportKind, ingest_service_client::IngestServiceClient},
+    scoring::v1::{self as pb, scoring_service_client::ScoringServiceClient},
+};
+use tonic::transport::Channel;
+
+use crate::{
+    campaigns::{
+        CATALOG, Team, client as campaigns, create_test, import_bundle, step, team, validate,
+    },
+    helpers::{Cost, TestApp, Trace, spawn_app, spawn_app_with},
+};
+
+const DAY: i64 = 86_400;
+
+/// G0003 uses only a revoked technique: an actor with no live technique.
+const MORE: &str = r#"{"type": "bundle", "id": "bundle--m", "objects": [
+  {"type": "attack-pattern", "id": "attack-pattern--9", "name": "Old", "revoked": true,
+   "external_references": [{"source_name": "mitre-attack", "external_id": "T1999"}]},
+  {"type": "intrusion-set", "id": "intrusion-set--3", "name": "APT-C",
+   "external_references": [{"source_name": "mitre-attack", "external_id": "G0003"}]},
+  {"type": "relationship", "id": "relationship--9", "relationship_type": "uses", "source_ref": "intrusion-set--3", "target_ref": "attack-pattern--9"}
+]}"#;
+
+/// T1059: D3-A, D3-B, D3-C. T1059.001: D3-C, D3-D (with its parent's: 4
+/// distinct). T1003: six.
+const DEFENSES: &str =
+    "off_tech_id,off_tech_label,def_tech_id,def_tech_label,def_tactic_label,paths,via_artifacts
+T1059,x,D3-A,A,Detect,1,x
+T1059,x,D3-B,B,Detect,1,x
+T1059,x,D3-C,C,Harden,1,x
+T1059.001,x,D3-C,C,Harden,1,x
+T1059.001,x,D3-D,D,Isolate,1,x
+T1003,x,D3-E1,E1,Detect,1,x
+T1003,x,D3-E2,E2,Detect,1,x
+T1003,x,D3-E3,E3,Detect,1,x
+T1003,x,D3-E4,E4,Detect,1,x
+T1003,x,D3-E5,E5,Detect,1,x
+T1003,x,D3-E6,E6,Detect,1,x
+";
+
+fn sigma(id: &str, status: &str, tag: &str) -> ImportChunk {
+    let text = format!(
+        "title: rule {id}\nid: {id}\nstatus: {status}\nlevel: high\ntags:\n  - attack.execution\n  - {tag}\n"
+    );
+    ImportChunk {
+        kind: ImportKind::Sigma as i32,
+        file_name: format!("{id}.yml"),
+        data: text.into_bytes(),
+        last: false,
+    }
+}
+
+async fn catalogue(app: &TestApp) {
+    import_bundle(app, CATALOG).await;
+    import_bundle(app, MORE).await;
+    let mut ingest = IngestServiceClient::new(app.channel.clone());
+    let defenses = ImportChunk {
+        kind: ImportKind::D3fend as i32,
+        file_name: "pairs.csv".into(),
+        data: DEFENSES.as_bytes().to_vec(),
+        last: true,
+    };
+    ingest
+        .import(futures::stream::iter([defenses]))
+        .await
+        .unwrap();
+    let mut rules = vec![
+        sigma("r1", "stable", "attack.t1059.001"),
+        sigma("r2", "test", "attack.t1059.001"),
+        sigma("r3", "deprecated", "attack.t1059.001"),
+        sigma("r4", "stable", "attack.t1003"),
+    ];
+    rules.push(ImportChunk {
+        last: true,
+        ..Default::default()
+    });
+    ingest.import(futures::stream::iter(rules)).await.unwrap();
+}
+
+/// T1059.001: chain 1 detected (r1 fired) then retested not detected;
+/// chain 2 blocked (r2 fired). T1003: one cancelled test. T1105: one
+/// planned test. Returns the latest validation instant, in seconds.
+async fn tests(app: &TestApp, team: &Team) -> i64 {
+    let first = validate(
+        app,
+        team,
+        create_test(app, team, "T1059.001").await,
+        Outcome::Detected,
+        1_780_000_000,
+        &[("r1", true), ("r2", false)],
+    )
+    .await
+    .test
+    .unwrap();
+    let retest = step(app, &first, &team.lead, cpb::TestAction::Retest, |_| {})
+        .await
+        .unwrap()
+        .retest
+        .unwrap();
+    validate(app, team, retest, Outcome::NotDetected, 1_780_000_100, &[]).await;
+    let last = validate(
+        app,
+        team,
+        create_test(app, team, "T1059.001").await,
+        Outcome::Blocked,
+        1_780_000_200,
+        &[("r2", true)],
+    )
+    .await
+    .test
+    .unwrap();
+    let cancelled = create_test(app, team, "T1003").await;
+    step(app, &cancelled, &team.lead, cpb::TestAction::Cancel, |_| {})
+        .await
+        .unwrap();
+    create_test(app, team, "T1105").await;
+    last.validated_at.unwrap().seconds
+}
+
+fn client(app: &TestApp) -> ScoringServiceClient<Channel> {
+    ScoringServiceClient::new(app.channel.clone())
+}
+
+fn close(actual: f64, expected: f64) {
+    assert!((actual - expected).abs() < 1e-6, "{actual} != {expected}");
+}
+
+fn at(secs: i64, nanos: i32) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: secs,
+        nanos,
+    })
+}
+
+#[tokio::test]
+async fn technique_scores_follow_the_model_component_by_component() {
+    let app = spawn_app().await;
+    catalogue(&app).await;
+    let team = team(&app).await;
+    let latest = tests(&app, &team).await;
+    let validated = campaigns(&app)
+        .list_tests(cpb::ListTestsRequest {
+            state: cpb::TestState::Validated as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tests;
+    let latest_exact = validated
+        .iter()
+        .filter_map(|t| t.validated_at)
+        .max_by_key(|t| (t.seconds, t.nanos))
+        .unwrap();
+    assert_eq!(latest_exact.seconds, latest);
+
+    // 45 days after the latest effective validation: R = 0.5^(1/2).
+    let as_of = at(latest_exact.seconds + 45 * DAY, latest_exact.nanos);
+    let ids = ["T1059.001", "T1003", "T1105", "T1059", "T0000"]
+        .map(String::from)
+        .to_vec();
+    let scored = client(&app)
+        .score_techniques(pb::ScoreTechniquesRequest {
+            technique_ids: ids,
+            as_of: as_of.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(scored.missing_ids, ["T0000"]);
+    let by_id = |id: &str| {
+        scored
+            .scores
+            .iter()
+            .find(|s| s.technique_id == id)
+            .unwrap()
+            .clone()
+    };
+
+    let ps = by_id("T1059.001");
+    let c = ps.components.unwrap();
+    close(c.detection, 0.5); // effective: the retest (not detected) and chain 2 (blocked)
+    close(c.rule_coverage, 0.5); // r2 of {r1, r2}; r1 fired only on the overridden test; r3 is disabled
+    close(c.countermeasures, 0.8); // D3-A, B, C (parent) and D (own): 4 of 5
+    close(c.recency, 0.5_f64.powf(0.5));
+    close(c.days_since_validation, 45.0);
+    assert_eq!(
+        (
+            c.effective_tests,
+            c.mapped_rules,
+            c.triggered_rules,
+            c.countermeasure_count,
+            c.total_tests
+        ),
+        (2, 2, 1, 4, 3)
+    );
+    let expected = 100.0 * (0.5 * 0.5 + 0.2 * 0.5 + 0.1 * 0.8 + 0.2 * 0.5_f64.powf(0.5));
+    assert_eq!(ps.score, (expected * 10.0).round() / 10.0);
+    assert_eq!(ps.status, TechniqueStatus::Partial as i32);
+    assert_eq!(ps.actor_count, 2);
+
+    let dumping = by_id("T1003");
+    assert_eq!(
+        (dumping.score, dumping.status),
+        (10.0, TechniqueStatus::Untested as i32),
+        "only cancelled tests: untested, M = min(6, 5) / 5"
+    );
+    assert_eq!(dumping.components.unwrap().mapped_rules, 1);
+    let transfer = by_id("T1105");
+    assert_eq!(
+        (transfer.score, transfer.status),
+        (0.0, TechniqueStatus::InProgress as i32),
+        "no rule mapped: C = 0"
+    );
+    let parent = by_id("T1059");
+    assert_eq!(
+        (parent.score, parent.status),
+        (6.0, TechniqueStatus::Untested as i32)
+    );
+
+    // Exactly one half-life later.
+    let half = at(latest_exact.seconds + 90 * DAY, latest_exact.nanos);
+    let later = client(&app)
+        .score_techniques(pb::ScoreTechniquesRequest {
+            technique_ids: vec!["T1059.001".into()],
+            as_of: half,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    close(later.scores[0].components.as_ref().unwrap().recency, 0.5);
+
+    // Before the retest was validated, chain 1's detection counted.
+    let first_validated = validated
+        .iter()
+        .filter_map(|t| t.validated_at)
+        .min_by_key(|t| (t.seconds, t.nanos))
+        .unwrap();
+    let then = client(&app)
+        .score_techniques(pb::ScoreTechniquesRequest {
+            technique_ids: vec!["T1059.001".into()],
+            as_of: Some(first_validated),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let c = then.scores[0].components.clone().unwrap();
+    close(c.detection, 0.75);
+    close(c.rule_coverage, 0.5);
+    close(c.recency, 1.0);
+}
+
+#[tokio::test]
+async fn tactic_actor_and_organization_scores_aggregate_exactly() {
+    let app = spawn_app().await;
+    catalogue(&app).await;
+    let team = team(&app).await;
+    let latest = tests(&app, &team).await;
+    let as_of = at(latest + 45 * DAY, 999_999_000);
+    let sub = 100.0
+        * (0.5 * 0.5
+            + 0.2 * 0.5
+            + 0.1 * 0.8
+            + 0.2
+                * 0.5_f64.powf(
+                    (45.0 * DAY as f64 + 0.999_999 - fraction(&app).await) / DAY as f64 / 90.0,
+                ));
+    let mut scoring = client(&app);
+
+    let org = scoring
+        .get_organization_score(pb::GetOrganizationScoreRequest {
+            as_of: as_of.clone(),
+            critical_actor_threshold: 2,
+            gap_limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mean_all = (6.0 + sub + 10.0 + 0.0) / 4.0;
+    assert_eq!(org.technique_count, 4);
+    assert_eq!(
+        org.critical_count, 1,
+        "only T1059.001 is used by two actors"
+    );
+    close(org.mean_all, (mean_all * 10.0).round() / 10.0);
+    close(
+        org.score,
+        ((0.5 * mean_all + 0.5 * sub) * 10.0).round() / 10.0,
+    );
+    let counts = org.status_counts.unwrap();
+    assert_eq!(
+        (
+            counts.untested,
+            counts.in_progress,
+            counts.gap,
+            counts.partial,
+            counts.covered
+        ),
+        (2, 1, 0, 1, 0)
+    );
+    let gaps: Vec<&str> = org
+        .top_gaps
+        .iter()
+        .map(|g| g.technique_id.as_str())
+        .collect();
+    assert_eq!(gaps, ["T1059", "T1003"], "lowest score first");
+    let tactic = |name: &str| {
+        org.tactics
+            .iter()
+            .find(|t| t.short_name == name)
+            .unwrap()
+            .clone()
+    };
+    close(
+        tactic("execution").score,
+        (((6.0 + sub + 0.0) / 3.0) * 10.0).round() / 10.0,
+    );
+    assert_eq!(
+        (
+            tactic("execution").technique_count,
+            tactic("credential-access").score
+        ),
+        (3, 10.0)
+    );
+
+    let no_critical = scoring
+        .get_organization_score(pb::GetOrganizationScoreRequest {
+            as_of: as_of.clone(),
+            critical_actor_threshold: 10,
+            gap_limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(no_critical.critical_count, 0);
+    close(no_critical.score, (mean_all * 10.0).round() / 10.0);
+    assert_eq!(no_critical.top_gaps.len(), 1);
+
+    let actors = scoring
+        .score_threat_actors(pb::ScoreThreatActorsRequest {
+            actor_ids: vec!["G0001".into(), "G0003".into(), "G9999".into()],
+            as_of,
+            gap_limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(actors.missing_ids, ["G9999"]);
+    let a = &actors.actors[0];
+    assert_eq!((a.technique_count, a.covered_ratio), (3, 0.0));
+    close(a.score, (((sub + 10.0 + 0.0) / 3.0) * 10.0).round() / 10.0);
+    assert_eq!(
+        a.gaps
+            .iter()
+            .map(|g| g.technique_id.as_str())
+            .collect::<Vec<_>>(),
+        ["T1003"]
+    );
+    let empty = &actors.actors[1];
+    assert_eq!(
+        (
+            empty.actor_id.as_str(),
+            empty.score,
+            empty.technique_count,
+            empty.gaps.len()
+        ),
+        ("G0003", 0.0, 0, 0)
+    );
+}
+
+/// The sub-second part of the latest validation, which as_of keeps whole.
+async fn fraction(app: &TestApp) -> f64 {
+    let validated = campaigns(app)
+        .list_tests(cpb::ListTestsRequest {
+            state: cpb::TestState::Validated as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tests;
+    let latest = validated
+        .iter()
+        .filter_map(|t| t.validated_at)
+        .max_by_key(|t| (t.seconds, t.nanos))
+        .unwrap();
+    f64::from(latest.nanos) / 1e9
+}
+
+#[tokio::test]
+async fn the_cache_serves_without_peers_until_a_transition_invalidates_it() {
+    let app = spawn_app_with(|s| s.domain.relay_interval_ms = 20).await;
+    catalogue(&app).await;
+    let team = team(&app).await;
+    let test = create_test(&app, &team, "T1105").await;
+    let mut scoring = client(&app);
+    let first = scoring
+        .get_organization_score(pb::GetOrganizationScoreRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.cached);
+    let trace = Trace::new("purple.scoring.v1.ScoringService/GetOrganizationScore");
+    let cached = scoring
+        .get_organization_score(trace.request(pb::GetOrganizationScoreRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cached.cached);
+    let cost = Cost::of(&app.trace(&trace).await);
+    assert_eq!(
+        (cost.rpcs, cost.statements.get("scoring")),
+        (1, Some(&1)),
+        "a cached score calls no peer"
+    );
+
+    validate(&app, &team, test, Outcome::Blocked, 1_780_000_000, &[]).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = scoring
+            .get_organization_score(pb::GetOrganizationScoreRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        // Blocked, no rule or defence, just validated: 50 + 20 = 70, partial.
+        if !now.cached && now.status_counts.as_ref().unwrap().partial == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox never invalidated the cache: {now:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn heatmap_layer_and_snapshots() {
+    let app = spawn_app().await;
+    catalogue(&app).await;
+    let team = team(&app).await;
+    let mut scoring = client(&app);
+    let before = scoring
+        .create_snapshot(pb::CreateSnapshotRequest {
+            label: "before".into(),
+            as_of: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    tests(&app, &team).await;
+    let after = scoring
+        .create_snapshot(pb::CreateSnapshotRequest {
+            label: "after".into(),
+            as_of: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let diff = scoring
+        .compare_snapshots(pb::CompareSnapshotsRequest {
+            base_snapshot_id: before.snapshot_id.clone(),
+            target_snapshot_id: after.snapshot_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (diff.improved, diff.regressed, diff.unchanged),
+        (1, 0, 3),
+        "T1059.001 improved"
+    );
+    assert!(diff.organization_delta > 0.0);
+    let got = scoring
+        .get_snapshot(pb::GetSnapshotRequest {
+            snapshot_id: after.snapshot_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(got.techniques.len(), 4);
+    let listed = scoring
+        .list_snapshots(pb::ListSnapshotsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshots;
+    assert_eq!(
+        listed.iter().map(|s| s.label.as_str()).collect::<Vec<_>>(),
+        ["after", "before"]
+    );
+
+    let heat = scoring
+        .get_heatmap(pb::GetHeatmapRequest {
+            threat_actor_id: "G0002".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(heat.cells.len(), 1);
+    assert_eq!(
+        (
+            heat.cells[0].technique_id.as_str(),
+            heat.cells[0].test_count,
+            heat.cells[0].rule_count
+        ),
+        ("T1059.001", 3, 2)
+    );
+
+    let layer = scoring
+        .export_navigator_layer(pb::ExportNavigatorLayerRequest {
+            threat_actor_id: "G0002".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let layer: serde_json::Value = serde_json::from_str(&layer.layer_json).unwrap();
+    assert_eq!(layer["versions"]["layer"], "4.5");
+    assert_eq!(layer["domain"], "enterprise-attack");
+    let techniques = layer["techniques"].as_array().unwrap();
+    assert_eq!(techniques.len(), 4, "one entry per technique and tactic");
+    let enabled: Vec<&str> = techniques
+        .iter()
+        .filter(|t| t["enabled"] == true)
+        .map(|t| t["techniqueID"].as_str().unwrap())
+        .collect();
+    assert_eq!(enabled, ["T1059.001"]);
+    assert!(
+        techniques
+            .iter()
+            .all(|t| t["color"].as_str().unwrap().starts_with('#')
+                && t["metadata"].as_array().unwrap().len() == 7)
+    );
+}
+
+#[tokio::test]
+async fn organization_score_costs_the_same_statements_and_calls_at_two_sizes() {
+    let mut costs = Vec::new();
+    for large in [false, true] {
+        let app = spawn_app().await;
+        if large {
+            crate::ingest::import(
+                &app,
+                purple_ingest::import::Kind::Attack,
+                crate::ingest::ATTACK_18,
+            )
+            .await
+            .unwrap();
+        } else {
+            catalogue(&app).await;
+        }
+        let team = team(&app).await;
+        let techniques: Vec<&str> = if large {
+            vec!["T1059.001", "T1003", "T1105", "T1566.001", "T1021.001"]
+        } else {
+            vec!["T1059.001"]
+        };
+        let new: Vec<cpb::NewTest> = (0..if large { 300 } else { 3 })
+            .map(|i| cpb::NewTest {
+                technique_id: techniques[i % techniques.len()].into(),
+                ..Default::default()
+            })
+            .collect();
+        campaigns(&app)
+            .create_tests(cpb::CreateTestsRequest {
+                actor_id: team.lead.clone(),
+                tests: new,
+            })
+            .await
+            .unwrap();
+        let trace = Trace::new("purple.scoring.v1.ScoringService/GetOrganizationScore");
+        let org = client(&app)
+            .get_organization_score(trace.request(pb::GetOrganizationScoreRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(org.technique_count, if large { 691 } else { 4 });
+        costs.push(Cost::of(&app.trace(&trace).await));
+    }
+    assert_eq!(costs[0], costs[1], "small vs large");
+    // The request; ListTactics, ListTechniques, GetCatalogInputs and
+    // AggregateTestsByTechnique, one chunk each.
+    assert_eq!(costs[1].rpcs, 5);
+    assert_eq!(costs[1].statements.get("scoring"), Some(&4));
+}
