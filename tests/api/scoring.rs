@@ -169,7 +169,7 @@ async fn technique_scores_follow_the_model_component_by_component() {
     let scored = client(&app)
         .score_techniques(pb::ScoreTechniquesRequest {
             technique_ids: ids,
-            as_of: as_of,
+            as_of,
         })
         .await
         .unwrap()
@@ -276,7 +276,7 @@ async fn tactic_actor_and_organization_scores_aggregate_exactly() {
 
     let org = scoring
         .get_organization_score(pb::GetOrganizationScoreRequest {
-            as_of: as_of,
+            as_of,
             critical_actor_threshold: 2,
             gap_limit: 10,
         })
@@ -332,7 +332,7 @@ async fn tactic_actor_and_organization_scores_aggregate_exactly() {
 
     let no_critical = scoring
         .get_organization_score(pb::GetOrganizationScoreRequest {
-            as_of: as_of,
+            as_of,
             critical_actor_threshold: 10,
             gap_limit: 1,
         })
