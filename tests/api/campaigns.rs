@@ -787,3 +787,316 @@ async fn creating_tests_checks_techniques_in_one_batch_and_refuses_unknown_ones(
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("T9999"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn with_metrics_down_transitions_succeed_and_every_event_arrives_once_when_it_returns() {
+    use purple_api::metrics::v1::{
+        ListAuditEventsRequest, metrics_service_client::MetricsServiceClient,
+    };
+    use purple_runtime::ServiceName;
+
+    // Reserve a port for metrics, then leave it closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("http://127.0.0.1:{port}");
+    let app = crate::helpers::spawn_services(
+        &[
+            ServiceName::Ingest,
+            ServiceName::Campaigns,
+            ServiceName::Scoring,
+        ],
+        |s| {
+            s.peers.metrics_addr = Some(metrics_addr.clone());
+            s.domain.relay_interval_ms = 20;
+        },
+    )
+    .await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    for technique in ["T1059.001", "T1003"] {
+        let test = create_test(&app, &team, technique).await;
+        validate(&app, &team, test, Outcome::NotDetected, 1_780_000_000, &[]).await;
+    }
+    // Two tests: created, red started, red executed, blue started, blue
+    // completed, validated, remediation opened: 7 events each.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let metrics = crate::helpers::spawn_services(&[ServiceName::Metrics], |s| {
+        s.listen = format!("127.0.0.1:{port}").parse().unwrap()
+    })
+    .await;
+    let mut audit = MetricsServiceClient::new(metrics.channel.clone());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let events = audit
+            .list_audit_events(ListAuditEventsRequest {
+                page_size: 1_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        if events.len() >= 14 {
+            // Let the relay run a few more rounds: nothing arrives twice.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let again = audit
+                .list_audit_events(ListAuditEventsRequest {
+                    page_size: 1_000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .events;
+            assert_eq!(again.len(), 14);
+            let ids: std::collections::BTreeSet<&str> =
+                again.iter().map(|e| e.event_id.as_str()).collect();
+            assert_eq!(ids.len(), 14);
+            let mut kinds: Vec<&str> = again
+                .iter()
+                .filter(|e| e.technique_id == "T1003")
+                .map(|e| e.kind.as_str())
+                .collect();
+            kinds.sort();
+            assert_eq!(
+                kinds,
+                [
+                    "remediation.opened",
+                    "test.blue_completed",
+                    "test.blue_started",
+                    "test.created",
+                    "test.red_executed",
+                    "test.red_started",
+                    "test.validated"
+                ]
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} events arrived",
+            events.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn generating_a_campaign_from_a_threat_actor_takes_its_untested_and_gap_techniques() {
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    // T1059.001 becomes covered-ish (partial), T1105 in progress; T1003 stays untested.
+    validate(
+        &app,
+        &team,
+        create_test(&app, &team, "T1059.001").await,
+        Outcome::Blocked,
+        1_780_000_000,
+        &[],
+    )
+    .await;
+    create_test(&app, &team, "T1105").await;
+    let trace = Trace::new("purple.campaigns.v1.CampaignsService/GenerateCampaignFromThreatActor");
+    let generated = client(&app)
+        .generate_campaign_from_threat_actor(trace.request(
+            pb::GenerateCampaignFromThreatActorRequest {
+                actor_id: team.lead.clone(),
+                threat_actor_id: "G0001".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        generated
+            .tests
+            .iter()
+            .map(|t| t.technique_id.as_str())
+            .collect::<Vec<_>>(),
+        ["T1003"]
+    );
+    assert_eq!(generated.skipped_technique_ids, ["T1059.001", "T1105"]);
+    assert_eq!(generated.campaign.unwrap().threat_actor_id, "G0001");
+    let cost = Cost::of(&app.trace(&trace).await);
+    let methods: Vec<String> = app
+        .spans
+        .trace(&trace.trace_id)
+        .iter()
+        .filter_map(|s| s.attr("rpc.method").map(str::to_owned))
+        .collect();
+    for method in [
+        "GetActorTechniques",
+        "ScoreTechniques",
+        "GetTemplatesForTechniques",
+    ] {
+        assert_eq!(
+            methods.iter().filter(|m| *m == method).count(),
+            1,
+            "one {method} call: {methods:?}"
+        );
+    }
+    assert!(cost.rpcs <= 10, "{cost:?}");
+    let err = client(&app)
+        .generate_campaign_from_threat_actor(pb::GenerateCampaignFromThreatActorRequest {
+            actor_id: team.lead.clone(),
+            threat_actor_id: "G9999".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+/// A campaign of `n` tests, some validated with results and remediations,
+/// retested into one long chain; returns the campaign and a test of the chain.
+async fn workload(app: &TestApp, team: &Team, n: usize) -> (pb::Campaign, String) {
+    let techniques = ["T1059.001", "T1003", "T1105", "T1059"];
+    let mut c = client(app);
+    let created = c
+        .create_campaign(pb::CreateCampaignRequest {
+            actor_id: team.lead.clone(),
+            name: format!("load {n}"),
+            description: String::new(),
+            tests: (0..n)
+                .map(|i| pb::NewTest {
+                    technique_id: techniques[i % 4].into(),
+                    red_assignee_id: team.red.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut chain_member = String::new();
+    for (i, test) in created.tests.iter().take(n / 3).enumerate() {
+        let outcome = if i % 2 == 0 {
+            Outcome::Detected
+        } else {
+            Outcome::NotDetected
+        };
+        let v = validate(
+            app,
+            team,
+            test.clone(),
+            outcome,
+            1_780_000_000 + i as i64,
+            &[("rule-a", true), ("rule-b", i % 3 == 0)],
+        )
+        .await;
+        if i == 0 {
+            let mut last = v.test.unwrap();
+            for _ in 0..(n / 4) {
+                let r = step(app, &last, &team.lead, pb::TestAction::Retest, |_| {})
+                    .await
+                    .unwrap()
+                    .retest
+                    .unwrap();
+                last = validate(app, team, r, Outcome::Blocked, 1_780_000_500, &[])
+                    .await
+                    .test
+                    .unwrap();
+            }
+            chain_member = last.test_id;
+        }
+    }
+    (created.campaign.unwrap(), chain_member)
+}
+
+#[tokio::test]
+async fn campaign_reads_and_writes_cost_the_same_at_two_sizes() {
+    let mut all = Vec::new();
+    for n in [4, 40] {
+        let app = spawn_app().await;
+        import_bundle(&app, CATALOG).await;
+        let team = team(&app).await;
+        let (campaign, chain_member) = workload(&app, &team, n).await;
+        let mut c = client(&app);
+        let mut costs = Vec::new();
+        macro_rules! cost {
+            ($call:ident, $path:literal, $request:expr) => {{
+                let trace = Trace::new(concat!("purple.campaigns.v1.CampaignsService/", $path));
+                c.$call(trace.request($request)).await.unwrap();
+                let cost = Cost::of(&app.trace(&trace).await);
+                costs.push((
+                    $path,
+                    cost.statements.get("campaigns").copied().unwrap_or(0),
+                    cost.rpcs,
+                ));
+            }};
+        }
+        let id = campaign.campaign_id.clone();
+        cost!(
+            aggregate_tests_by_technique,
+            "AggregateTestsByTechnique",
+            pb::AggregateTestsByTechniqueRequest {
+                technique_ids: vec!["T1059.001".into(), "T1003".into(), "T1105".into()],
+                as_of: None
+            }
+        );
+        cost!(
+            aggregate_tests_by_technique,
+            "AggregateTestsByTechnique",
+            pb::AggregateTestsByTechniqueRequest {
+                technique_ids: vec!["T1059.001".into(), "T1003".into()],
+                as_of: Some(ts(4_000_000_000))
+            }
+        );
+        cost!(
+            get_campaign_progress,
+            "GetCampaignProgress",
+            pb::GetCampaignProgressRequest {
+                campaign_ids: vec![id.clone()]
+            }
+        );
+        cost!(
+            get_campaign_report,
+            "GetCampaignReport",
+            pb::GetCampaignReportRequest {
+                campaign_id: id.clone()
+            }
+        );
+        cost!(
+            get_retest_chain,
+            "GetRetestChain",
+            pb::GetRetestChainRequest {
+                test_id: chain_member.clone()
+            }
+        );
+        cost!(
+            clone_campaign,
+            "CloneCampaign",
+            pb::CloneCampaignRequest {
+                actor_id: team.lead.clone(),
+                campaign_id: id.clone(),
+                name: String::new()
+            }
+        );
+        c.set_campaign_schedule(pb::SetCampaignScheduleRequest {
+            actor_id: team.lead.clone(),
+            campaign_id: id.clone(),
+            schedule: Some(pb::Schedule {
+                interval_seconds: 3_600,
+                next_run_at: Some(ts(1_780_000_000)),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+        cost!(
+            run_due_campaigns,
+            "RunDueCampaigns",
+            pb::RunDueCampaignsRequest {
+                now: Some(ts(1_780_000_001))
+            }
+        );
+        all.push(costs);
+    }
+    assert_eq!(all[0], all[1], "4 tests vs 40 tests");
+}

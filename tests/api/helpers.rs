@@ -56,11 +56,20 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with settings adjusted first.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_services(&ServiceName::ALL, adjust).await
+}
+
+/// Some of the services in one process (split mode), the others reached at
+/// their configured addresses.
+pub async fn spawn_services(
+    services: &[ServiceName],
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     let spans = telemetry::init_for_tests();
     let data_dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(data_dir.path());
     adjust(&mut settings);
-    let app = purple::Application::build(settings, &ServiceName::ALL)
+    let app = purple::Application::build(settings, services)
         .await
         .expect("the application builds");
     let addr = app.local_addr();
@@ -79,7 +88,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         handle: Some(handle),
         _data_dir: data_dir,
     };
-    test_app.wait_until_serving("").await;
+    for service in services {
+        test_app.wait_until_serving(service.grpc_name()).await;
+    }
     test_app
 }
 

@@ -216,9 +216,15 @@ impl Database {
         self.service
     }
 
-    /// Starts a transaction.
+    /// Starts a write transaction. On SQLite it takes the write lock at
+    /// once (BEGIN IMMEDIATE): a deferred transaction that reads and then
+    /// writes fails with SQLITE_BUSY, which no busy timeout retries, when
+    /// another connection committed in between.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        self.pool.begin().await
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     /// A statement to bind and run; its execution is a span.
