@@ -25,6 +25,8 @@ enum Command {
     /// Imports catalogue files (a file or a directory) into a running
     /// server, streaming them in chunks, and prints the report.
     Import(purple::cli::import::ImportArgs),
+    /// Writes the ATT&CK Navigator layer of the current coverage to a file.
+    Layer(purple::cli::layer::LayerArgs),
     /// Prints the operational summary of a window (MTTD, MTTR, rejection
     /// rates, weekly trend) from a running server.
     Metrics(purple::cli::metrics::MetricsArgs),
@@ -60,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
             result
         }
         Command::Import(args) => purple::cli::import::run(args).await,
+        Command::Layer(args) => purple::cli::layer::run(args).await,
         Command::Metrics(args) => purple::cli::metrics::run(args).await,
         Command::Migrate { service, settings } => {
             let telemetry = telemetry::init("purple-migrate", telemetry::LogFormat::from_env())?;

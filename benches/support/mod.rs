@@ -13,6 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 /// A running server for a benchmark.
 pub struct BenchApp {
     pub channel: Channel,
+    pub settings: Settings,
     pub backend: &'static str,
     stop: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
@@ -34,7 +35,7 @@ impl BenchApp {
         } else {
             "sqlite"
         };
-        let app = purple::Application::build(settings, &ServiceName::ALL)
+        let app = purple::Application::build(settings.clone(), &ServiceName::ALL)
             .await
             .unwrap();
         let addr = app.local_addr();
@@ -49,6 +50,7 @@ impl BenchApp {
             .unwrap();
         Self {
             channel,
+            settings,
             backend,
             stop: Some(stop),
             _dir: dir,

@@ -2,6 +2,7 @@
 //! `PURPLE_SERVER` and print what it answers.
 
 pub mod import;
+pub mod layer;
 pub mod metrics;
 
 use chrono::{DateTime, NaiveDate, Utc};

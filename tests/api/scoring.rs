@@ -598,3 +598,23 @@ async fn organization_score_costs_the_same_statements_and_calls_at_two_sizes() {
     assert_eq!(costs[1].rpcs, 5);
     assert_eq!(costs[1].statements.get("scoring"), Some(&4));
 }
+
+#[tokio::test]
+async fn purple_layer_writes_a_navigator_layer_file() {
+    let app = spawn_app().await;
+    catalogue(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("layer.json");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_purple"))
+        .args(["layer", "--actor", "G0001", "--output"])
+        .arg(&file)
+        .args(["--server", &format!("http://{}", app.addr)])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let layer: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!((layer["versions"]["layer"].as_str(), layer["domain"].as_str()), (Some("4.5"), Some("enterprise-attack")));
+    let enabled = layer["techniques"].as_array().unwrap().iter().filter(|t| t["enabled"] == true).count();
+    assert_eq!(enabled, 3, "G0001's three techniques");
+}

@@ -119,7 +119,13 @@ impl GrpcServer {
             }
         };
 
-        let serve = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if self.limits.max_connection_age_secs > 0 {
+            builder = builder
+                .max_connection_age(std::time::Duration::from_secs(self.limits.max_connection_age_secs))
+                .max_connection_age_grace(self.limits.request_timeout());
+        }
+        let serve = builder
             .timeout(self.limits.request_timeout())
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .trace_fn(tracecontext::server_span)

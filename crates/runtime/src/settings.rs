@@ -170,6 +170,12 @@ pub struct LimitSettings {
     #[arg(long, env = "PURPLE_CONCURRENCY_LIMIT", default_value_t = 256)]
     pub concurrency_limit: usize,
 
+    /// Close each client connection gracefully after this many seconds (0:
+    /// never), so long-lived HTTP/2 connections re-spread over the pods
+    /// behind a Kubernetes Service.
+    #[arg(long, env = "PURPLE_MAX_CONNECTION_AGE_SECS", default_value_t = 300)]
+    pub max_connection_age_secs: u64,
+
     /// How long shutdown waits for in-flight requests, in seconds.
     #[arg(long, env = "PURPLE_SHUTDOWN_GRACE_SECS", default_value_t = 4)]
     pub shutdown_grace_secs: u64,
