@@ -16,14 +16,20 @@ use std::{path::Path, time::Instant};
 
 use futures::StreamExt;
 use purple_api::{
-    ingest::v1::{ImportChunk, ImportKind, ListTechniquesRequest, ingest_service_client::IngestServiceClient},
+    ingest::v1::{
+        ImportChunk, ImportKind, ListTechniquesRequest, ingest_service_client::IngestServiceClient,
+    },
     scoring::v1::{
-        CreateSnapshotRequest, ExportNavigatorLayerRequest, GetOrganizationScoreRequest, InvalidateTechniquesRequest,
-        ScoreTechniquesRequest, scoring_service_client::ScoringServiceClient,
+        CreateSnapshotRequest, ExportNavigatorLayerRequest, GetOrganizationScoreRequest,
+        InvalidateTechniquesRequest, ScoreTechniquesRequest,
+        scoring_service_client::ScoringServiceClient,
     },
 };
 use purple_ingest::import::Kind;
-use purple_runtime::{Database, ServiceName, time::{now_micros, timestamp}};
+use purple_runtime::{
+    Database, ServiceName,
+    time::{now_micros, timestamp},
+};
 use serde::Serialize;
 use support::{BenchApp, ms, peak_rss_mib, time};
 
@@ -81,7 +87,10 @@ const SEED_EFFECTIVE: &str = "
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % n
     }
 }
@@ -93,15 +102,28 @@ fn rule_id(i: usize) -> String {
 #[tokio::main]
 async fn main() {
     let app = BenchApp::start().await;
-    let mut ingest = IngestServiceClient::new(app.channel.clone()).max_encoding_message_size(64 << 20);
-    let mut scoring = ScoringServiceClient::new(app.channel.clone()).max_decoding_message_size(64 << 20);
+    let mut ingest =
+        IngestServiceClient::new(app.channel.clone()).max_encoding_message_size(64 << 20);
+    let mut scoring =
+        ScoringServiceClient::new(app.channel.clone()).max_decoding_message_size(64 << 20);
 
-    let attack = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/attack/v18.1/stix21/enterprise-attack-18.1.json.gz");
+    let attack = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/data/attack/v18.1/stix21/enterprise-attack-18.1.json.gz");
     let files = purple::cli::import::collect_files(Kind::Attack, &attack).unwrap();
-    let chunks: Vec<ImportChunk> = purple::cli::import::chunks(Kind::Attack, &attack, files, indicatif::ProgressBar::hidden()).collect().await;
+    let chunks: Vec<ImportChunk> = purple::cli::import::chunks(
+        Kind::Attack,
+        &attack,
+        files,
+        indicatif::ProgressBar::hidden(),
+    )
+    .collect()
+    .await;
     ingest.import(futures::stream::iter(chunks)).await.unwrap();
     let techniques: Vec<String> = ingest
-        .list_techniques(ListTechniquesRequest { page_size: 1_000, ..Default::default() })
+        .list_techniques(ListTechniquesRequest {
+            page_size: 1_000,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -120,13 +142,17 @@ async fn main() {
             ImportChunk { kind: ImportKind::Sigma as i32, file_name: format!("rule-{i}.yml"), data: text.into_bytes(), last: false }
         })
         .collect();
-    rules.push(ImportChunk { last: true, ..Default::default() });
+    rules.push(ImportChunk {
+        last: true,
+        ..Default::default()
+    });
     ingest.import(futures::stream::iter(rules)).await.unwrap();
 
     let now = now_micros();
     let mut tests = Vec::with_capacity(TESTS);
     let mut results = Vec::new();
-    let mut effective: std::collections::BTreeMap<String, EffectiveSeed> = std::collections::BTreeMap::new();
+    let mut effective: std::collections::BTreeMap<String, EffectiveSeed> =
+        std::collections::BTreeMap::new();
     let outcomes = ["blocked", "detected", "logged", "not_detected"];
     for i in 0..TESTS {
         // Every fifth test retests the one before it.
@@ -134,7 +160,10 @@ async fn main() {
             let prev: &TestSeed = &tests[i - 1];
             (prev.technique_id.clone(), prev.chain_id.clone())
         } else {
-            (techniques[rng.next(techniques.len() as u64) as usize].clone(), format!("bench-{i}"))
+            (
+                techniques[rng.next(techniques.len() as u64) as usize].clone(),
+                format!("bench-{i}"),
+            )
         };
         let validated = rng.next(10) < 6;
         let validated_at = validated.then(|| now - (rng.next(365) as i64) * DAY - i as i64);
@@ -142,18 +171,36 @@ async fn main() {
         if let Some(at) = validated_at {
             let newer = effective.get(&chain).is_none_or(|e| e.validated_at < at);
             if newer {
-                effective.insert(chain.clone(), EffectiveSeed { chain_id: chain.clone(), technique_id: technique.clone(), test_id: test_id.clone(), validated_at: at });
+                effective.insert(
+                    chain.clone(),
+                    EffectiveSeed {
+                        chain_id: chain.clone(),
+                        technique_id: technique.clone(),
+                        test_id: test_id.clone(),
+                        validated_at: at,
+                    },
+                );
             }
             for _ in 0..2 {
                 let r = rng.next(RULES as u64) as usize;
-                results.push(ResultSeed { test_id: test_id.clone(), rule_id: rule_id(r), triggered: (rng.next(2)) as i64 });
+                results.push(ResultSeed {
+                    test_id: test_id.clone(),
+                    rule_id: rule_id(r),
+                    triggered: (rng.next(2)) as i64,
+                });
             }
         }
         tests.push(TestSeed {
             retest_of: (i % 5 == 4).then(|| chain.clone()),
             test_id,
             technique_id: technique,
-            state: if validated { "validated" } else if rng.next(10) == 0 { "cancelled" } else { "planned" },
+            state: if validated {
+                "validated"
+            } else if rng.next(10) == 0 {
+                "cancelled"
+            } else {
+                "planned"
+            },
             outcome: validated.then(|| outcomes[rng.next(4) as usize]),
             chain_id: chain,
             validated_at,
@@ -162,76 +209,186 @@ async fn main() {
     }
     results.sort_by(|a, b| (&a.test_id, &a.rule_id).cmp(&(&b.test_id, &b.rule_id)));
     results.dedup_by(|a, b| a.test_id == b.test_id && a.rule_id == b.rule_id);
-    let db = Database::connect(ServiceName::Campaigns, &app.settings.storage).await.unwrap();
+    let db = Database::connect(ServiceName::Campaigns, &app.settings.storage)
+        .await
+        .unwrap();
     let mut tx = db.begin().await.unwrap();
     for chunk in tests.chunks(10_000) {
-        db.stmt(SEED_TESTS).bind_rows(chunk).execute(&mut *tx).await.unwrap();
+        db.stmt(SEED_TESTS)
+            .bind_rows(chunk)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
     }
     for chunk in results.chunks(10_000) {
-        db.stmt(SEED_RESULTS).bind_rows(chunk).execute(&mut *tx).await.unwrap();
+        db.stmt(SEED_RESULTS)
+            .bind_rows(chunk)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
     }
     let effective: Vec<EffectiveSeed> = effective.into_values().collect();
-    db.stmt(SEED_EFFECTIVE).bind_rows(&effective).execute(&mut *tx).await.unwrap();
+    db.stmt(SEED_EFFECTIVE)
+        .bind_rows(&effective)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     println!("# scoring benchmark — {}", app.backend);
-    println!("{} live techniques, {RULES} rules, {TESTS} tests ({} validated chains, {} detection results)\n", techniques.len(), effective.len(), results.len());
+    println!(
+        "{} live techniques, {RULES} rules, {TESTS} tests ({} validated chains, {} detection results)\n",
+        techniques.len(),
+        effective.len(),
+        results.len()
+    );
     println!("| request | median ms | min ms |\n|---|---|---|");
     let invalidate_all = || {
         let (mut s, ids) = (scoring.clone(), techniques.clone());
-        async move { s.invalidate_techniques(InvalidateTechniquesRequest { technique_ids: ids, source: "bench".into() }).await.unwrap(); }
+        async move {
+            s.invalidate_techniques(InvalidateTechniquesRequest {
+                technique_ids: ids,
+                source: "bench".into(),
+            })
+            .await
+            .unwrap();
+        }
     };
     let (mid, min) = time(5, || {
         let (mut s, inv) = (scoring.clone(), invalidate_all());
         async move {
             inv.await;
             let start = Instant::now();
-            let org = s.get_organization_score(GetOrganizationScoreRequest::default()).await.unwrap().into_inner();
+            let org = s
+                .get_organization_score(GetOrganizationScoreRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
             assert!(!org.cached);
             let _ = start;
         }
     })
     .await;
-    println!("| GetOrganizationScore, cold (after InvalidateTechniques of all; both timed) | {} | {} |", ms(mid), ms(min));
+    println!(
+        "| GetOrganizationScore, cold (after InvalidateTechniques of all; both timed) | {} | {} |",
+        ms(mid),
+        ms(min)
+    );
     let (mid, min) = time(20, || {
         let mut s = scoring.clone();
-        async move { assert!(s.get_organization_score(GetOrganizationScoreRequest::default()).await.unwrap().into_inner().cached); }
+        async move {
+            assert!(
+                s.get_organization_score(GetOrganizationScoreRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .cached
+            );
+        }
     })
     .await;
-    println!("| GetOrganizationScore, cached | {} | {} |", ms(mid), ms(min));
+    println!(
+        "| GetOrganizationScore, cached | {} | {} |",
+        ms(mid),
+        ms(min)
+    );
     let past = Some(timestamp(now - 30 * DAY));
     let (mid, min) = time(5, || {
         let mut s = scoring.clone();
-        async move { s.get_organization_score(GetOrganizationScoreRequest { as_of: past, ..Default::default() }).await.unwrap(); }
+        async move {
+            s.get_organization_score(GetOrganizationScoreRequest {
+                as_of: past,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
     })
     .await;
-    println!("| GetOrganizationScore, as_of 30 days ago (read-time ranking) | {} | {} |", ms(mid), ms(min));
+    println!(
+        "| GetOrganizationScore, as_of 30 days ago (read-time ranking) | {} | {} |",
+        ms(mid),
+        ms(min)
+    );
     let fifty: Vec<String> = techniques.iter().step_by(13).take(50).cloned().collect();
     let (mid, min) = time(10, || {
         let (mut s, ids) = (scoring.clone(), fifty.clone());
-        async move { s.score_techniques(ScoreTechniquesRequest { technique_ids: ids, as_of: past }).await.unwrap(); }
+        async move {
+            s.score_techniques(ScoreTechniquesRequest {
+                technique_ids: ids,
+                as_of: past,
+            })
+            .await
+            .unwrap();
+        }
     })
     .await;
-    println!("| ScoreTechniques, 50 ids, as_of (uncached) | {} | {} |", ms(mid), ms(min));
+    println!(
+        "| ScoreTechniques, 50 ids, as_of (uncached) | {} | {} |",
+        ms(mid),
+        ms(min)
+    );
     let (mid, min) = time(10, || {
         let (mut s, ids) = (scoring.clone(), fifty.clone());
-        async move { s.score_techniques(ScoreTechniquesRequest { technique_ids: ids, as_of: None }).await.unwrap(); }
+        async move {
+            s.score_techniques(ScoreTechniquesRequest {
+                technique_ids: ids,
+                as_of: None,
+            })
+            .await
+            .unwrap();
+        }
     })
     .await;
-    println!("| ScoreTechniques, 50 ids, now (cache warm) | {} | {} |", ms(mid), ms(min));
+    println!(
+        "| ScoreTechniques, 50 ids, now (cache warm) | {} | {} |",
+        ms(mid),
+        ms(min)
+    );
     let (mid, min) = time(5, || {
         let mut s = scoring.clone();
-        async move { s.create_snapshot(CreateSnapshotRequest { label: "bench".into(), as_of: None }).await.unwrap(); }
+        async move {
+            s.create_snapshot(CreateSnapshotRequest {
+                label: "bench".into(),
+                as_of: None,
+            })
+            .await
+            .unwrap();
+        }
     })
     .await;
-    println!("| CreateSnapshot (computed afresh, 691 rows) | {} | {} |", ms(mid), ms(min));
+    println!(
+        "| CreateSnapshot (computed afresh, 691 rows) | {} | {} |",
+        ms(mid),
+        ms(min)
+    );
     let (mid, min) = time(10, || {
         let mut s = scoring.clone();
-        async move { s.export_navigator_layer(ExportNavigatorLayerRequest::default()).await.unwrap(); }
+        async move {
+            s.export_navigator_layer(ExportNavigatorLayerRequest::default())
+                .await
+                .unwrap();
+        }
     })
     .await;
-    println!("| ExportNavigatorLayer (cache warm) | {} | {} |", ms(mid), ms(min));
-    let org = scoring.get_organization_score(GetOrganizationScoreRequest::default()).await.unwrap().into_inner();
-    println!("\norganization score {} ({} techniques, {:?})", org.score, org.technique_count, org.status_counts.unwrap());
-    println!("peak RSS (server and client in one process): {:.0} MiB", peak_rss_mib());
+    println!(
+        "| ExportNavigatorLayer (cache warm) | {} | {} |",
+        ms(mid),
+        ms(min)
+    );
+    let org = scoring
+        .get_organization_score(GetOrganizationScoreRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    println!(
+        "\norganization score {} ({} techniques, {:?})",
+        org.score,
+        org.technique_count,
+        org.status_counts.unwrap()
+    );
+    println!(
+        "peak RSS (server and client in one process): {:.0} MiB",
+        peak_rss_mib()
+    );
 }

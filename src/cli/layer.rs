@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use clap::Args;
-use purple_api::scoring::v1::{ExportNavigatorLayerRequest, scoring_service_client::ScoringServiceClient};
+use purple_api::scoring::v1::{
+    ExportNavigatorLayerRequest, scoring_service_client::ScoringServiceClient,
+};
 use purple_runtime::time::{micros, timestamp};
 
 use super::{ServerArg, parse_instant, status_error};
@@ -34,7 +36,8 @@ pub struct LayerArgs {
 
 /// Runs the command.
 pub async fn run(args: LayerArgs) -> anyhow::Result<()> {
-    let mut client = ScoringServiceClient::new(args.server.connect().await?).max_decoding_message_size(64 << 20);
+    let mut client =
+        ScoringServiceClient::new(args.server.connect().await?).max_decoding_message_size(64 << 20);
     let layer = client
         .export_navigator_layer(ExportNavigatorLayerRequest {
             name: args.name.unwrap_or_default(),
@@ -49,7 +52,8 @@ pub async fn run(args: LayerArgs) -> anyhow::Result<()> {
     if args.output.as_os_str() == "-" {
         println!("{layer}");
     } else {
-        std::fs::write(&args.output, &layer).map_err(|e| anyhow::anyhow!("{}: {e}", args.output.display()))?;
+        std::fs::write(&args.output, &layer)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.output.display()))?;
         eprintln!("wrote {} ({} bytes)", args.output.display(), layer.len());
     }
     Ok(())

@@ -133,14 +133,20 @@ impl TestApp {
         self.handle.take().unwrap()
     }
 
-    /// The spans of one trace once its root RPC span has ended.
+    /// The spans of one trace once its root RPC span has ended and the
+    /// trace has stopped growing: a callee's server span can close just
+    /// after its caller's, once the response's trailers are out.
     pub async fn trace(&self, trace: &Trace) -> Vec<CollectedSpan> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let spans = self.spans.trace(&trace.trace_id);
-            // The server span of the request itself is the last to end.
             if spans.iter().any(|s| s.name == trace.root_name) {
-                return spans;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let settled = self.spans.trace(&trace.trace_id);
+                if settled.len() == spans.len() {
+                    return settled;
+                }
+                continue;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

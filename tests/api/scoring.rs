@@ -407,6 +407,26 @@ async fn the_cache_serves_without_peers_until_a_transition_invalidates_it() {
         .unwrap()
         .into_inner();
     assert!(!first.cached);
+    // Let the outbox deliver the test's creation (an invalidation) first.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        scoring
+            .get_organization_score(pb::GetOrganizationScoreRequest::default())
+            .await
+            .unwrap();
+        let again = scoring
+            .get_organization_score(pb::GetOrganizationScoreRequest::default())
+            .await
+            .unwrap();
+        if again.into_inner().cached {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cache never settled"
+        );
+    }
     let trace = Trace::new("purple.scoring.v1.ScoringService/GetOrganizationScore");
     let cached = scoring
         .get_organization_score(trace.request(pb::GetOrganizationScoreRequest::default()))
@@ -612,9 +632,24 @@ async fn purple_layer_writes_a_navigator_layer_file() {
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let layer: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!((layer["versions"]["layer"].as_str(), layer["domain"].as_str()), (Some("4.5"), Some("enterprise-attack")));
-    let enabled = layer["techniques"].as_array().unwrap().iter().filter(|t| t["enabled"] == true).count();
+    assert_eq!(
+        (
+            layer["versions"]["layer"].as_str(),
+            layer["domain"].as_str()
+        ),
+        (Some("4.5"), Some("enterprise-attack"))
+    );
+    let enabled = layer["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["enabled"] == true)
+        .count();
     assert_eq!(enabled, 3, "G0001's three techniques");
 }

@@ -19,6 +19,22 @@ use tower::Service;
 
 use crate::{settings::LimitSettings, tracecontext};
 
+/// Accepted connections with Nagle's algorithm off: tonic sets TCP_NODELAY
+/// only on listeners it binds itself, and without it small responses wait
+/// out the peer's delayed ACK (~40 ms).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(%err, "cannot set TCP_NODELAY");
+            }
+        })
+    })
+}
+
 /// A bound listener and the services it will serve.
 pub struct GrpcServer {
     listener: TcpListener,
@@ -122,7 +138,9 @@ impl GrpcServer {
         let mut builder = tonic::transport::Server::builder();
         if self.limits.max_connection_age_secs > 0 {
             builder = builder
-                .max_connection_age(std::time::Duration::from_secs(self.limits.max_connection_age_secs))
+                .max_connection_age(std::time::Duration::from_secs(
+                    self.limits.max_connection_age_secs,
+                ))
                 .max_connection_age_grace(self.limits.request_timeout());
         }
         let serve = builder
@@ -133,7 +151,7 @@ impl GrpcServer {
                 self.limits.concurrency_limit,
             ))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
+            .serve_with_incoming_shutdown(incoming(self.listener), signal);
         tokio::pin!(serve);
         tokio::select! {
             result = &mut serve => result?,
