@@ -1100,3 +1100,55 @@ async fn campaign_reads_and_writes_cost_the_same_at_two_sizes() {
     }
     assert_eq!(all[0], all[1], "4 tests vs 40 tests");
 }
+
+#[tokio::test]
+async fn generating_from_a_large_actor_costs_what_a_small_one_does() {
+    let mut costs = Vec::new();
+    for (large, actor) in [(false, "G0001"), (true, "G0016")] {
+        let app = spawn_app().await;
+        if large {
+            crate::ingest::import(
+                &app,
+                purple_ingest::import::Kind::Attack,
+                crate::ingest::ATTACK_18,
+            )
+            .await
+            .unwrap();
+            crate::ingest::import(&app, purple_ingest::import::Kind::Atomic, "atomic-red-team")
+                .await
+                .unwrap();
+        } else {
+            import_bundle(&app, CATALOG).await;
+        }
+        let team = team(&app).await;
+        let trace =
+            Trace::new("purple.campaigns.v1.CampaignsService/GenerateCampaignFromThreatActor");
+        let generated = client(&app)
+            .generate_campaign_from_threat_actor(trace.request(
+                pb::GenerateCampaignFromThreatActorRequest {
+                    actor_id: team.lead.clone(),
+                    threat_actor_id: actor.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let tests = generated.tests.len();
+        assert!(
+            if large { tests > 30 } else { tests == 3 },
+            "{actor}: {tests} tests"
+        );
+        if large {
+            assert!(
+                generated
+                    .tests
+                    .iter()
+                    .any(|t| t.template_id.starts_with("atomic:")),
+                "best templates were picked"
+            );
+        }
+        costs.push(Cost::of(&app.trace(&trace).await));
+    }
+    assert_eq!(costs[0], costs[1], "3 techniques vs APT29's");
+}

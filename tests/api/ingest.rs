@@ -131,6 +131,55 @@ async fn attack_v18_1_stix21_imports_the_live_catalogue_and_reimports_as_no_chan
         count_techniques(&app, SubtechniqueFilter::Unspecified, true).await,
         835
     );
+    // Filters, with counts computed from the bundle: live techniques in
+    // execution, on Linux (any case), and Linux sub-techniques in execution.
+    let mut ingest = client(&app);
+    let listed = |tactic: &str, platform: &str, subtechniques: SubtechniqueFilter| {
+        let request = ListTechniquesRequest {
+            tactic: tactic.into(),
+            platform: platform.into(),
+            subtechniques: subtechniques as i32,
+            page_size: 1_000,
+            ..Default::default()
+        };
+        let mut ingest = ingest.clone();
+        async move {
+            ingest
+                .list_techniques(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .techniques
+                .len()
+        }
+    };
+    assert_eq!(
+        listed("execution", "", SubtechniqueFilter::Unspecified).await,
+        46
+    );
+    assert_eq!(
+        listed("", "linux", SubtechniqueFilter::Unspecified).await,
+        354
+    );
+    assert_eq!(
+        listed("execution", "Linux", SubtechniqueFilter::Only).await,
+        13
+    );
+    let tactics = ingest
+        .list_tactics(ListTacticsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tactics;
+    assert_eq!(
+        tactics
+            .iter()
+            .find(|t| t.short_name == "execution")
+            .unwrap()
+            .technique_count,
+        46
+    );
+    assert_eq!(tactics[0].ordinal, 1, "kill-chain order");
 
     let again = import(&app, Kind::Attack, ATTACK_18).await.unwrap();
     assert_eq!((again.created, again.updated), (0, 0));

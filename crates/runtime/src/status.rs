@@ -29,6 +29,18 @@ pub fn unavailable(what: &str, cause: &dyn std::fmt::Display) -> Status {
     Status::unavailable(format!("{what} is unavailable; retry later"))
 }
 
+/// The status to answer when a call to a peer service failed: a caller's
+/// mistake the peer caught (INVALID_ARGUMENT, NOT_FOUND) stays the caller's,
+/// naming the peer; anything else means the peer is unavailable.
+pub fn from_peer(service: &str, status: &Status) -> Status {
+    match status.code() {
+        Code::InvalidArgument | Code::NotFound => {
+            Status::new(status.code(), format!("{service}: {}", status.message()))
+        }
+        _ => unavailable(service, status),
+    }
+}
+
 /// The status of a storage error: retryable conditions are UNAVAILABLE,
 /// anything else INTERNAL.
 pub fn from_sqlx(what: &str, err: &sqlx::Error) -> Status {

@@ -1,6 +1,6 @@
 //! The campaigns service's one error type and its single mapping to gRPC.
 
-use tonic::{Code, Status};
+use tonic::Status;
 
 /// Everything that can go wrong in campaigns.
 #[derive(Debug, thiserror::Error)]
@@ -72,13 +72,9 @@ impl From<CampaignError> for Status {
             CampaignError::Forbidden(what) => Status::permission_denied(what),
             CampaignError::WrongState(what) => Status::failed_precondition(what),
             err @ CampaignError::Stale { .. } => Status::aborted(err.to_string()),
-            CampaignError::Peer { service, status } => match status.code() {
-                // A caller's mistake the peer caught stays the caller's.
-                Code::InvalidArgument | Code::NotFound => {
-                    Status::new(status.code(), format!("{service}: {}", status.message()))
-                }
-                _ => purple_runtime::status::unavailable(service, &status),
-            },
+            CampaignError::Peer { service, status } => {
+                purple_runtime::status::from_peer(service, &status)
+            }
             CampaignError::Store(err) => {
                 purple_runtime::status::from_sqlx("campaigns storage", &err)
             }

@@ -24,7 +24,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         MigrationFile {
             version: 2,
             description: "catalog",
-            sql: include_str!("../migrations/sqlite/0002_catalog.sql"),
+            sql: include_str!("../migrations/0002_catalog.sql"),
         },
     ],
     postgres: &[
@@ -36,7 +36,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         MigrationFile {
             version: 2,
             description: "catalog",
-            sql: include_str!("../migrations/postgres/0002_catalog.sql"),
+            sql: include_str!("../migrations/0002_catalog.sql"),
         },
     ],
 };

@@ -1,6 +1,6 @@
 //! The scoring service's one error type and its single mapping to gRPC.
 
-use tonic::{Code, Status};
+use tonic::Status;
 
 /// Everything that can go wrong in scoring.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +56,9 @@ impl From<ScoringError> for Status {
                 purple_runtime::status::invalid_argument(&field, &reason)
             }
             ScoringError::NotFound(what) => Status::not_found(what),
-            ScoringError::Peer { service, status } => match status.code() {
-                Code::InvalidArgument | Code::NotFound => {
-                    Status::new(status.code(), format!("{service}: {}", status.message()))
-                }
-                _ => purple_runtime::status::unavailable(service, &status),
-            },
+            ScoringError::Peer { service, status } => {
+                purple_runtime::status::from_peer(service, &status)
+            }
             ScoringError::Store(err) => purple_runtime::status::from_sqlx("scoring storage", &err),
         }
     }

@@ -25,7 +25,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         MigrationFile {
             version: 2,
             description: "scoring",
-            sql: include_str!("../migrations/sqlite/0002_scoring.sql"),
+            sql: include_str!("../migrations/0002_scoring.sql"),
         },
     ],
     postgres: &[
@@ -37,7 +37,7 @@ pub const MIGRATIONS: Migrations = Migrations {
         MigrationFile {
             version: 2,
             description: "scoring",
-            sql: include_str!("../migrations/postgres/0002_scoring.sql"),
+            sql: include_str!("../migrations/0002_scoring.sql"),
         },
     ],
 };

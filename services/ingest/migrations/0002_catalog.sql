@@ -1,3 +1,4 @@
+-- The same DDL on SQLite and PostgreSQL (both lists in lib.rs name this file).
 -- The threat catalogue. Every entity row carries content_hash (of the
 -- fields the importer derives) so a re-import can tell created, updated and
 -- unchanged rows apart from one preload, and write only what changed.

@@ -1,3 +1,4 @@
+-- The same DDL on SQLite and PostgreSQL (both lists in lib.rs name this file).
 -- Scores for now, cached per technique and for the whole organization;
 -- entries are dropped by InvalidateTechniques and expire with the TTL.
 CREATE TABLE technique_cache (
