@@ -1152,3 +1152,70 @@ async fn generating_from_a_large_actor_costs_what_a_small_one_does() {
     }
     assert_eq!(costs[0], costs[1], "3 techniques vs APT29's");
 }
+
+#[tokio::test]
+async fn tallies_kept_on_write_survive_concurrent_transitions_of_one_technique() {
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    let mut tests = Vec::new();
+    for _ in 0..12 {
+        tests.push(create_test(&app, &team, "T1059.001").await);
+    }
+    let outcomes = [
+        Outcome::Blocked,
+        Outcome::Detected,
+        Outcome::Logged,
+        Outcome::NotDetected,
+    ];
+    let walks = tests.into_iter().enumerate().map(|(i, test)| {
+        let (app, team) = (&app, &team);
+        async move {
+            validate(
+                app,
+                team,
+                test,
+                outcomes[i % 4],
+                1_780_000_000 + i as i64,
+                &[(["r1", "r2", "r3"][i % 3], true)],
+            )
+            .await
+        }
+    });
+    futures::future::join_all(walks).await;
+    let mut c = client(&app);
+    let request = |as_of| pb::AggregateTestsByTechniqueRequest {
+        technique_ids: vec!["T1059.001".into()],
+        as_of,
+    };
+    let now = c
+        .aggregate_tests_by_technique(request(None))
+        .await
+        .unwrap()
+        .into_inner()
+        .aggregates;
+    let ranked = c
+        .aggregate_tests_by_technique(request(Some(ts(4_000_000_000))))
+        .await
+        .unwrap()
+        .into_inner()
+        .aggregates;
+    assert_eq!(
+        now, ranked,
+        "the tallies kept on write match ranking at read time"
+    );
+    let a = &now[0];
+    assert_eq!(
+        (
+            a.total_tests,
+            a.validated_tests,
+            a.effective_tests,
+            a.blocked,
+            a.detected,
+            a.logged,
+            a.not_detected
+        ),
+        (12, 12, 12, 3, 3, 3, 3)
+    );
+    assert_eq!(a.triggered_rule_ids, ["r1", "r2", "r3"]);
+}

@@ -260,7 +260,7 @@ impl CampaignsService for CampaignsApi {
         let as_of = instant("as_of", r.as_of.as_ref())?;
         let rows = self
             .store
-            .aggregate(&r.technique_ids, as_of, now_micros())
+            .aggregate(&r.technique_ids, as_of)
             .await
             .map_err(CampaignError::from)?;
         let found: BTreeMap<String, pb::TechniqueTestAggregate> = rows

@@ -31,6 +31,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "campaigns",
             sql: include_str!("../migrations/sqlite/0002_campaigns.sql"),
         },
+        MigrationFile {
+            version: 3,
+            description: "technique tallies",
+            sql: include_str!("../migrations/0003_tallies.sql"),
+        },
     ],
     postgres: &[
         MigrationFile {
@@ -42,6 +47,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 2,
             description: "campaigns",
             sql: include_str!("../migrations/postgres/0002_campaigns.sql"),
+        },
+        MigrationFile {
+            version: 3,
+            description: "technique tallies",
+            sql: include_str!("../migrations/0003_tallies.sql"),
         },
     ],
 };

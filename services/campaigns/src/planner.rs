@@ -147,6 +147,13 @@ impl Workflow {
             .insert_notifications(&mut tx, notifications)
             .await?;
         self.store.advance(&mut tx, advance).await?;
+        let techniques: Vec<String> = tests
+            .iter()
+            .map(|t| t.technique_id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.store.refresh_tallies(&mut tx, &techniques).await?;
         tx.commit().await?;
         Ok(())
     }

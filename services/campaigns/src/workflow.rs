@@ -250,6 +250,8 @@ impl Workflow {
             .map_err(|e| foreign_key(e, "campaign_id"))?;
         let events: Vec<OutboxEvent> = rows.iter().map(|t| created_event(t, actor_id)).collect();
         self.store.enqueue(&mut tx, &events, now_micros()).await?;
+        let techniques: Vec<String> = techniques.into_iter().collect();
+        self.store.refresh_tallies(&mut tx, &techniques).await?;
         tx.commit().await?;
         Ok(rows)
     }
@@ -341,6 +343,11 @@ impl Workflow {
             outbox.push(created_event(new, actor_id));
         }
         self.store.enqueue(&mut tx, &outbox, now).await?;
+        if updated || retest.is_some() {
+            self.store
+                .refresh_tallies(&mut tx, std::slice::from_ref(&test.technique_id))
+                .await?;
+        }
         tx.commit().await?;
         let mut test = after;
         test.version += i64::from(updated);

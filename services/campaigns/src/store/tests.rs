@@ -72,7 +72,7 @@ const STATES_OF: &str =
 
 /// Counts, effective-test outcomes and triggered rules per requested
 /// technique, given the CTEs `req` and `eff`.
-macro_rules! aggregate_tail {
+macro_rules! aggregate_ctes {
     () => {
         "counts AS (
             SELECT technique_id,
@@ -96,10 +96,16 @@ macro_rules! aggregate_tail {
                 SELECT DISTINCT eff.technique_id, dr.rule_id
                 FROM eff JOIN detection_results dr ON dr.test_id = eff.test_id AND dr.triggered = 1
             ) fired GROUP BY technique_id
-         )
-         SELECT req.technique_id, COALESCE(c.total, 0), COALESCE(c.validated, 0), COALESCE(c.cancelled, 0),
+         )"
+    };
+}
+
+/// The final select over `req`, `counts`, `outcomes` and `rules`.
+macro_rules! aggregate_select {
+    () => {
+        "SELECT req.technique_id, COALESCE(c.total, 0), COALESCE(c.validated, 0), COALESCE(c.cancelled, 0),
                 COALESCE(o.n, 0), COALESCE(o.blocked, 0), COALESCE(o.detected, 0), COALESCE(o.logged, 0),
-                COALESCE(o.not_detected, 0), o.latest, r.rule_ids
+                COALESCE(o.not_detected, 0), o.latest, COALESCE(r.rule_ids, '')
          FROM req
          LEFT JOIN counts c ON c.technique_id = req.technique_id
          LEFT JOIN outcomes o ON o.technique_id = req.technique_id
@@ -107,16 +113,43 @@ macro_rules! aggregate_tail {
     };
 }
 
-/// Score inputs now: effective tests come from chain_effective, kept on
-/// write. `$1` technique ids, `$2` now.
-const AGGREGATE_NOW: &str = concat!(
+/// Score inputs now: the tallies kept on write. `$1` technique ids.
+const AGGREGATE_NOW: &str = "
+    SELECT req.value, COALESCE(t.total, 0), COALESCE(t.validated, 0), COALESCE(t.cancelled, 0),
+           COALESCE(t.effective, 0), COALESCE(t.blocked, 0), COALESCE(t.detected, 0), COALESCE(t.logged, 0),
+           COALESCE(t.not_detected, 0), t.latest_validated_at, t.triggered_rule_ids
+    FROM (SELECT DISTINCT value FROM json_each($1)) req
+    LEFT JOIN technique_tallies t ON t.technique_id = req.value";
+
+/// Locks (creating if need be) the tally rows of techniques, so that the
+/// refresh that follows, a new statement, sees every transaction that
+/// touched them before: on PostgreSQL two transitions of one technique
+/// cannot both recompute from a snapshot that misses the other. (SQLite
+/// writers are serialised already.) `$1` technique ids, sorted.
+const LOCK_TALLIES: &str = "
+    INSERT INTO technique_tallies (technique_id, total, validated, cancelled, effective, blocked, detected,
+                                   logged, not_detected, latest_validated_at, triggered_rule_ids)
+    SELECT value, 0, 0, 0, 0, 0, 0, 0, 0, NULL, '' FROM json_each($1) WHERE true
+    ON CONFLICT (technique_id) DO UPDATE SET technique_id = excluded.technique_id";
+
+/// Recomputes the tallies of techniques from their tests and chains. `$1`
+/// technique ids, `$2` now.
+const REFRESH_TALLIES: &str = concat!(
     "WITH req AS (SELECT DISTINCT value AS technique_id FROM json_each($1)),
      eff AS (
         SELECT ce.technique_id, t.test_id, t.outcome, t.validated_at
         FROM chain_effective ce JOIN tests t ON t.test_id = ce.test_id
         WHERE ce.technique_id IN (SELECT technique_id FROM req)
      ),",
-    aggregate_tail!()
+    aggregate_ctes!(),
+    " INSERT INTO technique_tallies (technique_id, total, validated, cancelled, effective, blocked, detected,
+                                     logged, not_detected, latest_validated_at, triggered_rule_ids) ",
+    aggregate_select!(),
+    " WHERE true
+     ON CONFLICT (technique_id) DO UPDATE SET total = excluded.total, validated = excluded.validated,
+         cancelled = excluded.cancelled, effective = excluded.effective, blocked = excluded.blocked,
+         detected = excluded.detected, logged = excluded.logged, not_detected = excluded.not_detected,
+         latest_validated_at = excluded.latest_validated_at, triggered_rule_ids = excluded.triggered_rule_ids"
 );
 
 /// Score inputs as of a past instant: rank each chain's tests validated by
@@ -133,7 +166,8 @@ const AGGREGATE_AS_OF: &str = concat!(
               AND t.state = 'validated' AND t.validated_at <= $2
         ) ranked WHERE rn = 1
      ),",
-    aggregate_tail!()
+    aggregate_ctes!(),
+    aggregate_select!()
 );
 
 const RETEST_CHAIN: &str = concat!(
@@ -380,23 +414,51 @@ impl CampaignStore {
             .collect()
     }
 
-    /// Score inputs per technique: now (from the state kept on write) or as
-    /// of a past instant (ranked at read time).
+    /// Recomputes the tallies of techniques inside the caller's write
+    /// transaction: two statements whatever the number of techniques.
+    pub async fn refresh_tallies(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        technique_ids: &[String],
+    ) -> Result<(), sqlx::Error> {
+        if technique_ids.is_empty() {
+            return Ok(());
+        }
+        let mut ids = technique_ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        self.db
+            .stmt(LOCK_TALLIES)
+            .bind_ids(&ids)
+            .execute(&mut **tx)
+            .await?;
+        // Every validation counts "now": a transaction that began before
+        // another's validation but refreshes after it must still count it.
+        self.db
+            .stmt(REFRESH_TALLIES)
+            .bind_ids(&ids)
+            .bind(i64::MAX)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Score inputs per technique: now (the tallies kept on write) or as of
+    /// a past instant (ranked at read time).
     pub async fn aggregate(
         &self,
         technique_ids: &[String],
         as_of: Option<Micros>,
-        now: Micros,
     ) -> Result<Vec<Aggregate>, sqlx::Error> {
-        let (sql, at) = match as_of {
-            None => (AGGREGATE_NOW, now),
-            Some(at) => (AGGREGATE_AS_OF, at),
+        let stmt = match as_of {
+            None => self.db.stmt(AGGREGATE_NOW).bind_ids(technique_ids),
+            Some(at) => self
+                .db
+                .stmt(AGGREGATE_AS_OF)
+                .bind_ids(technique_ids)
+                .bind(at),
         };
-        self.db
-            .stmt(sql)
-            .bind_ids(technique_ids)
-            .bind(at)
-            .fetch_all(self.db.pool())
+        stmt.fetch_all(self.db.pool())
             .await?
             .iter()
             .map(|row| {
