@@ -200,7 +200,11 @@ async fn main() {
         .unwrap()
         .into_inner();
     println!("\nMTTD over 52 weeks: {:?}", check.mttd.unwrap());
-    let mttr = metrics.get_mttr(GetMttrRequest { filter: filter(52) }).await.unwrap().into_inner();
+    let mttr = metrics
+        .get_mttr(GetMttrRequest { filter: filter(52) })
+        .await
+        .unwrap()
+        .into_inner();
     println!("MTTR over 52 weeks: {:?}", mttr.mttr.unwrap());
     println!(
         "peak RSS (server and client in one process): {:.0} MiB",

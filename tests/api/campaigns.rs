@@ -536,6 +536,16 @@ async fn aggregates_count_effective_tests_per_chain_now_and_as_of_the_past() {
         (1, 1, 0)
     );
     assert_eq!(past[0].triggered_rule_ids, ["rule-a"]);
+    // Then only the first test existed: the retest, the second chain and
+    // the cancelled and planned tests came later.
+    assert_eq!(
+        (
+            past[0].total_tests,
+            past[0].validated_tests,
+            past[0].cancelled_tests
+        ),
+        (1, 1, 0)
+    );
 }
 
 #[tokio::test]

@@ -70,15 +70,18 @@ const UPSERT_RESULTS: &str = "
 const STATES_OF: &str =
     "SELECT test_id, state FROM tests WHERE test_id IN (SELECT value FROM json_each($1))";
 
-/// Counts, effective-test outcomes and triggered rules per requested
+/// Counts as they stood at `$2` (a test counts from its creation; a
+/// cancelled test's updated_at is its cancellation, cancelled being final),
+/// effective-test outcomes and triggered rules per requested
 /// technique, given the CTEs `req` and `eff`.
 macro_rules! aggregate_ctes {
     () => {
         "counts AS (
             SELECT technique_id,
-                   SUM(CASE WHEN state <> 'cancelled' THEN 1 ELSE 0 END) AS total,
+                   SUM(CASE WHEN created_at <= $2 AND NOT (state = 'cancelled' AND updated_at <= $2)
+                            THEN 1 ELSE 0 END) AS total,
                    SUM(CASE WHEN state = 'validated' AND validated_at <= $2 THEN 1 ELSE 0 END) AS validated,
-                   SUM(CASE WHEN state = 'cancelled' THEN 1 ELSE 0 END) AS cancelled
+                   SUM(CASE WHEN state = 'cancelled' AND updated_at <= $2 THEN 1 ELSE 0 END) AS cancelled
             FROM tests WHERE technique_id IN (SELECT technique_id FROM req)
             GROUP BY technique_id
          ),
