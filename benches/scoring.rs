@@ -233,6 +233,11 @@ async fn main() {
         .execute(&mut *tx)
         .await
         .unwrap();
+    // The per-technique tallies campaigns keeps on write.
+    purple_campaigns::store::CampaignStore::new(db.clone())
+        .refresh_tallies(&mut tx, &techniques)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     println!("# scoring benchmark — {}", app.backend);
@@ -381,6 +386,10 @@ async fn main() {
         .await
         .unwrap()
         .into_inner();
+    assert!(
+        org.status_counts.as_ref().unwrap().untested < 100,
+        "the seeded tests count: {org:?}"
+    );
     println!(
         "\norganization score {} ({} techniques, {:?})",
         org.score,
