@@ -7,5 +7,6 @@ mod campaigns;
 mod helpers;
 mod ingest;
 mod metrics;
+mod process;
 mod scoring;
 mod server;
