@@ -385,8 +385,10 @@ impl ScoringService for ScoringApi {
     ) -> Rpc<pb::CreateSnapshotResponse> {
         let r = request.into_inner();
         // A stored record is computed afresh, never served from the cache.
-        let at = as_of(r.as_of.as_ref())?.unwrap_or_else(now_micros);
-        let board = self.scorer.board(Some(at)).await?;
+        let board = match as_of(r.as_of.as_ref())? {
+            None => self.scorer.fresh_board().await?,
+            Some(at) => self.scorer.board(Some(at)).await?,
+        };
         let org = domain::organization(&board.scores, self.critical_k);
         let counts: BTreeMap<&str, i64> = domain::status_counts(board.scores.iter())
             .into_iter()

@@ -110,6 +110,24 @@ impl Scorer {
         Ok((scores, as_of.unwrap_or(now)))
     }
 
+    /// Every live technique scored now, computed afresh (never read from
+    /// the cache, which it refreshes): what a stored record is made of.
+    pub async fn fresh_board(&self) -> Result<Board, ScoringError> {
+        let now = now_micros();
+        let (tactics, techniques) =
+            futures::try_join!(self.inputs.tactics(), self.inputs.live_techniques())?;
+        let scores = self.compute(&techniques, None, now).await?;
+        self.store.cache_techniques(&scores, now).await?;
+        let board = Board {
+            as_of: now,
+            tactics: tactics_of(tactics),
+            scores,
+            cached: false,
+        };
+        self.store.cache_organization(&board, now).await?;
+        Ok(board)
+    }
+
     /// Every live technique scored: from the organization cache when fresh
     /// and no as_of is given, which then costs no call to any peer.
     pub async fn board(&self, as_of: Option<Micros>) -> Result<Board, ScoringError> {
@@ -125,14 +143,7 @@ impl Scorer {
         }
         let (tactics, techniques) =
             futures::try_join!(self.inputs.tactics(), self.inputs.live_techniques())?;
-        let tactics = tactics
-            .into_iter()
-            .map(|t| TacticInfo {
-                tactic_id: t.tactic_id,
-                short_name: t.short_name,
-                name: t.name,
-            })
-            .collect();
+        let tactics = tactics_of(tactics);
         let board = match as_of {
             None => {
                 let board = Board {
@@ -153,6 +164,17 @@ impl Scorer {
         };
         Ok(board)
     }
+}
+
+fn tactics_of(tactics: Vec<purple_api::ingest::v1::Tactic>) -> Vec<TacticInfo> {
+    tactics
+        .into_iter()
+        .map(|t| TacticInfo {
+            tactic_id: t.tactic_id,
+            short_name: t.short_name,
+            name: t.name,
+        })
+        .collect()
 }
 
 /// Tactic scores of a board: the mean of its live techniques (0 for none).
