@@ -56,25 +56,30 @@ fn events_of(i: usize) -> Vec<Event> {
             ..ev("test.validated", 8_000)
         },
     ];
+    let remediation = |kind: &str, offset: i64| Event {
+        remediation_id: format!("bench-rem-{i}"),
+        test_id: String::new(),
+        ..ev(kind, offset)
+    };
     if outcome.is_detection() {
         events.push(Event {
             outcome: outcome as i32,
             ..ev("test.detected", 600 + 60 + (i as i64 % 3_000))
         });
-    } else {
-        events.push(Event {
-            side: if i.is_multiple_of(2) { "red" } else { "blue" }.into(),
-            ..ev("test.rejected", 3_000)
-        });
-    }
-    if outcome.is_detection() {
         // A repeated execution: the latest one counts.
         events.push(ev("test.red_executed", 300));
+    } else if i.is_multiple_of(2) {
+        events.push(Event {
+            side: "red".into(),
+            ..ev("test.rejected", 3_000)
+        });
+        events.push(remediation("remediation.opened", 8_000));
     } else {
-        let mut opened = ev("remediation.opened", 8_000);
-        opened.remediation_id = format!("bench-rem-{i}");
-        opened.test_id.clear();
-        events.push(opened);
+        events.push(remediation("remediation.opened", 8_000));
+        events.push(remediation(
+            "remediation.completed",
+            8_000 + 3_600 + (i as i64 % 86_400),
+        ));
     }
     events
 }
