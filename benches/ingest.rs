@@ -11,7 +11,7 @@ use futures::StreamExt;
 use purple_api::{
     batch::{DEFAULT_FANOUT, MAX_BATCH_IDS, chunked},
     ingest::v1::{
-        GetCatalogInputsRequest, ImportChunk, ListTechniquesRequest, SubtechniqueFilter,
+        GetCatalogInputsRequest, ImportRequest, ListTechniquesRequest, SubtechniqueFilter,
         ingest_service_client::IngestServiceClient,
     },
 };
@@ -19,7 +19,7 @@ use purple_ingest::import::Kind;
 use support::{BenchApp, ms, peak_rss_mib, time};
 use tonic::transport::Channel;
 
-async fn chunks(kind: Kind, path: &str) -> Vec<ImportChunk> {
+async fn chunks(kind: Kind, path: &str) -> Vec<ImportRequest> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/data")
         .join(path);
@@ -41,7 +41,9 @@ async fn timed_import(
         .import(futures::stream::iter(chunks))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .report
+        .unwrap();
     println!(
         "| {label} | {} | {} created, {} updated |",
         ms(start.elapsed()),

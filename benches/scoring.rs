@@ -17,7 +17,8 @@ use std::{path::Path, time::Instant};
 use futures::StreamExt;
 use purple_api::{
     ingest::v1::{
-        ImportChunk, ImportKind, ListTechniquesRequest, ingest_service_client::IngestServiceClient,
+        ImportKind, ImportRequest, ListTechniquesRequest,
+        ingest_service_client::IngestServiceClient,
     },
     scoring::v1::{
         CreateSnapshotRequest, ExportNavigatorLayerRequest, GetOrganizationScoreRequest,
@@ -110,7 +111,7 @@ async fn main() {
     let attack = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/data/attack/v18.1/stix21/enterprise-attack-18.1.json.gz");
     let files = purple::cli::import::collect_files(Kind::Attack, &attack).unwrap();
-    let chunks: Vec<ImportChunk> = purple::cli::import::chunks(
+    let chunks: Vec<ImportRequest> = purple::cli::import::chunks(
         Kind::Attack,
         &attack,
         files,
@@ -134,15 +135,15 @@ async fn main() {
 
     let mut rng = Lcg(7);
     let mut rule_techniques: Vec<String> = Vec::with_capacity(RULES);
-    let mut rules: Vec<ImportChunk> = (0..RULES)
+    let mut rules: Vec<ImportRequest> = (0..RULES)
         .map(|i| {
             let technique = techniques[rng.next(techniques.len() as u64) as usize].clone();
             let text = format!("title: bench rule {i}\nid: {}\nstatus: stable\nlevel: medium\ntags:\n  - attack.{}\n", rule_id(i), technique.to_ascii_lowercase());
             rule_techniques.push(technique);
-            ImportChunk { kind: ImportKind::Sigma as i32, file_name: format!("rule-{i}.yml"), data: text.into_bytes(), last: false }
+            ImportRequest { kind: ImportKind::Sigma as i32, file_name: format!("rule-{i}.yml"), data: text.into_bytes(), last: false }
         })
         .collect();
-    rules.push(ImportChunk {
+    rules.push(ImportRequest {
         last: true,
         ..Default::default()
     });

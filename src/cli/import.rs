@@ -7,7 +7,8 @@ use clap::Args;
 use futures::stream;
 use indicatif::{ProgressBar, ProgressStyle};
 use purple_api::ingest::v1::{
-    ImportChunk, ImportKind, ImportReport, ImportStatus, ingest_service_client::IngestServiceClient,
+    ImportKind, ImportReport, ImportRequest, ImportStatus,
+    ingest_service_client::IngestServiceClient,
 };
 use purple_ingest::import::Kind;
 
@@ -90,7 +91,7 @@ pub fn chunks(
     root: &Path,
     files: Vec<PathBuf>,
     progress: ProgressBar,
-) -> impl futures::Stream<Item = ImportChunk> + Send + 'static {
+) -> impl futures::Stream<Item = ImportRequest> + Send + 'static {
     use std::io::Read;
 
     struct State {
@@ -123,14 +124,14 @@ pub fn chunks(
                     None => match state.files.next() {
                         None => {
                             state.done = true;
-                            let last = ImportChunk {
+                            let last = ImportRequest {
                                 kind: if state.first {
                                     kind.to_proto() as i32
                                 } else {
                                     0
                                 },
                                 last: true,
-                                ..ImportChunk::default()
+                                ..ImportRequest::default()
                             };
                             return Some((last, state));
                         }
@@ -164,7 +165,7 @@ pub fn chunks(
                 }
                 data.truncate(read);
                 progress.inc(read as u64);
-                let chunk = ImportChunk {
+                let chunk = ImportRequest {
                     kind: if state.first {
                         kind.to_proto() as i32
                     } else {
@@ -213,7 +214,11 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         .import(chunks(args.kind, &args.path, files, progress.clone()))
         .await;
     progress.finish_and_clear();
-    let report = result.map_err(status_error)?.into_inner();
+    let report = result
+        .map_err(status_error)?
+        .into_inner()
+        .report
+        .ok_or_else(|| anyhow::anyhow!("the server answered without a report"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report_json(&report))?);
     } else {

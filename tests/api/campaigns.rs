@@ -5,7 +5,7 @@
 use purple_api::{
     campaigns::v1::{self as pb, campaigns_service_client::CampaignsServiceClient},
     common::v1::{Outcome, Role},
-    ingest::v1::{ImportChunk, ImportKind, ingest_service_client::IngestServiceClient},
+    ingest::v1::{ImportKind, ImportRequest, ingest_service_client::IngestServiceClient},
 };
 use tonic::{Code, transport::Channel};
 
@@ -41,7 +41,7 @@ pub const CATALOG: &str = r#"{"type": "bundle", "id": "bundle--c", "objects": [
 ]}"#;
 
 pub async fn import_bundle(app: &TestApp, bundle: &str) {
-    let chunk = ImportChunk {
+    let chunk = ImportRequest {
         kind: ImportKind::Attack as i32,
         file_name: "bundle.json".into(),
         data: bundle.as_bytes().to_vec(),

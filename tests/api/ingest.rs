@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use purple_api::ingest::v1::{
-    GetActorTechniquesRequest, GetCatalogInputsRequest, GetTechniquesByIdsRequest, ImportChunk,
-    ImportKind, ImportReport, ImportStatus, ListImportRunsRequest, ListTacticsRequest,
+    GetActorTechniquesRequest, GetCatalogInputsRequest, GetTechniquesByIdsRequest, ImportKind,
+    ImportReport, ImportRequest, ImportStatus, ListImportRunsRequest, ListTacticsRequest,
     ListTechniquesRequest, ListThreatActorsRequest, SubtechniqueFilter,
     ingest_service_client::IngestServiceClient,
 };
@@ -32,7 +32,7 @@ fn client(app: &TestApp) -> IngestServiceClient<Channel> {
 }
 
 /// The chunks `purple import` would send for `path`.
-async fn chunks_of(kind: Kind, path: &Path) -> Vec<ImportChunk> {
+async fn chunks_of(kind: Kind, path: &Path) -> Vec<ImportRequest> {
     let files = purple::cli::import::collect_files(kind, path).unwrap();
     purple::cli::import::chunks(kind, path, files, indicatif::ProgressBar::hidden())
         .collect::<Vec<_>>()
@@ -45,7 +45,11 @@ pub async fn import(app: &TestApp, kind: Kind, path: &str) -> Result<ImportRepor
     client(app)
         .import(futures::stream::iter(chunks))
         .await
-        .map(|r| r.into_inner())
+        .map(|r| {
+            r.into_inner()
+                .report
+                .expect("an import answers with its report")
+        })
 }
 
 fn counts(report: &ImportReport, entity: &str) -> (u64, u64, u64, u64, u64) {
@@ -389,7 +393,7 @@ async fn malformed_files_are_refused_with_file_and_place_and_change_nothing() {
     import(&app, Kind::Attack, ATTACK_18).await.unwrap();
     let mut ingest = client(&app);
     let send = |kind: ImportKind, name: &str, data: &[u8]| {
-        let chunk = ImportChunk {
+        let chunk = ImportRequest {
             kind: kind as i32,
             file_name: name.into(),
             data: data.to_vec(),
@@ -453,7 +457,7 @@ async fn malformed_files_are_refused_with_file_and_place_and_change_nothing() {
     let mut chunks = chunks_of(Kind::Sigma, &fixture("sigma/rules/linux")).await;
     chunks.insert(
         chunks.len() - 1,
-        ImportChunk {
+        ImportRequest {
             file_name: "bad.yml".into(),
             data: b"title: [unclosed".to_vec(),
             ..Default::default()
@@ -513,7 +517,7 @@ async fn oversized_uploads_and_cut_streams_are_refused() {
     );
 
     // A client that sends one chunk and then vanishes.
-    let first = ImportChunk {
+    let first = ImportRequest {
         kind: ImportKind::Sigma as i32,
         file_name: "a.yml".into(),
         data: b"title: x\n".to_vec(),
@@ -573,7 +577,7 @@ const MINI_BUNDLE: &str = r#"{"type": "bundle", "id": "bundle--mini", "objects":
    "source_ref": "intrusion-set--1", "target_ref": "attack-pattern--1"}
 ]}"#;
 
-async fn import_cost(app: &TestApp, chunks: Vec<ImportChunk>) -> Cost {
+async fn import_cost(app: &TestApp, chunks: Vec<ImportRequest>) -> Cost {
     let trace = Trace::new("purple.ingest.v1.IngestService/Import");
     client(app)
         .import(trace.request(futures::stream::iter(chunks)))
@@ -587,7 +591,7 @@ async fn import_statements_do_not_grow_with_the_number_of_items() {
     // Five objects, then the whole of ATT&CK v18.1 (24,772 objects), each
     // into an empty catalogue.
     let small_app = spawn_app().await;
-    let mini = ImportChunk {
+    let mini = ImportRequest {
         kind: ImportKind::Attack as i32,
         file_name: "mini.json".into(),
         data: MINI_BUNDLE.as_bytes().to_vec(),
@@ -627,7 +631,7 @@ async fn import_statements_do_not_grow_with_the_number_of_items() {
 async fn an_import_and_the_scoring_call_it_makes_share_one_trace() {
     let app = spawn_app().await;
     let trace = Trace::new("purple.ingest.v1.IngestService/Import");
-    let mini = ImportChunk {
+    let mini = ImportRequest {
         kind: ImportKind::Attack as i32,
         file_name: "mini.json".into(),
         data: MINI_BUNDLE.as_bytes().to_vec(),
@@ -658,7 +662,7 @@ async fn an_import_and_the_scoring_call_it_makes_share_one_trace() {
 async fn shutdown_waits_for_an_import_in_flight() {
     let mut app = spawn_app().await;
     let mut ingest = client(&app);
-    let (tx, rx) = tokio::sync::mpsc::channel::<ImportChunk>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<ImportRequest>(4);
     let call = tokio::spawn(async move {
         ingest
             .import(tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -666,7 +670,7 @@ async fn shutdown_waits_for_an_import_in_flight() {
     });
     let bytes = MINI_BUNDLE.as_bytes();
     let (head, tail) = bytes.split_at(bytes.len() / 2);
-    tx.send(ImportChunk {
+    tx.send(ImportRequest {
         kind: ImportKind::Attack as i32,
         file_name: "mini.json".into(),
         data: head.to_vec(),
@@ -682,7 +686,7 @@ async fn shutdown_waits_for_an_import_in_flight() {
         !server.is_finished(),
         "the server waits for the import in flight"
     );
-    tx.send(ImportChunk {
+    tx.send(ImportRequest {
         kind: 0,
         file_name: String::new(),
         data: tail.to_vec(),
@@ -695,7 +699,9 @@ async fn shutdown_waits_for_an_import_in_flight() {
         .await
         .unwrap()
         .expect("the import in flight completes")
-        .into_inner();
+        .into_inner()
+        .report
+        .unwrap();
     assert_eq!(counts(&report, "technique").0, 1);
     server.await.unwrap().unwrap();
 }

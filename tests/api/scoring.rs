@@ -5,7 +5,7 @@
 use purple_api::{
     campaigns::v1 as cpb,
     common::v1::{Outcome, TechniqueStatus},
-    ingest::v1::{ImportChunk, ImportKind, ingest_service_client::IngestServiceClient},
+    ingest::v1::{ImportKind, ImportRequest, ingest_service_client::IngestServiceClient},
     scoring::v1::{self as pb, scoring_service_client::ScoringServiceClient},
 };
 use tonic::transport::Channel;
@@ -45,11 +45,11 @@ T1003,x,D3-E5,E5,Detect,1,x
 T1003,x,D3-E6,E6,Detect,1,x
 ";
 
-fn sigma(id: &str, status: &str, tag: &str) -> ImportChunk {
+fn sigma(id: &str, status: &str, tag: &str) -> ImportRequest {
     let text = format!(
         "title: rule {id}\nid: {id}\nstatus: {status}\nlevel: high\ntags:\n  - attack.execution\n  - {tag}\n"
     );
-    ImportChunk {
+    ImportRequest {
         kind: ImportKind::Sigma as i32,
         file_name: format!("{id}.yml"),
         data: text.into_bytes(),
@@ -61,7 +61,7 @@ async fn catalogue(app: &TestApp) {
     import_bundle(app, CATALOG).await;
     import_bundle(app, MORE).await;
     let mut ingest = IngestServiceClient::new(app.channel.clone());
-    let defenses = ImportChunk {
+    let defenses = ImportRequest {
         kind: ImportKind::D3fend as i32,
         file_name: "pairs.csv".into(),
         data: DEFENSES.as_bytes().to_vec(),
@@ -77,7 +77,7 @@ async fn catalogue(app: &TestApp) {
         sigma("r3", "deprecated", "attack.t1059.001"),
         sigma("r4", "stable", "attack.t1003"),
     ];
-    rules.push(ImportChunk {
+    rules.push(ImportRequest {
         last: true,
         ..Default::default()
     });

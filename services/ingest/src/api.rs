@@ -89,7 +89,10 @@ pub fn report_pb(report: Report) -> pb::ImportReport {
 
 #[tonic::async_trait]
 impl IngestService for IngestApi {
-    async fn import(&self, request: Request<Streaming<pb::ImportChunk>>) -> Rpc<pb::ImportReport> {
+    async fn import(
+        &self,
+        request: Request<Streaming<pb::ImportRequest>>,
+    ) -> Rpc<pb::ImportResponse> {
         // Its own task: when a client vanishes mid-upload, hyper drops this
         // handler, but the import still sees the broken stream and records
         // the failed run.
@@ -101,7 +104,9 @@ impl IngestService for IngestApi {
         let report = run
             .await
             .map_err(|e| IngestError::Internal(format!("import task: {e}")))??;
-        Ok(Response::new(report_pb(report)))
+        Ok(Response::new(pb::ImportResponse {
+            report: Some(report_pb(report)),
+        }))
     }
 
     async fn list_import_runs(

@@ -9,7 +9,7 @@ use std::io::Read;
 use futures::{Stream, StreamExt};
 use purple_api::{
     batch::{DEFAULT_FANOUT, MAX_BATCH_IDS, chunked},
-    ingest::v1::{ImportChunk, ImportKind},
+    ingest::v1::{ImportKind, ImportRequest},
     scoring::v1::InvalidateTechniquesRequest,
 };
 use purple_runtime::{clients::Peers, time::now_micros};
@@ -130,7 +130,7 @@ impl Importer {
     /// Receives, parses and writes one import stream.
     pub async fn run<S>(&self, stream: S) -> Result<Report, IngestError>
     where
-        S: Stream<Item = Result<ImportChunk, tonic::Status>> + Unpin,
+        S: Stream<Item = Result<ImportRequest, tonic::Status>> + Unpin,
     {
         let mut report = Report {
             run_id: uuid::Uuid::new_v4().to_string(),
@@ -168,7 +168,7 @@ impl Importer {
 
     async fn attempt<S>(&self, stream: S, report: &mut Report) -> Result<Vec<String>, IngestError>
     where
-        S: Stream<Item = Result<ImportChunk, tonic::Status>> + Unpin,
+        S: Stream<Item = Result<ImportRequest, tonic::Status>> + Unpin,
     {
         let (kind, uploads) = receive(stream, self.max_bytes, report).await?;
         let max_bytes = self.max_bytes;
@@ -230,7 +230,7 @@ async fn receive<S>(
     report: &mut Report,
 ) -> Result<(Kind, Vec<Upload>), IngestError>
 where
-    S: Stream<Item = Result<ImportChunk, tonic::Status>> + Unpin,
+    S: Stream<Item = Result<ImportRequest, tonic::Status>> + Unpin,
 {
     let mut kind = None;
     let mut uploads: Vec<Upload> = Vec::new();
