@@ -1229,3 +1229,242 @@ async fn tallies_kept_on_write_survive_concurrent_transitions_of_one_technique()
     );
     assert_eq!(a.triggered_rule_ids, ["r1", "r2", "r3"]);
 }
+
+#[tokio::test]
+async fn detection_results_stale_tests_and_list_filters() {
+    use pb::TestAction::*;
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    let mut c = client(&app);
+
+    // Results recorded on their own while blue works the test.
+    let test = create_test(&app, &team, "T1003").await;
+    let t = step(&app, &test, &team.red, StartRed, |_| {})
+        .await
+        .unwrap()
+        .test
+        .unwrap();
+    let t = step(&app, &t, &team.red, CompleteRed, |r| {
+        r.executed_at = Some(ts(1_780_000_000))
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    let result = |test_id: &str, rule: &str, triggered: bool| pb::DetectionResult {
+        test_id: test_id.into(),
+        rule_id: rule.into(),
+        triggered,
+        ..Default::default()
+    };
+    let err = c
+        .record_detection_results(pb::RecordDetectionResultsRequest {
+            actor_id: team.blue.clone(),
+            results: vec![result(&t.test_id, "rule-x", true)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "blue has not started");
+    let t = step(&app, &t, &team.blue, StartBlue, |_| {})
+        .await
+        .unwrap()
+        .test
+        .unwrap();
+    let err = c
+        .record_detection_results(pb::RecordDetectionResultsRequest {
+            actor_id: team.red.clone(),
+            results: vec![result(&t.test_id, "rule-x", true)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = c
+        .record_detection_results(pb::RecordDetectionResultsRequest {
+            actor_id: team.blue.clone(),
+            results: vec![result("missing", "rule-x", true)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let recorded = c
+        .record_detection_results(pb::RecordDetectionResultsRequest {
+            actor_id: team.blue.clone(),
+            results: vec![
+                result(&t.test_id, "rule-x", false),
+                result(&t.test_id, "rule-y", true),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(recorded.recorded, 2);
+    // A later result for the same rule replaces the earlier one.
+    c.record_detection_results(pb::RecordDetectionResultsRequest {
+        actor_id: team.blue.clone(),
+        results: vec![result(&t.test_id, "rule-x", true)],
+    })
+    .await
+    .unwrap();
+    let t = step(&app, &t, &team.blue, CompleteBlue, |r| {
+        r.outcome = Outcome::Detected as i32;
+        r.detected_at = Some(ts(1_780_000_060));
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    let validated = step(&app, &t, &team.lead, Validate, |_| {})
+        .await
+        .unwrap()
+        .test
+        .unwrap();
+    let aggregate = c
+        .aggregate_tests_by_technique(pb::AggregateTestsByTechniqueRequest {
+            technique_ids: vec!["T1003".into()],
+            as_of: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .aggregates;
+    assert_eq!(aggregate[0].triggered_rule_ids, ["rule-x", "rule-y"]);
+
+    // Stale: effective tests validated before the cut-off.
+    let validated_at = validated.validated_at.unwrap();
+    let stale = |older_than: prost_types::Timestamp| pb::ListStaleTestsRequest {
+        older_than: Some(older_than),
+        ..Default::default()
+    };
+    let after = c
+        .list_stale_tests(stale(ts(validated_at.seconds + 1)))
+        .await
+        .unwrap()
+        .into_inner()
+        .tests;
+    assert_eq!(
+        after.iter().map(|t| t.test_id.as_str()).collect::<Vec<_>>(),
+        [validated.test_id.as_str()]
+    );
+    let before = c
+        .list_stale_tests(stale(ts(validated_at.seconds - 1)))
+        .await
+        .unwrap()
+        .into_inner()
+        .tests;
+    assert!(before.is_empty());
+    // Once retested and validated again, the chain's stale test is the new one.
+    let retest = step(&app, &validated, &team.lead, Retest, |_| {})
+        .await
+        .unwrap()
+        .retest
+        .unwrap();
+    let again = validate(
+        &app,
+        &team,
+        retest.clone(),
+        Outcome::Blocked,
+        1_780_000_100,
+        &[],
+    )
+    .await
+    .test
+    .unwrap();
+    let now_stale = c
+        .list_stale_tests(stale(ts(again.validated_at.unwrap().seconds + 1)))
+        .await
+        .unwrap()
+        .into_inner()
+        .tests;
+    assert_eq!(
+        now_stale
+            .iter()
+            .map(|t| t.test_id.as_str())
+            .collect::<Vec<_>>(),
+        [again.test_id.as_str()]
+    );
+
+    // List filters.
+    let other = create_test(&app, &team, "T1105").await;
+    let list = |r: pb::ListTestsRequest| {
+        let mut c = c.clone();
+        async move {
+            c.list_tests(r)
+                .await
+                .unwrap()
+                .into_inner()
+                .tests
+                .into_iter()
+                .map(|t| t.test_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(pb::ListTestsRequest {
+            technique_id: "T1105".into(),
+            ..Default::default()
+        })
+        .await,
+        [other.test_id.clone()]
+    );
+    assert_eq!(
+        list(pb::ListTestsRequest {
+            state: pb::TestState::Planned as i32,
+            ..Default::default()
+        })
+        .await,
+        [other.test_id.clone()]
+    );
+    assert_eq!(
+        list(pb::ListTestsRequest {
+            assignee_id: team.red.clone(),
+            technique_id: "T1003".into(),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        2,
+        "the retest keeps its assignees"
+    );
+    let page = c
+        .list_tests(pb::ListTestsRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.tests.len(), 2);
+    assert_eq!(page.tests[0].test_id, other.test_id, "newest first");
+    assert!(!page.next_page_token.is_empty());
+
+    let reds = c
+        .list_users(pb::ListUsersRequest {
+            role: Role::RedTech as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert_eq!(
+        reds.iter().map(|u| u.user_id.as_str()).collect::<Vec<_>>(),
+        [team.red.as_str()]
+    );
+    let err = c
+        .create_users(pb::CreateUsersRequest {
+            actor_id: team.lead.clone(),
+            users: vec![pb::User {
+                display_name: "Eve".into(),
+                role: Role::Admin as i32,
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "only an admin adds users once there are some"
+    );
+}
