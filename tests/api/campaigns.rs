@@ -1405,7 +1405,7 @@ async fn detection_results_stale_tests_and_list_filters() {
             ..Default::default()
         })
         .await,
-        [other.test_id.clone()]
+        [other.test_id.as_str()]
     );
     assert_eq!(
         list(pb::ListTestsRequest {
@@ -1413,7 +1413,7 @@ async fn detection_results_stale_tests_and_list_filters() {
             ..Default::default()
         })
         .await,
-        [other.test_id.clone()]
+        [other.test_id.as_str()]
     );
     assert_eq!(
         list(pb::ListTestsRequest {
