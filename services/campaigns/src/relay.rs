@@ -18,10 +18,7 @@ use purple_runtime::time::{now_micros, timestamp};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    store::{CampaignStore, outbox::OutboxEvent},
-    workflow::Workflow,
-};
+use crate::{store::outbox::OutboxEvent, workflow::Workflow};
 
 /// Events per delivery batch: the receivers' batch limit.
 const BATCH: i64 = MAX_BATCH_IDS as i64;
@@ -192,9 +189,4 @@ pub async fn run_scheduler(workflow: Workflow, interval: Duration, shutdown: Can
             Err(err) => tracing::warn!(%err, "running due campaigns failed"),
         }
     }
-}
-
-/// For tests and operators: how much is still to deliver.
-pub async fn pending(store: &CampaignStore) -> Result<(i64, i64), sqlx::Error> {
-    store.pending_counts().await
 }

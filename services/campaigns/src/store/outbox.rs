@@ -25,9 +25,6 @@ const MARK_METRICS: &str = "
     UPDATE outbox SET metrics_delivered_at = $2 WHERE event_id IN (SELECT value FROM json_each($1))";
 const MARK_SCORING: &str = "
     UPDATE outbox SET scoring_delivered_at = $2 WHERE event_id IN (SELECT value FROM json_each($1))";
-const PENDING_COUNTS: &str = "
-    SELECT SUM(CASE WHEN metrics_delivered_at IS NULL THEN 1 ELSE 0 END),
-           SUM(CASE WHEN scoring_delivered_at IS NULL THEN 1 ELSE 0 END) FROM outbox";
 
 /// An event as the outbox keeps it (and metrics receives it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,18 +139,5 @@ impl CampaignStore {
             .execute(self.db.pool())
             .await?;
         Ok(())
-    }
-
-    /// Events not yet delivered to (metrics, scoring).
-    pub async fn pending_counts(&self) -> Result<(i64, i64), sqlx::Error> {
-        let row = self
-            .db
-            .stmt(PENDING_COUNTS)
-            .fetch_one(self.db.pool())
-            .await?;
-        Ok((
-            row.try_get::<Option<i64>, _>(0)?.unwrap_or(0),
-            row.try_get::<Option<i64>, _>(1)?.unwrap_or(0),
-        ))
     }
 }
