@@ -502,6 +502,21 @@ async fn heatmap_layer_and_snapshots() {
         "T1059.001 improved"
     );
     assert!(diff.organization_delta > 0.0);
+    let moved = diff
+        .techniques
+        .iter()
+        .find(|t| t.technique_id == "T1059.001")
+        .unwrap();
+    assert_eq!(
+        (moved.change, moved.base_status, moved.target_status),
+        (
+            pb::Change::Improved as i32,
+            TechniqueStatus::Untested as i32,
+            TechniqueStatus::Partial as i32
+        )
+    );
+    // Before any test only countermeasures counted: 100 × 0.1 × 4/5.
+    assert!(moved.delta > 0.0 && moved.base_score == 8.0);
     let got = scoring
         .get_snapshot(pb::GetSnapshotRequest {
             snapshot_id: after.snapshot_id.clone(),

@@ -35,6 +35,20 @@ impl Outcome {
 }
 
 impl TechniqueStatus {
+    /// Every real status, worst first.
+    pub const ALL: [TechniqueStatus; 5] = [
+        TechniqueStatus::Untested,
+        TechniqueStatus::InProgress,
+        TechniqueStatus::Gap,
+        TechniqueStatus::Partial,
+        TechniqueStatus::Covered,
+    ];
+
+    /// The status of a key written by [`TechniqueStatus::key`].
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.key() == Some(key))
+    }
+
     /// `untested`, `in_progress`, `gap`, `partial`, `covered`.
     pub fn key(self) -> Option<&'static str> {
         match self {
@@ -58,5 +72,16 @@ mod tests {
             assert_eq!(Outcome::from_key(outcome.key().unwrap()), Some(outcome));
         }
         assert_eq!(Outcome::from_key("OUTCOME_BLOCKED"), None);
+    }
+
+    #[test]
+    fn status_keys_round_trip() {
+        for status in TechniqueStatus::ALL {
+            assert_eq!(
+                TechniqueStatus::from_key(status.key().unwrap()),
+                Some(status)
+            );
+        }
+        assert_eq!(TechniqueStatus::from_key("Covered"), None);
     }
 }

@@ -189,15 +189,9 @@ fn snapshot_pb(s: SnapshotRow, techniques: Vec<pb::SnapshotTechnique>) -> pb::Sn
     }
 }
 
-fn status_of_name(name: &str) -> i32 {
-    match name {
-        "Untested" => S::Untested,
-        "InProgress" => S::InProgress,
-        "Gap" => S::Gap,
-        "Partial" => S::Partial,
-        _ => S::Covered,
-    }
-    .to_proto() as i32
+/// The wire status of a key stored in a snapshot row.
+fn status_of_key(key: &str) -> i32 {
+    purple_api::common::v1::TechniqueStatus::from_key(key).unwrap_or_default() as i32
 }
 
 #[tonic::async_trait]
@@ -510,8 +504,8 @@ impl ScoringService for ScoringApi {
                 target_score: t,
                 delta,
                 change: change as i32,
-                base_status: base.map_or(0, |(_, s)| status_of_name(&s)),
-                target_status: target.map_or(0, |(_, s)| status_of_name(&s)),
+                base_status: base.map_or(0, |(_, s)| status_of_key(&s)),
+                target_status: target.map_or(0, |(_, s)| status_of_key(&s)),
             });
         }
         Ok(Response::new(response))

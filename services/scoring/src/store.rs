@@ -214,7 +214,7 @@ impl ScoreStore {
             .map(|s| SnapshotScoreRow {
                 technique_id: &s.technique_id,
                 score: s.score,
-                status: format!("{:?}", s.status),
+                status: s.status.to_proto().key().unwrap_or_default().to_owned(),
                 payload: serde_json::to_string(s).expect("scores serialize"),
             })
             .collect();
