@@ -76,3 +76,23 @@ mod tests {
         assert!(!status.message().contains("SELECT"));
     }
 }
+
+/// Lets a service error with an `invalid(field, reason)` constructor take
+/// the request-shape errors every service meets — a batch over the limit
+/// and a bad page token — with `?`, so each names its field the same way.
+#[macro_export]
+macro_rules! request_errors {
+    ($error:ty) => {
+        impl From<purple_api::batch::BatchTooLarge> for $error {
+            fn from(err: purple_api::batch::BatchTooLarge) -> Self {
+                <$error>::invalid(err.field.clone(), err.reason())
+            }
+        }
+
+        impl From<$crate::paging::PageError> for $error {
+            fn from(err: $crate::paging::PageError) -> Self {
+                <$error>::invalid("page", err.to_string())
+            }
+        }
+    };
+}

@@ -49,17 +49,7 @@ impl CampaignError {
     }
 }
 
-impl From<purple_api::batch::BatchTooLarge> for CampaignError {
-    fn from(err: purple_api::batch::BatchTooLarge) -> Self {
-        CampaignError::invalid(err.field.clone(), err.reason())
-    }
-}
-
-impl From<purple_runtime::paging::PageError> for CampaignError {
-    fn from(err: purple_runtime::paging::PageError) -> Self {
-        CampaignError::invalid("page", err.to_string())
-    }
-}
+purple_runtime::request_errors!(CampaignError);
 
 impl From<CampaignError> for Status {
     fn from(err: CampaignError) -> Self {

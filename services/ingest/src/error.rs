@@ -36,17 +36,7 @@ impl IngestError {
     }
 }
 
-impl From<purple_api::batch::BatchTooLarge> for IngestError {
-    fn from(err: purple_api::batch::BatchTooLarge) -> Self {
-        IngestError::invalid(err.field.clone(), err.reason())
-    }
-}
-
-impl From<purple_runtime::paging::PageError> for IngestError {
-    fn from(err: purple_runtime::paging::PageError) -> Self {
-        IngestError::invalid("page", err.to_string())
-    }
-}
+purple_runtime::request_errors!(IngestError);
 
 impl From<IngestError> for Status {
     fn from(err: IngestError) -> Self {

@@ -144,8 +144,8 @@ impl MetricsService for MetricsApi {
         request: Request<ListAuditEventsRequest>,
     ) -> Rpc<ListAuditEventsResponse> {
         let request = request.into_inner();
-        let page = Page::parse(request.page_size, &request.page_token, 100)
-            .map_err(|e| MetricsError::invalid("page", e.to_string()))?;
+        let page =
+            Page::parse(request.page_size, &request.page_token, 100).map_err(MetricsError::from)?;
         let window = request.window.unwrap_or_default();
         let bound = |ts: Option<&prost_types::Timestamp>, name: &str, default: Micros| match ts {
             None => Ok(default),

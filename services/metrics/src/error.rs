@@ -28,11 +28,7 @@ impl MetricsError {
     }
 }
 
-impl From<purple_api::batch::BatchTooLarge> for MetricsError {
-    fn from(err: purple_api::batch::BatchTooLarge) -> Self {
-        MetricsError::invalid(err.field.clone(), err.reason())
-    }
-}
+purple_runtime::request_errors!(MetricsError);
 
 impl From<MetricsError> for Status {
     fn from(err: MetricsError) -> Self {

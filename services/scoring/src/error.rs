@@ -37,17 +37,7 @@ impl ScoringError {
     }
 }
 
-impl From<purple_api::batch::BatchTooLarge> for ScoringError {
-    fn from(err: purple_api::batch::BatchTooLarge) -> Self {
-        ScoringError::invalid(err.field.clone(), err.reason())
-    }
-}
-
-impl From<purple_runtime::paging::PageError> for ScoringError {
-    fn from(err: purple_runtime::paging::PageError) -> Self {
-        ScoringError::invalid("page", err.to_string())
-    }
-}
+purple_runtime::request_errors!(ScoringError);
 
 impl From<ScoringError> for Status {
     fn from(err: ScoringError) -> Self {
