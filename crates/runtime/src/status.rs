@@ -52,6 +52,26 @@ pub fn from_sqlx(what: &str, err: &sqlx::Error) -> Status {
     }
 }
 
+/// Lets a service error with an `invalid(field, reason)` constructor take
+/// the request-shape errors every service meets — a batch over the limit
+/// and a bad page token — with `?`, so each names its field the same way.
+#[macro_export]
+macro_rules! request_errors {
+    ($error:ty) => {
+        impl From<purple_api::batch::BatchTooLarge> for $error {
+            fn from(err: purple_api::batch::BatchTooLarge) -> Self {
+                <$error>::invalid(err.field.clone(), err.reason())
+            }
+        }
+
+        impl From<$crate::paging::PageError> for $error {
+            fn from(err: $crate::paging::PageError) -> Self {
+                <$error>::invalid("page", err.to_string())
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,24 +95,4 @@ mod tests {
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("SELECT"));
     }
-}
-
-/// Lets a service error with an `invalid(field, reason)` constructor take
-/// the request-shape errors every service meets — a batch over the limit
-/// and a bad page token — with `?`, so each names its field the same way.
-#[macro_export]
-macro_rules! request_errors {
-    ($error:ty) => {
-        impl From<purple_api::batch::BatchTooLarge> for $error {
-            fn from(err: purple_api::batch::BatchTooLarge) -> Self {
-                <$error>::invalid(err.field.clone(), err.reason())
-            }
-        }
-
-        impl From<$crate::paging::PageError> for $error {
-            fn from(err: $crate::paging::PageError) -> Self {
-                <$error>::invalid("page", err.to_string())
-            }
-        }
-    };
 }
