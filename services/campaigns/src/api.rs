@@ -25,7 +25,7 @@ use crate::{
         CampaignStore,
         people::{UserRow, WorklogRow},
     },
-    workflow::{NewTest, Workflow},
+    workflow::{NewTest, Workflow, new_id},
 };
 
 /// The campaigns gRPC API.
@@ -118,7 +118,7 @@ impl CampaignsService for CampaignsApi {
                     ));
                 }
                 Ok(UserRow {
-                    user_id: uuid::Uuid::new_v4().to_string(),
+                    user_id: new_id(),
                     display_name: u.display_name,
                     role: role.into(),
                     created_at: now,
@@ -586,7 +586,7 @@ impl CampaignsService for CampaignsApi {
         }
         self.workflow.role(&w.user_id).await?;
         let row = WorklogRow {
-            worklog_id: uuid::Uuid::new_v4().to_string(),
+            worklog_id: new_id(),
             test_id: w.test_id,
             user_id: w.user_id,
             minutes: i64::from(w.minutes),

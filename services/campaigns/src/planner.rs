@@ -23,12 +23,8 @@ use crate::{
     domain::{State, TestRow},
     error::CampaignError,
     store::{campaigns::CampaignRow, outbox::OutboxEvent, people::NotificationRow},
-    workflow::{NewTest, Workflow, created_event, foreign_key},
+    workflow::{NewTest, Workflow, created_event, foreign_key, new_id},
 };
-
-fn id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 /// How a campaign recurs.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,7 +106,7 @@ impl Workflow {
         now: Micros,
     ) -> CampaignRow {
         CampaignRow {
-            campaign_id: id(),
+            campaign_id: new_id(),
             name,
             description,
             threat_actor_id,
@@ -505,7 +501,7 @@ impl Workflow {
             };
             for user in recipients {
                 notifications.push(NotificationRow {
-                    notification_id: id(),
+                    notification_id: new_id(),
                     user_id: user.to_owned(),
                     kind: "campaign.due".into(),
                     message: format!(

@@ -48,14 +48,15 @@ pub struct Workflow {
     pub(crate) peers: Peers,
 }
 
-fn id() -> String {
+/// A new id for a test, campaign, event or anything else campaigns creates.
+pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
 /// An outbox event of a test.
 pub fn test_event(test: &TestRow, draft: &EventDraft, actor_id: &str) -> OutboxEvent {
     OutboxEvent {
-        event_id: id(),
+        event_id: new_id(),
         kind: draft.kind.to_owned(),
         occurred_at: draft.occurred_at,
         test_id: test.test_id.clone(),
@@ -92,7 +93,7 @@ fn remediation_event(
     campaign_id: &str,
 ) -> OutboxEvent {
     OutboxEvent {
-        event_id: id(),
+        event_id: new_id(),
         kind: kind.to_owned(),
         occurred_at: at,
         test_id: r.test_id.clone(),
@@ -189,7 +190,7 @@ impl Workflow {
         new.iter()
             .enumerate()
             .map(|(i, n)| {
-                let test_id = id();
+                let test_id = new_id();
                 TestRow {
                     chain_id: test_id.clone(),
                     test_id,
@@ -281,7 +282,7 @@ impl Workflow {
             open_remediation,
             becomes_effective,
             retest,
-        } = domain::plan(&test, action, role, expected_version, &input, now, id)?;
+        } = domain::plan(&test, action, role, expected_version, &input, now, new_id)?;
 
         if action == Action::CompleteBlue {
             let results: Vec<DetectionResult> = input
@@ -316,7 +317,7 @@ impl Workflow {
         let mut remediation = None;
         if open_remediation {
             let r = RemediationRow {
-                remediation_id: id(),
+                remediation_id: new_id(),
                 test_id: after.test_id.clone(),
                 technique_id: after.technique_id.clone(),
                 state: "open".into(),
