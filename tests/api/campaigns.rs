@@ -9,7 +9,7 @@ use purple_api::{
 };
 use tonic::{Code, transport::Channel};
 
-use crate::helpers::{Cost, TestApp, Trace, spawn_app};
+use crate::helpers::{Cost, TestApp, Trace, spawn_app, ts};
 
 /// Techniques T1059 (with sub-technique T1059.001), T1003 and T1105, used
 /// by two actors.
@@ -108,13 +108,6 @@ pub async fn create_test(app: &TestApp, team: &Team, technique: &str) -> pb::Tes
         .into_inner()
         .tests
         .remove(0)
-}
-
-pub fn ts(secs: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: secs,
-        nanos: 0,
-    }
 }
 
 /// One transition, returning the test after it.

@@ -222,3 +222,11 @@ impl Cost {
         Self { statements, rpcs }
     }
 }
+
+/// A protobuf timestamp at whole seconds since the epoch.
+pub fn ts(secs: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    }
+}

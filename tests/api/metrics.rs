@@ -16,18 +16,11 @@ use purple_api::{
 };
 use tonic::{Code, transport::Channel};
 
-use crate::helpers::{Cost, TestApp, Trace, spawn_app};
+use crate::helpers::{Cost, TestApp, Trace, spawn_app, ts};
 
 const B: i64 = 1_772_409_600; // 2026-03-02T00:00:00Z, a Monday
 const H: i64 = 3_600;
 const D: i64 = 86_400;
-
-fn ts(secs: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: secs,
-        nanos: 0,
-    }
-}
 
 /// An event; `subject` is the test id, or the remediation id for
 /// remediation events.
