@@ -944,7 +944,14 @@ async fn generating_a_campaign_from_a_threat_actor_takes_its_untested_and_gap_te
             "one {method} call: {methods:?}"
         );
     }
-    assert!(cost.rpcs <= 10, "{cost:?}");
+    // The request; GetActorTechniques, ScoreTechniques (which makes three
+    // of its own: GetTechniquesByIds, GetCatalogInputs,
+    // AggregateTestsByTechnique) and GetTemplatesForTechniques.
+    assert_eq!(cost.rpcs, 7, "{cost:?}");
+    // The role check; the aggregate campaigns serves to scoring; then the
+    // campaign, its tests, their events and the technique tallies (lock and
+    // refresh) in one transaction.
+    assert_eq!(cost.statements.get("campaigns"), Some(&7), "{cost:?}");
     let err = client(&app)
         .generate_campaign_from_threat_actor(pb::GenerateCampaignFromThreatActorRequest {
             actor_id: team.lead.clone(),
