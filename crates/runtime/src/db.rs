@@ -211,11 +211,6 @@ impl Database {
         self.backend
     }
 
-    /// The service that owns this database.
-    pub fn service(&self) -> ServiceName {
-        self.service
-    }
-
     /// Starts a write transaction. On SQLite it takes the write lock at
     /// once (BEGIN IMMEDIATE): a deferred transaction that reads and then
     /// writes fails with SQLITE_BUSY, which no busy timeout retries, when

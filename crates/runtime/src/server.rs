@@ -66,11 +66,6 @@ impl GrpcServer {
         self.listener.local_addr()
     }
 
-    /// The largest message a hosted service should accept or send.
-    pub fn max_message_bytes(&self) -> usize {
-        self.limits.max_message_bytes
-    }
-
     /// Hosts a service; its health is reported under its full name.
     pub fn add_service<S>(&mut self, service: S)
     where
@@ -84,11 +79,6 @@ impl GrpcServer {
     {
         self.names.push(S::NAME);
         self.routes.add_service(service);
-    }
-
-    /// The health reporter, to flip a service's status at run time.
-    pub fn health(&self) -> HealthReporter {
-        self.health.clone()
     }
 
     /// Serves until `shutdown` resolves, then drains for at most the grace

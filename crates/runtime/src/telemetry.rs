@@ -174,11 +174,6 @@ impl SpanCollector {
             .cloned()
             .collect()
     }
-
-    /// Every span collected so far.
-    pub fn all(&self) -> Vec<CollectedSpan> {
-        self.spans.lock().expect("span collector poisoned").clone()
-    }
 }
 
 impl SpanProcessor for SpanCollector {
