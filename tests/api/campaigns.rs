@@ -1468,3 +1468,105 @@ async fn detection_results_stale_tests_and_list_filters() {
         "only an admin adds users once there are some"
     );
 }
+
+#[tokio::test]
+async fn the_scheduler_inside_the_service_runs_due_campaigns_by_itself() {
+    let app = crate::helpers::spawn_app_with(|s| s.domain.relay_interval_ms = 20).await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    let mut c = client(&app);
+    let campaign = c
+        .create_campaign(pb::CreateCampaignRequest {
+            actor_id: team.lead.clone(),
+            name: "weekly".into(),
+            description: String::new(),
+            tests: vec![pb::NewTest {
+                technique_id: "T1003".into(),
+                red_assignee_id: team.red.clone(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .campaign
+        .unwrap();
+    // Due a minute ago, weekly; nobody calls RunDueCampaigns.
+    let due = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() - 60,
+        nanos: 0,
+    };
+    c.set_campaign_schedule(pb::SetCampaignScheduleRequest {
+        actor_id: team.lead.clone(),
+        campaign_id: campaign.campaign_id.clone(),
+        schedule: Some(pb::Schedule {
+            interval_seconds: 7 * 86_400,
+            next_run_at: Some(due),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let campaigns = c
+            .list_campaigns(pb::ListCampaignsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .campaigns;
+        if let Some(clone) = campaigns
+            .iter()
+            .find(|k| k.cloned_from == campaign.campaign_id)
+        {
+            assert_eq!(clone.test_count, 1);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scheduler never ran the due campaign"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let inbox = c
+        .list_notifications(pb::ListNotificationsRequest {
+            user_id: team.red.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications;
+    assert_eq!(inbox.len(), 1);
+    let scheduled = c
+        .get_campaigns_by_ids(pb::GetCampaignsByIdsRequest {
+            campaign_ids: vec![campaign.campaign_id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .campaigns;
+    let next = scheduled[0]
+        .schedule
+        .as_ref()
+        .unwrap()
+        .next_run_at
+        .unwrap()
+        .seconds;
+    assert!(
+        next > chrono::Utc::now().timestamp(),
+        "the next run moved into the future"
+    );
+    // One run only, however many times the loop wakes.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let clones = c
+        .list_campaigns(pb::ListCampaignsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .campaigns
+        .iter()
+        .filter(|k| k.cloned_from == campaign.campaign_id)
+        .count();
+    assert_eq!(clones, 1);
+}
