@@ -15,7 +15,7 @@ use purple_api::{
         ingest_service_client::IngestServiceClient,
     },
 };
-use purple_ingest::import::Kind;
+use purple_ingest::domain::Kind;
 use support::{BenchApp, ms, peak_rss_mib, time};
 use tonic::transport::Channel;
 

@@ -7,7 +7,7 @@ mod support;
 use std::time::Instant;
 
 use purple_api::{
-    common::v1::{Event, Outcome, TimeWindow},
+    common::v1::{Event, EventKind, Outcome, TimeWindow},
     metrics::v1::{
         GetMttdRequest, GetMttrRequest, GetOperationalSummaryRequest, GetOperationalTrendRequest,
         GetRejectionRatesRequest, MetricFilter, RecordEventsRequest,
@@ -35,7 +35,7 @@ fn events_of(i: usize) -> Vec<Event> {
     let outcome = Outcome::ALL[i % 4];
     let ev = |kind: &str, offset: i64| Event {
         event_id: format!("{test}-{kind}-{offset}"),
-        kind: kind.into(),
+        event_kind: EventKind::from_key(kind).unwrap_or_default() as i32,
         occurred_at: Some(ts(at + offset)),
         test_id: test.clone(),
         technique_id: technique.clone(),

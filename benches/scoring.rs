@@ -26,10 +26,10 @@ use purple_api::{
         scoring_service_client::ScoringServiceClient,
     },
 };
-use purple_ingest::import::Kind;
+use purple_ingest::domain::Kind;
 use purple_runtime::{
     Database, ServiceName,
-    time::{now_micros, timestamp},
+    time::{Micros, now_micros, timestamp},
 };
 use serde::Serialize;
 use support::{BenchApp, ms, peak_rss_mib, time};
@@ -46,8 +46,8 @@ struct TestSeed {
     outcome: Option<&'static str>,
     retest_of: Option<String>,
     chain_id: String,
-    validated_at: Option<i64>,
-    created_at: i64,
+    validated_at: Option<Micros>,
+    created_at: Micros,
 }
 
 #[derive(Serialize)]
@@ -62,7 +62,7 @@ struct EffectiveSeed {
     chain_id: String,
     technique_id: String,
     test_id: String,
-    validated_at: i64,
+    validated_at: Micros,
 }
 
 const SEED_TESTS: &str = "

@@ -62,7 +62,12 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         let local = server.local_addr()?;
-        let peers = Peers::new(&settings.peers, local, settings.limits.max_message_bytes)?;
+        let peers = Peers::new(
+            &settings.peers,
+            local,
+            settings.limits.max_message_bytes,
+            settings.limits.peer_timeout(),
+        )?;
         let databases = migrate(&settings, services).await?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();

@@ -10,7 +10,7 @@ use purple_api::ingest::v1::{
     ImportKind, ImportReport, ImportRequest, ImportStatus,
     ingest_service_client::IngestServiceClient,
 };
-use purple_ingest::import::Kind;
+use purple_ingest::domain::Kind;
 
 use super::{ServerArg, status_error};
 
@@ -126,7 +126,7 @@ pub fn chunks(
                             state.done = true;
                             let last = ImportRequest {
                                 kind: if state.first {
-                                    kind.to_proto() as i32
+                                    purple_ingest::convert::kind_pb(kind) as i32
                                 } else {
                                     0
                                 },
@@ -167,7 +167,7 @@ pub fn chunks(
                 progress.inc(read as u64);
                 let chunk = ImportRequest {
                     kind: if state.first {
-                        kind.to_proto() as i32
+                        purple_ingest::convert::kind_pb(kind) as i32
                     } else {
                         0
                     },

@@ -8,7 +8,7 @@ use clap::Args;
 use purple_api::scoring::v1::{
     ExportNavigatorLayerRequest, scoring_service_client::ScoringServiceClient,
 };
-use purple_runtime::time::{micros, timestamp};
+use purple_runtime::time::{Micros, timestamp};
 
 use super::{ServerArg, parse_instant, status_error};
 
@@ -43,7 +43,7 @@ pub async fn run(args: LayerArgs) -> anyhow::Result<()> {
             name: args.name.unwrap_or_default(),
             threat_actor_id: args.actor.unwrap_or_default(),
             platform: args.platform.unwrap_or_default(),
-            as_of: args.as_of.map(|at| timestamp(micros(at))),
+            as_of: args.as_of.map(|at| timestamp(Micros::from_datetime(at))),
         })
         .await
         .map_err(status_error)?

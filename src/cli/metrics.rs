@@ -11,7 +11,7 @@ use purple_api::{
         metrics_service_client::MetricsServiceClient,
     },
 };
-use purple_runtime::time::{micros, timestamp};
+use purple_runtime::time::{Micros, timestamp};
 
 use super::{ServerArg, parse_instant, status_error};
 
@@ -44,8 +44,8 @@ pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
         .get_operational_summary(GetOperationalSummaryRequest {
             filter: Some(MetricFilter {
                 window: Some(TimeWindow {
-                    from: Some(timestamp(micros(from))),
-                    to: Some(timestamp(micros(to))),
+                    from: Some(timestamp(Micros::from_datetime(from))),
+                    to: Some(timestamp(Micros::from_datetime(to))),
                 }),
                 technique_ids: args.techniques,
                 campaign_id: args.campaign.unwrap_or_default(),

@@ -862,7 +862,12 @@ async fn with_metrics_down_transitions_succeed_and_every_event_arrives_once_when
             let mut kinds: Vec<&str> = again
                 .iter()
                 .filter(|e| e.technique_id == "T1003")
-                .map(|e| e.kind.as_str())
+                .map(|e| {
+                    purple_api::common::v1::EventKind::try_from(e.event_kind)
+                        .ok()
+                        .and_then(|k| k.key())
+                        .unwrap()
+                })
                 .collect();
             kinds.sort();
             assert_eq!(
@@ -1119,12 +1124,12 @@ async fn generating_from_a_large_actor_costs_what_a_small_one_does() {
         if large {
             crate::ingest::import(
                 &app,
-                purple_ingest::import::Kind::Attack,
+                purple_ingest::domain::Kind::Attack,
                 crate::ingest::ATTACK_18,
             )
             .await
             .unwrap();
-            crate::ingest::import(&app, purple_ingest::import::Kind::Atomic, "atomic-red-team")
+            crate::ingest::import(&app, purple_ingest::domain::Kind::Atomic, "atomic-red-team")
                 .await
                 .unwrap();
         } else {

@@ -12,7 +12,7 @@ use purple_api::ingest::v1::{
     ListTechniquesRequest, ListThreatActorsRequest, SubtechniqueFilter,
     ingest_service_client::IngestServiceClient,
 };
-use purple_ingest::import::Kind;
+use purple_ingest::domain::Kind;
 use tonic::{Code, Status, transport::Channel};
 
 use crate::helpers::{Cost, TestApp, Trace, spawn_app, spawn_app_with};

@@ -1,4 +1,4 @@
-//! Metrics (DESIGN section 5) against hand-computed expectations, and the
+//! Metrics (docs/design.md section 5) against hand-computed expectations, and the
 //! one-statement-per-metric budget at two data sizes.
 //!
 //! The data set: B = Monday 2026-03-02 00:00 UTC; the window is three ISO
@@ -7,7 +7,7 @@
 //! repeated), T2 600 s, T3 3600 s and T7 900 s.
 
 use purple_api::{
-    common::v1::{Event, Outcome, TimeWindow},
+    common::v1::{Event, EventKind, Outcome, TimeWindow},
     metrics::v1::{
         DurationStats, GetMttdRequest, GetMttrRequest, GetOperationalSummaryRequest,
         GetOperationalTrendRequest, GetRejectionRatesRequest, ListAuditEventsRequest, MetricFilter,
@@ -28,7 +28,7 @@ fn ev(id: &str, kind: &str, subject: &str, technique: &str, at: i64) -> Event {
     let remediation = kind.starts_with("remediation.");
     Event {
         event_id: id.into(),
-        kind: kind.into(),
+        event_kind: EventKind::from_key(kind).unwrap_or(EventKind::Unspecified) as i32,
         occurred_at: Some(ts(at)),
         test_id: if remediation {
             String::new()
@@ -465,11 +465,15 @@ async fn record_events_is_idempotent_and_all_or_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
-        err.message().starts_with("events[2].kind"),
+        err.message().starts_with("events[2].event_kind"),
         "{}",
         err.message()
     );
-    bad[2].kind = "test.created".into();
+    // A sender of the deprecated dotted name is still understood.
+    #[allow(deprecated)]
+    {
+        bad[2].kind = "test.created".into();
+    }
     bad[2].occurred_at = None;
     let err = metrics
         .record_events(RecordEventsRequest { events: bad })
@@ -523,13 +527,36 @@ async fn audit_trail_is_newest_first_filtered_and_paged() {
     assert!(rest.next_page_token.is_empty());
     let rejections = metrics
         .list_audit_events(ListAuditEventsRequest {
-            kind: "test.rejected".into(),
+            event_kind: EventKind::TestRejected as i32,
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(rejections.events.len(), 4);
+    #[allow(deprecated)]
+    let legacy = ListAuditEventsRequest {
+        kind: "test.rejected".into(),
+        ..Default::default()
+    };
+    let by_name = metrics
+        .list_audit_events(legacy)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        by_name.events.len(),
+        4,
+        "the deprecated name filter still works"
+    );
+    let unknown = metrics
+        .list_audit_events(ListAuditEventsRequest {
+            event_kind: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
 }
 
 #[tokio::test]

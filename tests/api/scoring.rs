@@ -1,4 +1,4 @@
-//! Scoring (DESIGN section 4) on data built through the public RPCs, with
+//! Scoring (docs/design.md section 4) on data built through the public RPCs, with
 //! every component checked against hand-computed values, and the
 //! organization score's budget at two data sizes.
 
@@ -591,7 +591,7 @@ async fn organization_score_costs_the_same_statements_and_calls_at_two_sizes() {
         if large {
             crate::ingest::import(
                 &app,
-                purple_ingest::import::Kind::Attack,
+                purple_ingest::domain::Kind::Attack,
                 crate::ingest::ATTACK_18,
             )
             .await

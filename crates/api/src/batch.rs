@@ -6,7 +6,7 @@ use std::future::Future;
 
 use futures::{StreamExt, TryStreamExt, stream};
 
-/// The most ids one batch RPC accepts (DESIGN section 6).
+/// The most ids one batch RPC accepts (docs/design.md section 6).
 pub const MAX_BATCH_IDS: usize = 1_000;
 
 /// How many chunks of one set are in flight at once by default: enough to

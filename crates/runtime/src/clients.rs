@@ -1,27 +1,65 @@
-//! Typed clients of the four services, each injecting trace context, built
-//! lazily from the peer addresses so that start-up order does not matter and
-//! a peer that is down fails calls, not the process.
+//! One typed, batch-aware client per peer service: the only place a Purple
+//! service calls another. Each method takes a whole id set, splits it into
+//! chunks of the batch limit, sends them with a bounded fan-out, merges the
+//! answers and returns the wire messages; the calling service converts them
+//! into its own domain types in its `clients` module. Every call carries
+//! the caller's trace context and its own deadline, and channels connect
+//! lazily so that start-up order does not matter and a peer that is down
+//! fails calls, not the process.
 
 use std::{net::SocketAddr, time::Duration};
 
 use purple_api::{
-    campaigns::v1::campaigns_service_client::CampaignsServiceClient,
-    ingest::v1::ingest_service_client::IngestServiceClient,
-    metrics::v1::metrics_service_client::MetricsServiceClient,
-    scoring::v1::scoring_service_client::ScoringServiceClient,
+    batch::{DEFAULT_FANOUT, MAX_BATCH_IDS, chunked},
+    campaigns::v1::{
+        AggregateTestsByTechniqueRequest, TechniqueTestAggregate,
+        campaigns_service_client::CampaignsServiceClient,
+    },
+    common::v1::Event,
+    ingest::v1::{
+        ActorTechniques, CatalogInput, GetActorTechniquesRequest, GetCatalogInputsRequest,
+        GetTechniquesByIdsRequest, GetTemplatesForTechniquesRequest, GetThreatActorsByIdsRequest,
+        ListTacticsRequest, ListTechniquesRequest, SubtechniqueFilter, Tactic, Technique,
+        TechniqueTemplates, ThreatActor, ingest_service_client::IngestServiceClient,
+    },
+    metrics::v1::{RecordEventsRequest, metrics_service_client::MetricsServiceClient},
+    scoring::v1::{
+        InvalidateTechniquesRequest, ScoreTechniquesRequest, TechniqueScore,
+        scoring_service_client::ScoringServiceClient,
+    },
 };
 use tonic::{
+    Status,
     service::interceptor::InterceptedService,
     transport::{Channel, Endpoint},
 };
 
 use crate::{
     settings::{PeerSettings, ServiceName},
+    time::{Micros, timestamp},
     tracecontext::TraceInjector,
 };
 
 /// A channel that carries the caller's trace.
 pub type TracedChannel = InterceptedService<Channel, TraceInjector>;
+
+/// A failed call to a peer: which peer, and the status it answered (or
+/// the transport's, when it could not be reached).
+#[derive(Debug, thiserror::Error)]
+#[error("{service}: {status}")]
+pub struct PeerError {
+    /// The peer's name (`ingest`, `campaigns`, `scoring`, `metrics`).
+    pub service: &'static str,
+    /// What the call ended with.
+    pub status: Status,
+}
+
+impl PeerError {
+    /// The gRPC status a service answers its own caller with.
+    pub fn to_status(&self) -> Status {
+        crate::status::from_peer(self.service, &self.status)
+    }
+}
 
 /// Connections to the other services.
 #[derive(Clone, Debug)]
@@ -31,6 +69,7 @@ pub struct Peers {
     scoring: Channel,
     metrics: Channel,
     max_message_bytes: usize,
+    deadline: Duration,
 }
 
 /// A peer address that cannot be used.
@@ -44,11 +83,13 @@ pub struct PeerAddrError {
 
 impl Peers {
     /// Channels to every peer: the configured address, or `local` (this
-    /// process's own port) for a peer served in this process.
+    /// process's own port) for a peer served in this process. Each call
+    /// gives up after `deadline`.
     pub fn new(
         settings: &PeerSettings,
         local: SocketAddr,
         max_message_bytes: usize,
+        deadline: Duration,
     ) -> Result<Self, PeerAddrError> {
         let channel = |service: ServiceName| -> Result<Channel, PeerAddrError> {
             let addr = settings
@@ -61,6 +102,7 @@ impl Peers {
                     source,
                 })?
                 .connect_timeout(Duration::from_secs(5))
+                .timeout(deadline)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_while_idle(true);
@@ -72,34 +114,377 @@ impl Peers {
             scoring: channel(ServiceName::Scoring)?,
             metrics: channel(ServiceName::Metrics)?,
             max_message_bytes,
+            deadline,
         })
     }
 
-    /// A client of ingest.
-    pub fn ingest(&self) -> IngestServiceClient<TracedChannel> {
-        IngestServiceClient::with_interceptor(self.ingest.clone(), TraceInjector)
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes)
+    /// The ingest service.
+    pub fn ingest(&self) -> IngestPeer {
+        IngestPeer {
+            client: IngestServiceClient::with_interceptor(self.ingest.clone(), TraceInjector)
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes),
+            deadline: self.deadline,
+        }
     }
 
-    /// A client of campaigns.
-    pub fn campaigns(&self) -> CampaignsServiceClient<TracedChannel> {
-        CampaignsServiceClient::with_interceptor(self.campaigns.clone(), TraceInjector)
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes)
+    /// The campaigns service.
+    pub fn campaigns(&self) -> CampaignsPeer {
+        CampaignsPeer {
+            client: CampaignsServiceClient::with_interceptor(self.campaigns.clone(), TraceInjector)
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes),
+            deadline: self.deadline,
+        }
     }
 
-    /// A client of scoring.
-    pub fn scoring(&self) -> ScoringServiceClient<TracedChannel> {
-        ScoringServiceClient::with_interceptor(self.scoring.clone(), TraceInjector)
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes)
+    /// The scoring service.
+    pub fn scoring(&self) -> ScoringPeer {
+        ScoringPeer {
+            client: ScoringServiceClient::with_interceptor(self.scoring.clone(), TraceInjector)
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes),
+            deadline: self.deadline,
+        }
     }
 
-    /// A client of metrics.
-    pub fn metrics(&self) -> MetricsServiceClient<TracedChannel> {
-        MetricsServiceClient::with_interceptor(self.metrics.clone(), TraceInjector)
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes)
+    /// The metrics service.
+    pub fn metrics(&self) -> MetricsPeer {
+        MetricsPeer {
+            client: MetricsServiceClient::with_interceptor(self.metrics.clone(), TraceInjector)
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes),
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// A request with the call's deadline (sent as `grpc-timeout`, so the peer
+/// stops working on it too).
+fn request<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(deadline);
+    request
+}
+
+/// Sends `ids` in chunks to one batch RPC and flattens the answers.
+async fn batch<R, F, Fut>(
+    service: &'static str,
+    ids: &[String],
+    call: F,
+) -> Result<Vec<R>, PeerError>
+where
+    F: FnMut(Vec<String>) -> Fut,
+    Fut: Future<Output = Result<Vec<R>, Status>>,
+{
+    let pages = chunked(ids, MAX_BATCH_IDS, DEFAULT_FANOUT, call)
+        .await
+        .map_err(|status| PeerError { service, status })?;
+    Ok(pages.into_iter().flatten().collect())
+}
+
+/// Typed batch calls to ingest.
+#[derive(Clone, Debug)]
+pub struct IngestPeer {
+    client: IngestServiceClient<TracedChannel>,
+    deadline: Duration,
+}
+
+impl IngestPeer {
+    const NAME: &'static str = "ingest";
+
+    fn error(status: Status) -> PeerError {
+        PeerError {
+            service: Self::NAME,
+            status,
+        }
+    }
+
+    /// Techniques by ATT&CK id (live or not) and the ids ingest does not
+    /// know.
+    pub async fn techniques_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<(Vec<Technique>, Vec<String>), PeerError> {
+        let answers = batch(Self::NAME, ids, |chunk| {
+            let mut client = self.client.clone();
+            let deadline = self.deadline;
+            async move {
+                let r = client
+                    .get_techniques_by_ids(request(
+                        GetTechniquesByIdsRequest {
+                            technique_ids: chunk,
+                        },
+                        deadline,
+                    ))
+                    .await?
+                    .into_inner();
+                Ok(vec![(r.techniques, r.missing_ids)])
+            }
+        })
+        .await?;
+        let (mut techniques, mut missing) = (Vec::new(), Vec::new());
+        for (found, absent) in answers {
+            techniques.extend(found);
+            missing.extend(absent);
+        }
+        Ok((techniques, missing))
+    }
+
+    /// Every live technique and sub-technique, in pages of the batch limit.
+    pub async fn live_techniques(&self) -> Result<Vec<Technique>, PeerError> {
+        let mut client = self.client.clone();
+        let (mut all, mut token) = (Vec::new(), String::new());
+        loop {
+            let page = client
+                .list_techniques(request(
+                    ListTechniquesRequest {
+                        subtechniques: SubtechniqueFilter::Unspecified as i32,
+                        page_size: MAX_BATCH_IDS as i32,
+                        page_token: token,
+                        ..Default::default()
+                    },
+                    self.deadline,
+                ))
+                .await
+                .map_err(Self::error)?
+                .into_inner();
+            all.extend(page.techniques);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// Every live tactic, in kill-chain order.
+    pub async fn tactics(&self) -> Result<Vec<Tactic>, PeerError> {
+        Ok(self
+            .client
+            .clone()
+            .list_tactics(request(ListTacticsRequest {}, self.deadline))
+            .await
+            .map_err(Self::error)?
+            .into_inner()
+            .tactics)
+    }
+
+    /// The catalogue side of each technique's score.
+    pub async fn catalog_inputs(&self, ids: &[String]) -> Result<Vec<CatalogInput>, PeerError> {
+        batch(Self::NAME, ids, |chunk| {
+            let mut client = self.client.clone();
+            let deadline = self.deadline;
+            async move {
+                Ok(client
+                    .get_catalog_inputs(request(
+                        GetCatalogInputsRequest {
+                            technique_ids: chunk,
+                        },
+                        deadline,
+                    ))
+                    .await?
+                    .into_inner()
+                    .inputs)
+            }
+        })
+        .await
+    }
+
+    /// Threat actors by id; unknown ids are left out.
+    pub async fn threat_actors_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<ThreatActor>, PeerError> {
+        batch(Self::NAME, ids, |chunk| {
+            let mut client = self.client.clone();
+            let deadline = self.deadline;
+            async move {
+                Ok(client
+                    .get_threat_actors_by_ids(request(
+                        GetThreatActorsByIdsRequest { actor_ids: chunk },
+                        deadline,
+                    ))
+                    .await?
+                    .into_inner()
+                    .actors)
+            }
+        })
+        .await
+    }
+
+    /// The live techniques each actor uses; unknown actors are left out.
+    pub async fn actor_techniques(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<ActorTechniques>, PeerError> {
+        batch(Self::NAME, ids, |chunk| {
+            let mut client = self.client.clone();
+            let deadline = self.deadline;
+            async move {
+                Ok(client
+                    .get_actor_techniques(request(
+                        GetActorTechniquesRequest { actor_ids: chunk },
+                        deadline,
+                    ))
+                    .await?
+                    .into_inner()
+                    .actors)
+            }
+        })
+        .await
+    }
+
+    /// Test templates per technique, best first, for a platform ("" for
+    /// any).
+    pub async fn templates_for(
+        &self,
+        ids: &[String],
+        platform: &str,
+    ) -> Result<Vec<TechniqueTemplates>, PeerError> {
+        batch(Self::NAME, ids, |chunk| {
+            let mut client = self.client.clone();
+            let deadline = self.deadline;
+            let platform = platform.to_owned();
+            async move {
+                Ok(client
+                    .get_templates_for_techniques(request(
+                        GetTemplatesForTechniquesRequest {
+                            technique_ids: chunk,
+                            platform,
+                        },
+                        deadline,
+                    ))
+                    .await?
+                    .into_inner()
+                    .techniques)
+            }
+        })
+        .await
+    }
+}
+
+/// Typed batch calls to campaigns.
+#[derive(Clone, Debug)]
+pub struct CampaignsPeer {
+    client: CampaignsServiceClient<TracedChannel>,
+    deadline: Duration,
+}
+
+impl CampaignsPeer {
+    /// The test side of each technique's score, now (None) or as of an
+    /// instant.
+    pub async fn aggregate_tests(
+        &self,
+        ids: &[String],
+        as_of: Option<Micros>,
+    ) -> Result<Vec<TechniqueTestAggregate>, PeerError> {
+        batch("campaigns", ids, |chunk| {
+            let mut client = self.client.clone();
+            let deadline = self.deadline;
+            async move {
+                Ok(client
+                    .aggregate_tests_by_technique(request(
+                        AggregateTestsByTechniqueRequest {
+                            technique_ids: chunk,
+                            as_of: as_of.map(timestamp),
+                        },
+                        deadline,
+                    ))
+                    .await?
+                    .into_inner()
+                    .aggregates)
+            }
+        })
+        .await
+    }
+}
+
+/// Typed batch calls to scoring.
+#[derive(Clone, Debug)]
+pub struct ScoringPeer {
+    client: ScoringServiceClient<TracedChannel>,
+    deadline: Duration,
+}
+
+impl ScoringPeer {
+    /// Scores of techniques now; unknown ids are left out.
+    pub async fn score_techniques(&self, ids: &[String]) -> Result<Vec<TechniqueScore>, PeerError> {
+        batch("scoring", ids, |chunk| {
+            let mut client = self.client.clone();
+            let deadline = self.deadline;
+            async move {
+                Ok(client
+                    .score_techniques(request(
+                        ScoreTechniquesRequest {
+                            technique_ids: chunk,
+                            as_of: None,
+                        },
+                        deadline,
+                    ))
+                    .await?
+                    .into_inner()
+                    .scores)
+            }
+        })
+        .await
+    }
+
+    /// Tells scoring that these techniques' inputs changed; `source` names
+    /// the caller for its log.
+    pub async fn invalidate(&self, ids: &[String], source: &str) -> Result<(), PeerError> {
+        batch("scoring", ids, |chunk| {
+            let mut client = self.client.clone();
+            let deadline = self.deadline;
+            let source = source.to_owned();
+            async move {
+                client
+                    .invalidate_techniques(request(
+                        InvalidateTechniquesRequest {
+                            technique_ids: chunk,
+                            source,
+                        },
+                        deadline,
+                    ))
+                    .await?;
+                Ok(Vec::<()>::new())
+            }
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Typed calls to metrics.
+#[derive(Clone, Debug)]
+pub struct MetricsPeer {
+    client: MetricsServiceClient<TracedChannel>,
+    deadline: Duration,
+}
+
+impl MetricsPeer {
+    /// Records events, in order, in chunks of the batch limit sent one
+    /// after another (order matters to the audit trail). Returns how many
+    /// were new.
+    pub async fn record_events(&self, events: Vec<Event>) -> Result<u64, PeerError> {
+        let mut recorded = 0;
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let chunk: Vec<Event> = events.by_ref().take(MAX_BATCH_IDS).collect();
+            let answer = self
+                .client
+                .clone()
+                .record_events(request(
+                    RecordEventsRequest { events: chunk },
+                    self.deadline,
+                ))
+                .await
+                .map_err(|status| PeerError {
+                    service: "metrics",
+                    status,
+                })?
+                .into_inner();
+            recorded += u64::try_from(answer.recorded).unwrap_or(0);
+        }
+        Ok(recorded)
     }
 }

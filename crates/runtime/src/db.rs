@@ -44,37 +44,81 @@ impl Backend {
     }
 }
 
-/// One migration file, embedded in the binary with `include_str!`.
+/// One migration, embedded in the binary with `include_str!` so a deployed
+/// binary needs no migration folder. Most DDL is the same on both
+/// backends; where it differs (identity columns, trigger functions) the
+/// migration carries one text per backend.
 pub struct MigrationFile {
-    /// Version, increasing; the same number on both backends.
+    /// Version, increasing; one number for both backends.
     pub version: i64,
     /// What it does.
     pub description: &'static str,
-    /// The DDL.
-    pub sql: &'static str,
+    /// The DDL applied on SQLite.
+    pub sqlite: &'static str,
+    /// The DDL applied on PostgreSQL.
+    pub postgres: &'static str,
 }
 
-/// The migrations of one service, one list per backend because DDL differs
-/// (types, identity columns, functions). Embedded rather than read from disk
-/// so a deployed binary needs no migration folder.
-pub struct Migrations {
-    /// Applied on SQLite.
-    pub sqlite: &'static [MigrationFile],
-    /// Applied on PostgreSQL.
-    pub postgres: &'static [MigrationFile],
+impl MigrationFile {
+    /// A migration whose DDL is the same on both backends.
+    pub const fn same(version: i64, description: &'static str, sql: &'static str) -> Self {
+        Self {
+            version,
+            description,
+            sqlite: sql,
+            postgres: sql,
+        }
+    }
+
+    /// A migration with one DDL text per backend.
+    pub const fn per_backend(
+        version: i64,
+        description: &'static str,
+        sqlite: &'static str,
+        postgres: &'static str,
+    ) -> Self {
+        Self {
+            version,
+            description,
+            sqlite,
+            postgres,
+        }
+    }
+
+    fn sql(&self, backend: Backend) -> &'static str {
+        match backend {
+            Backend::Sqlite => self.sqlite,
+            Backend::Postgres => self.postgres,
+        }
+    }
 }
+
+/// Migration 1 of every service: the `json_each`/`json_extract` text
+/// overloads that make one set-based statement portable (see the module
+/// documentation). SQLite has both natively, so its text is a no-op that
+/// keeps the versions aligned.
+pub const JSON_FUNCTIONS: MigrationFile = MigrationFile::per_backend(
+    1,
+    "json functions",
+    include_str!("../migrations/0001_json_functions.sqlite.sql"),
+    include_str!("../migrations/0001_json_functions.postgres.sql"),
+);
+
+/// The migrations of one service, in version order: the one list both
+/// backends apply.
+pub struct Migrations(pub &'static [MigrationFile]);
 
 impl Migrations {
-    fn migrator(files: &'static [MigrationFile]) -> Migrator {
+    fn migrator(&self, backend: Backend) -> Migrator {
         Migrator::with_migrations(
-            files
+            self.0
                 .iter()
                 .map(|f| {
                     Migration::new(
                         f.version,
                         f.description.into(),
                         MigrationType::Simple,
-                        f.sql.into_sql_str(),
+                        f.sql(backend).into_sql_str(),
                         false,
                     )
                 })
@@ -194,11 +238,7 @@ impl Database {
         &self,
         migrations: &Migrations,
     ) -> Result<(), sqlx::migrate::MigrateError> {
-        let files = match self.backend {
-            Backend::Sqlite => migrations.sqlite,
-            Backend::Postgres => migrations.postgres,
-        };
-        Migrations::migrator(files).run(&self.pool).await
+        migrations.migrator(self.backend).run(&self.pool).await
     }
 
     /// The pool, as an executor for single statements.
@@ -304,7 +344,9 @@ impl Stmt {
         E: Executor<'c, Database = Any>,
     {
         let span = self.span();
-        self.query.fetch_all(executor).instrument(span).await
+        let rows = self.query.fetch_all(executor).instrument(span).await?;
+        type_audit::record(self.backend, self.sql, &rows);
+        Ok(rows)
     }
 
     /// Runs it and returns the one row it must produce.
@@ -313,7 +355,9 @@ impl Stmt {
         E: Executor<'c, Database = Any>,
     {
         let span = self.span();
-        self.query.fetch_one(executor).instrument(span).await
+        let row = self.query.fetch_one(executor).instrument(span).await?;
+        type_audit::record(self.backend, self.sql, std::slice::from_ref(&row));
+        Ok(row)
     }
 
     /// Runs it and returns the row it may produce.
@@ -322,7 +366,11 @@ impl Stmt {
         E: Executor<'c, Database = Any>,
     {
         let span = self.span();
-        self.query.fetch_optional(executor).instrument(span).await
+        let row = self.query.fetch_optional(executor).instrument(span).await?;
+        if let Some(row) = &row {
+            type_audit::record(self.backend, self.sql, std::slice::from_ref(row));
+        }
+        Ok(row)
     }
 
     /// Runs it for its effect.
@@ -341,6 +389,115 @@ fn first_words(sql: &str) -> String {
     let mut words = sql.split_whitespace();
     let verb = words.next().unwrap_or("SQL").to_ascii_uppercase();
     format!("db {verb}")
+}
+
+/// The portable-SQL contract, checkable: every statement must return the
+/// same kind of value in each column on both backends (an integer stays an
+/// integer, text stays text), or a store that decodes it works on one
+/// backend and fails on the other. When enabled (by a test), every row a
+/// statement returns is recorded per backend, and [`type_audit::mismatches`]
+/// lists the statements whose columns differ.
+pub mod type_audit {
+    use std::{
+        collections::{BTreeMap, BTreeSet},
+        sync::{
+            Mutex,
+            atomic::{AtomicBool, Ordering},
+        },
+    };
+
+    use sqlx::{Row, TypeInfo, ValueRef, any::AnyRow};
+
+    use super::Backend;
+
+    static ENABLED: AtomicBool = AtomicBool::new(false);
+
+    /// Column value classes per (statement, backend): one set per column.
+    type Seen = BTreeMap<(&'static str, &'static str), Vec<BTreeSet<&'static str>>>;
+    static SEEN: Mutex<Seen> = Mutex::new(BTreeMap::new());
+
+    /// Starts recording, for the rest of the process.
+    pub fn enable() {
+        ENABLED.store(true, Ordering::SeqCst);
+    }
+
+    /// The class of a value's type: integer widths are one class (both
+    /// backends decode any of them as i64), as are float widths.
+    fn class(type_name: &str) -> Option<&'static str> {
+        let name = type_name.to_ascii_uppercase();
+        Some(match name.as_str() {
+            "NULL" => return None,
+            "SMALLINT" | "INT2" | "INTEGER" | "INT" | "INT4" | "BIGINT" | "INT8" => "integer",
+            "REAL" | "FLOAT4" | "DOUBLE" | "DOUBLE PRECISION" | "FLOAT8" => "real",
+            "TEXT" | "VARCHAR" => "text",
+            "BOOLEAN" | "BOOL" => "boolean",
+            "BLOB" | "BYTEA" => "blob",
+            _ => "other",
+        })
+    }
+
+    pub(super) fn record(backend: Backend, sql: &'static str, rows: &[AnyRow]) {
+        if !ENABLED.load(Ordering::Relaxed) || rows.is_empty() {
+            return;
+        }
+        let mut seen = SEEN.lock().expect("type audit poisoned");
+        let columns = seen.entry((sql, backend.system())).or_default();
+        for row in rows {
+            for i in 0..row.len() {
+                let Ok(value) = row.try_get_raw(i) else {
+                    continue;
+                };
+                if columns.len() <= i {
+                    columns.resize(i + 1, BTreeSet::new());
+                }
+                if let Some(class) = class(value.type_info().name()) {
+                    columns[i].insert(class);
+                }
+            }
+        }
+    }
+
+    /// Statements seen on both backends whose column classes differ, with
+    /// a description of each difference.
+    pub fn mismatches() -> Vec<String> {
+        let seen = SEEN.lock().expect("type audit poisoned");
+        let mut out = Vec::new();
+        for ((sql, backend), sqlite) in seen.iter() {
+            if *backend != "sqlite" {
+                continue;
+            }
+            let Some(postgres) = seen.get(&(*sql, "postgresql")) else {
+                continue;
+            };
+            for (i, (a, b)) in sqlite.iter().zip(postgres).enumerate() {
+                if !a.is_empty() && !b.is_empty() && a != b {
+                    out.push(format!(
+                        "column {i}: sqlite {a:?}, postgresql {b:?} in {}",
+                        sql.split_whitespace().collect::<Vec<_>>().join(" ")
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// How many statements were seen on both backends.
+    pub fn compared() -> usize {
+        let seen = SEEN.lock().expect("type audit poisoned");
+        seen.keys()
+            .filter(|(sql, b)| *b == "sqlite" && seen.contains_key(&(*sql, "postgresql")))
+            .count()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn integer_widths_are_one_class_and_bool_is_not_an_integer() {
+            assert_eq!(super::class("INT4"), super::class("BIGINT"));
+            assert_ne!(super::class("BOOL"), super::class("INT8"));
+            assert_eq!(super::class("NULL"), None);
+        }
+    }
 }
 
 #[cfg(test)]

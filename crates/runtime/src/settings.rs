@@ -179,6 +179,11 @@ pub struct LimitSettings {
     /// How long shutdown waits for in-flight requests, in seconds.
     #[arg(long, env = "PURPLE_SHUTDOWN_GRACE_SECS", default_value_t = 4)]
     pub shutdown_grace_secs: u64,
+
+    /// Deadline of one call to a peer service, in seconds: a peer that
+    /// hangs fails the call instead of holding its caller.
+    #[arg(long, env = "PURPLE_PEER_TIMEOUT_SECS", default_value_t = 15)]
+    pub peer_timeout_secs: u64,
 }
 
 impl LimitSettings {
@@ -190,6 +195,11 @@ impl LimitSettings {
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The deadline of one peer call.
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_secs(self.peer_timeout_secs.max(1))
     }
 }
 

@@ -1,18 +1,113 @@
-//! The gRPC statuses every service's error mapping builds on: a bad field
-//! carries a BadRequest field violation a client can act on, and an
-//! internal failure is logged in full but answered opaquely, so SQL and
-//! stack traces never leave the server.
+//! The gRPC statuses every service's error mapping builds on (docs/design.md
+//! §6): a bad field carries a `BadRequest` field violation, a refusal a
+//! client acts on carries a `google.rpc.ErrorInfo` whose `reason` is one of
+//! [`reason`]'s constants, and an internal failure is logged in full but
+//! answered opaquely, so SQL and stack traces never leave the server.
+
+use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// The `ErrorInfo.domain` of every Purple refusal.
+pub const ERROR_DOMAIN: &str = "purple";
+
+/// The `ErrorInfo.reason` values a client can branch on. They are part of
+/// the API contract: never renamed, only added.
+pub mod reason {
+    /// A request field is malformed or missing (see the BadRequest detail).
+    pub const INVALID_FIELD: &str = "INVALID_FIELD";
+    /// A batch had more items than the batch limit; split it.
+    pub const BATCH_LIMIT_EXCEEDED: &str = "BATCH_LIMIT_EXCEEDED";
+    /// The thing named does not exist.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// Optimistic concurrency: reload and retry with the current version.
+    pub const STALE_VERSION: &str = "STALE_VERSION";
+    /// A workflow action from a state that does not allow it.
+    pub const WRONG_STATE: &str = "WRONG_STATE";
+    /// The caller's role may not do this.
+    pub const ROLE_REQUIRED: &str = "ROLE_REQUIRED";
+    /// No valid credentials.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// A limit of the server was reached; retry later.
+    pub const RESOURCE_EXHAUSTED: &str = "RESOURCE_EXHAUSTED";
+    /// A peer service could not be reached.
+    pub const PEER_UNAVAILABLE: &str = "PEER_UNAVAILABLE";
+}
+
+/// A refusal with a code, a message and an `ErrorInfo` carrying `reason`
+/// and `metadata` (e.g. the current version of a stale test).
+pub fn refused(code: Code, reason: &str, message: String, metadata: &[(&str, String)]) -> Status {
+    let metadata: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    )
+}
+
 /// INVALID_ARGUMENT naming the field (e.g. `events[3].kind`) and why.
 pub fn invalid_argument(field: &str, reason: &str) -> Status {
-    Status::with_error_details(
-        Code::InvalidArgument,
-        format!("{field}: {reason}"),
-        ErrorDetails::with_bad_request_violation(field, reason),
+    invalid_argument_because(field, reason, reason::INVALID_FIELD)
+}
+
+/// INVALID_ARGUMENT for a batch over the limit: the field, and an
+/// `ErrorInfo` whose metadata names the limit.
+pub fn batch_limit(err: &purple_api::batch::BatchTooLarge) -> Status {
+    let mut details = ErrorDetails::with_bad_request_violation(&err.field, err.reason());
+    details.set_error_info(
+        reason::BATCH_LIMIT_EXCEEDED,
+        ERROR_DOMAIN,
+        HashMap::from([
+            (
+                "limit".to_owned(),
+                purple_api::batch::MAX_BATCH_IDS.to_string(),
+            ),
+            ("field".to_owned(), err.field.clone()),
+        ]),
+    );
+    Status::with_error_details(Code::InvalidArgument, err.to_string(), details)
+}
+
+fn invalid_argument_because(field: &str, why: &str, reason: &str) -> Status {
+    let mut details = ErrorDetails::with_bad_request_violation(field, why);
+    details.set_error_info(
+        reason,
+        ERROR_DOMAIN,
+        HashMap::from([("field".to_owned(), field.to_owned())]),
+    );
+    Status::with_error_details(Code::InvalidArgument, format!("{field}: {why}"), details)
+}
+
+/// NOT_FOUND for what a request named.
+pub fn not_found(what: String) -> Status {
+    refused(Code::NotFound, reason::NOT_FOUND, what, &[])
+}
+
+/// ABORTED for a stale version, with the versions in the ErrorInfo.
+pub fn stale(message: String, expected: i64, actual: i64) -> Status {
+    refused(
+        Code::Aborted,
+        reason::STALE_VERSION,
+        message,
+        &[
+            ("expected_version", expected.to_string()),
+            ("current_version", actual.to_string()),
+        ],
     )
+}
+
+/// FAILED_PRECONDITION for an action the current state does not allow.
+pub fn wrong_state(message: String) -> Status {
+    refused(Code::FailedPrecondition, reason::WRONG_STATE, message, &[])
+}
+
+/// PERMISSION_DENIED for a role that may not do this.
+pub fn permission_denied(message: String) -> Status {
+    refused(Code::PermissionDenied, reason::ROLE_REQUIRED, message, &[])
 }
 
 /// INTERNAL with a generic message; the cause goes to the log (with the
@@ -34,10 +129,20 @@ pub fn unavailable(what: &str, cause: &dyn std::fmt::Display) -> Status {
 /// naming the peer; anything else means the peer is unavailable.
 pub fn from_peer(service: &str, status: &Status) -> Status {
     match status.code() {
-        Code::InvalidArgument | Code::NotFound => {
-            Status::new(status.code(), format!("{service}: {}", status.message()))
+        Code::InvalidArgument | Code::NotFound => Status::with_details(
+            status.code(),
+            format!("{service}: {}", status.message()),
+            status.details().to_vec().into(),
+        ),
+        _ => {
+            tracing::warn!(cause = %status, "{service} unavailable");
+            refused(
+                Code::Unavailable,
+                reason::PEER_UNAVAILABLE,
+                format!("{service} is unavailable; retry later"),
+                &[("service", service.to_owned())],
+            )
         }
-        _ => unavailable(service, status),
     }
 }
 
@@ -53,17 +158,10 @@ pub fn from_sqlx(what: &str, err: &sqlx::Error) -> Status {
 }
 
 /// Lets a service error with an `invalid(field, reason)` constructor take
-/// the request-shape errors every service meets — a batch over the limit
-/// and a bad page token — with `?`, so each names its field the same way.
+/// a bad page token with `?`, so each service names the field the same way.
 #[macro_export]
 macro_rules! request_errors {
     ($error:ty) => {
-        impl From<purple_api::batch::BatchTooLarge> for $error {
-            fn from(err: purple_api::batch::BatchTooLarge) -> Self {
-                <$error>::invalid(err.field.clone(), err.reason())
-            }
-        }
-
         impl From<$crate::paging::PageError> for $error {
             fn from(err: $crate::paging::PageError) -> Self {
                 <$error>::invalid("page", err.to_string())
@@ -84,6 +182,32 @@ mod tests {
         let details = status.get_error_details();
         let violation = &details.bad_request().unwrap().field_violations[0];
         assert_eq!(violation.field, "events[2].kind");
+        assert_eq!(details.error_info().unwrap().reason, reason::INVALID_FIELD);
+    }
+
+    #[test]
+    fn refusals_a_client_acts_on_carry_a_reason() {
+        let status = stale("stale".into(), 2, 3);
+        let info = status.get_error_details().error_info().cloned().unwrap();
+        assert_eq!(status.code(), Code::Aborted);
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            (reason::STALE_VERSION, ERROR_DOMAIN)
+        );
+        assert_eq!(info.metadata["current_version"], "3");
+        let batch = batch_limit(&purple_api::batch::BatchTooLarge {
+            field: "ids".into(),
+            len: 1_001,
+        });
+        let details = batch.get_error_details();
+        assert_eq!(
+            details.error_info().unwrap().reason,
+            reason::BATCH_LIMIT_EXCEEDED
+        );
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            "ids"
+        );
     }
 
     #[test]

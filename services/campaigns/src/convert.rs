@@ -1,19 +1,43 @@
-//! Conversions between the wire messages and the service's rows.
+//! The wire edge of the campaigns service: requests checked and turned into
+//! the workflow's inputs, rows and reports turned into responses. Every
+//! refusal names its field; an enum value this build does not know is
+//! refused, not read as "unset".
 
 use std::collections::BTreeMap;
 
-use purple_api::{campaigns::v1 as pb, common::v1::Outcome};
-use purple_runtime::time::{Micros, from_timestamp, timestamp, timestamp_opt};
-
-use crate::{
-    domain::{self, Action, State, TestRow},
-    error::CampaignError,
-    store::{
-        campaigns::CampaignRow,
-        people::{NotificationRow, RemediationRow, UserRow, WorklogRow},
-    },
+use purple_api::{
+    batch::in_request_order,
+    campaigns::v1 as pb,
+    common::v1::{Outcome, Role},
+};
+use purple_runtime::{
+    paging::Page,
+    time::{Micros, from_timestamp, timestamp, timestamp_opt},
 };
 
+use crate::{
+    campaign::CAMPAIGN_KEY_LEN,
+    domain::{
+        Action, DetectionResult, Input, NewTest, Remediation, RemediationState, State, TestRow,
+    },
+    error::CampaignError,
+    people::{NewUser, TIMED_KEY_LEN, USER_KEY_LEN},
+    report::{Progress, Report},
+    schedule::Recurrence,
+    store::{
+        campaigns::CampaignRow,
+        people::{NotificationRow, UserRow, WorklogRow},
+        workflow::{Aggregate, TestFilter},
+    },
+    workflow::{STALE_KEY_LEN, TEST_KEY_LEN},
+};
+
+/// An enum field's value, refusing numbers this build does not know.
+fn known<E: TryFrom<i32>>(field: &str, value: i32) -> Result<E, CampaignError> {
+    E::try_from(value).map_err(|_| CampaignError::invalid(field, format!("unknown value {value}")))
+}
+
+/// The wire state of a test.
 pub fn state_pb(state: State) -> pb::TestState {
     match state {
         State::Planned => pb::TestState::Planned,
@@ -26,13 +50,16 @@ pub fn state_pb(state: State) -> pb::TestState {
     }
 }
 
-pub fn state_of_pb(state: pb::TestState) -> Option<State> {
-    State::ALL.into_iter().find(|s| state_pb(*s) == state)
+/// A state filter: None for unset.
+pub fn state_filter(field: &str, state: i32) -> Result<Option<State>, CampaignError> {
+    let state: pb::TestState = known(field, state)?;
+    Ok(State::ALL.into_iter().find(|s| state_pb(*s) == state))
 }
 
-pub fn action_of_pb(action: i32) -> Result<Action, CampaignError> {
+/// A workflow action; unset is refused.
+pub fn action(value: i32) -> Result<Action, CampaignError> {
     use pb::TestAction as A;
-    Ok(match A::try_from(action).unwrap_or(A::Unspecified) {
+    Ok(match known::<A>("action", value)? {
         A::Unspecified => return Err(CampaignError::invalid("action", "required")),
         A::StartRed => Action::StartRed,
         A::CompleteRed => Action::CompleteRed,
@@ -46,6 +73,36 @@ pub fn action_of_pb(action: i32) -> Result<Action, CampaignError> {
     })
 }
 
+/// A remediation state: None for unset.
+pub fn remediation_state(
+    field: &str,
+    value: i32,
+) -> Result<Option<RemediationState>, CampaignError> {
+    Ok(match known::<pb::RemediationState>(field, value)? {
+        pb::RemediationState::Unspecified => None,
+        pb::RemediationState::Open => Some(RemediationState::Open),
+        pb::RemediationState::InProgress => Some(RemediationState::InProgress),
+        pb::RemediationState::Completed => Some(RemediationState::Completed),
+    })
+}
+
+fn remediation_state_pb(state: RemediationState) -> pb::RemediationState {
+    match state {
+        RemediationState::Open => pb::RemediationState::Open,
+        RemediationState::InProgress => pb::RemediationState::InProgress,
+        RemediationState::Completed => pb::RemediationState::Completed,
+    }
+}
+
+/// A role filter or a new user's role: None for unset.
+pub fn role(field: &str, value: i32) -> Result<Option<Role>, CampaignError> {
+    Ok(match known::<Role>(field, value)? {
+        Role::Unspecified => None,
+        role => Some(role),
+    })
+}
+
+/// An optional instant, checked.
 pub fn instant(
     field: &str,
     ts: Option<&prost_types::Timestamp>,
@@ -54,6 +111,145 @@ pub fn instant(
         .transpose()
 }
 
+/// What a caller asks to create.
+pub fn new_test(t: pb::NewTest) -> NewTest {
+    NewTest {
+        technique_id: t.technique_id.trim().to_ascii_uppercase(),
+        template_id: t.template_id,
+        campaign_id: Some(t.campaign_id).filter(|c| !c.is_empty()),
+        title: t.title,
+        red_assignee_id: t.red_assignee_id,
+        blue_assignee_id: t.blue_assignee_id,
+    }
+}
+
+/// New tests.
+pub fn new_tests(tests: Vec<pb::NewTest>) -> Vec<NewTest> {
+    tests.into_iter().map(new_test).collect()
+}
+
+/// Detection results, each instant checked.
+pub fn results(results: Vec<pb::DetectionResult>) -> Result<Vec<DetectionResult>, CampaignError> {
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Ok(DetectionResult {
+                triggered_at: instant(
+                    &format!("results[{i}].triggered_at"),
+                    r.triggered_at.as_ref(),
+                )?,
+                test_id: r.test_id,
+                rule_id: r.rule_id,
+                triggered: r.triggered,
+                notes: r.notes,
+            })
+        })
+        .collect()
+}
+
+/// A transition's inputs beyond the action.
+impl TryFrom<&mut pb::TransitionTestRequest> for Input {
+    type Error = CampaignError;
+
+    fn try_from(r: &mut pb::TransitionTestRequest) -> Result<Self, CampaignError> {
+        Ok(Input {
+            executed_at: instant("executed_at", r.executed_at.as_ref())?,
+            outcome: known("outcome", r.outcome)?,
+            detected_at: instant("detected_at", r.detected_at.as_ref())?,
+            notes: std::mem::take(&mut r.notes),
+            reason: std::mem::take(&mut r.reason),
+            results: results(std::mem::take(&mut r.detection_results))?,
+        })
+    }
+}
+
+/// New users.
+pub fn new_users(users: Vec<pb::User>) -> Result<Vec<NewUser>, CampaignError> {
+    users
+        .into_iter()
+        .enumerate()
+        .map(|(i, u)| {
+            Ok(NewUser {
+                role: role(&format!("users[{i}].role"), u.role)?,
+                display_name: u.display_name,
+            })
+        })
+        .collect()
+}
+
+/// A schedule (None clears it) and its optional first run.
+pub fn schedule(
+    schedule: Option<pb::Schedule>,
+) -> Result<(Option<Recurrence>, Option<Micros>), CampaignError> {
+    Ok(match schedule {
+        None => (None, None),
+        Some(s) => (
+            Some(Recurrence::parse(s.interval_seconds, &s.cron)?),
+            instant("schedule.next_run_at", s.next_run_at.as_ref())?,
+        ),
+    })
+}
+
+/// The test list's filters and page.
+pub fn test_query(r: &pb::ListTestsRequest) -> Result<(TestFilter, Page), CampaignError> {
+    let filter = TestFilter {
+        technique_id: r.technique_id.clone(),
+        state: state_filter("state", r.state)?,
+        campaign_id: r.campaign_id.clone(),
+        assignee_id: r.assignee_id.clone(),
+    };
+    let filters = format!(
+        "{}|{:?}|{}|{}",
+        filter.technique_id, filter.state, filter.campaign_id, filter.assignee_id
+    );
+    let page = Page::parse(r.page_size, &r.page_token, 100, &filters, TEST_KEY_LEN)?;
+    Ok((filter, page))
+}
+
+/// The stale list's cut-off and page.
+pub fn stale_query(r: &pb::ListStaleTestsRequest) -> Result<(Option<Micros>, Page), CampaignError> {
+    let older_than = instant("older_than", r.older_than.as_ref())?;
+    let page = Page::parse(
+        r.page_size,
+        &r.page_token,
+        100,
+        &format!("{older_than:?}"),
+        STALE_KEY_LEN,
+    )?;
+    Ok((older_than, page))
+}
+
+/// A page of a list ordered by (instant, id) with these filters.
+pub fn timed_page(size: i32, token: &str, filters: &str) -> Result<Page, CampaignError> {
+    Ok(Page::parse(size, token, 100, filters, TIMED_KEY_LEN)?)
+}
+
+/// The campaign list's page.
+pub fn campaign_page(r: &pb::ListCampaignsRequest) -> Result<Page, CampaignError> {
+    Ok(Page::parse(
+        r.page_size,
+        &r.page_token,
+        100,
+        "",
+        CAMPAIGN_KEY_LEN,
+    )?)
+}
+
+/// The user list's role filter and page.
+pub fn user_query(r: &pb::ListUsersRequest) -> Result<(Option<Role>, Page), CampaignError> {
+    let role = role("role", r.role)?;
+    let page = Page::parse(
+        r.page_size,
+        &r.page_token,
+        100,
+        &format!("{role:?}"),
+        USER_KEY_LEN,
+    )?;
+    Ok((role, page))
+}
+
+/// A test on the wire.
 pub fn test_pb(t: TestRow) -> pb::Test {
     pb::Test {
         test_id: t.test_id,
@@ -78,6 +274,22 @@ pub fn test_pb(t: TestRow) -> pb::Test {
     }
 }
 
+/// Tests on the wire.
+pub fn tests_pb(tests: Vec<TestRow>) -> Vec<pb::Test> {
+    tests.into_iter().map(test_pb).collect()
+}
+
+/// Found items in request order, and the ids not found.
+pub fn in_order<T: Clone, P>(
+    ids: &[String],
+    found: BTreeMap<String, T>,
+    to_pb: impl Fn(T) -> P,
+) -> (Vec<P>, Vec<String>) {
+    let (items, missing) = in_request_order(ids, &found);
+    (items.into_iter().map(to_pb).collect(), missing)
+}
+
+/// A campaign on the wire.
 pub fn campaign_pb(c: CampaignRow) -> pb::Campaign {
     let schedule = (c.interval_seconds.is_some() || c.cron.is_some()).then(|| pb::Schedule {
         interval_seconds: c.interval_seconds.unwrap_or(0),
@@ -97,27 +309,10 @@ pub fn campaign_pb(c: CampaignRow) -> pb::Campaign {
     }
 }
 
-pub fn remediation_state_pb(state: &str) -> pb::RemediationState {
-    match state {
-        "open" => pb::RemediationState::Open,
-        "in_progress" => pb::RemediationState::InProgress,
-        "completed" => pb::RemediationState::Completed,
-        _ => pb::RemediationState::Unspecified,
-    }
-}
-
-pub fn remediation_state_key(state: i32) -> &'static str {
-    match pb::RemediationState::try_from(state) {
-        Ok(pb::RemediationState::Open) => "open",
-        Ok(pb::RemediationState::InProgress) => "in_progress",
-        Ok(pb::RemediationState::Completed) => "completed",
-        _ => "",
-    }
-}
-
-pub fn remediation_pb(r: RemediationRow) -> pb::Remediation {
+/// A remediation on the wire.
+pub fn remediation_pb(r: Remediation) -> pb::Remediation {
     pb::Remediation {
-        state: remediation_state_pb(&r.state) as i32,
+        state: remediation_state_pb(r.state) as i32,
         remediation_id: r.remediation_id,
         test_id: r.test_id,
         technique_id: r.technique_id,
@@ -129,15 +324,17 @@ pub fn remediation_pb(r: RemediationRow) -> pb::Remediation {
     }
 }
 
+/// A user on the wire.
 pub fn user_pb(u: UserRow) -> pb::User {
     pb::User {
-        role: domain::role_from_key(&u.role) as i32,
+        role: u.role as i32,
         user_id: u.user_id,
         display_name: u.display_name,
         created_at: Some(timestamp(u.created_at)),
     }
 }
 
+/// A notification on the wire.
 pub fn notification_pb(n: NotificationRow) -> pb::Notification {
     pb::Notification {
         notification_id: n.notification_id,
@@ -150,6 +347,7 @@ pub fn notification_pb(n: NotificationRow) -> pb::Notification {
     }
 }
 
+/// A worklog on the wire.
 pub fn worklog_pb(w: WorklogRow) -> pb::Worklog {
     pb::Worklog {
         worklog_id: w.worklog_id,
@@ -161,15 +359,79 @@ pub fn worklog_pb(w: WorklogRow) -> pb::Worklog {
     }
 }
 
-/// Count per name, for progress maps.
-pub fn tally<'a>(
-    items: impl Iterator<Item = (&'a str, i64)>,
-) -> std::collections::HashMap<String, i32> {
-    let mut map: BTreeMap<&str, i64> = BTreeMap::new();
-    for (name, n) in items {
-        *map.entry(name).or_default() += n;
+/// A technique's test aggregate on the wire.
+pub fn aggregate_pb(a: Aggregate) -> pb::TechniqueTestAggregate {
+    pb::TechniqueTestAggregate {
+        technique_id: a.technique_id,
+        total_tests: a.total as i32,
+        validated_tests: a.validated as i32,
+        cancelled_tests: a.cancelled as i32,
+        effective_tests: a.effective as i32,
+        blocked: a.blocked as i32,
+        detected: a.detected as i32,
+        logged: a.logged as i32,
+        not_detected: a.not_detected as i32,
+        latest_validated_at: timestamp_opt(a.latest_validated_at),
+        triggered_rule_ids: a.triggered_rule_ids,
     }
-    map.into_iter()
-        .map(|(k, v)| (k.to_owned(), v as i32))
-        .collect()
+}
+
+/// Aggregates in request order (every requested technique has one).
+pub fn aggregates_pb(ids: &[String], rows: Vec<Aggregate>) -> Vec<pb::TechniqueTestAggregate> {
+    let found: BTreeMap<String, Aggregate> = rows
+        .into_iter()
+        .map(|a| (a.technique_id.clone(), a))
+        .collect();
+    in_order(ids, found, aggregate_pb).0
+}
+
+fn counts(map: BTreeMap<String, i64>) -> std::collections::HashMap<String, i32> {
+    map.into_iter().map(|(k, v)| (k, v as i32)).collect()
+}
+
+/// A campaign's progress on the wire.
+pub fn progress_pb(p: Progress) -> pb::CampaignProgress {
+    pb::CampaignProgress {
+        campaign_id: p.campaign_id,
+        total: p.total as i32,
+        by_state: counts(p.by_state),
+        by_outcome: counts(p.by_outcome),
+        percent_complete: p.percent_complete,
+    }
+}
+
+/// A campaign report on the wire.
+impl From<Report> for pb::GetCampaignReportResponse {
+    fn from(report: Report) -> Self {
+        let rows = report
+            .lines
+            .into_iter()
+            .map(|line| pb::ReportRow {
+                time_to_detect_seconds: line.time_to_detect_seconds(),
+                tactics: line.tactics().to_vec(),
+                technique_name: line.technique.map(|t| t.name).unwrap_or_default(),
+                test_id: line.test.test_id,
+                technique_id: line.test.technique_id,
+                state: state_pb(line.test.state) as i32,
+                outcome: line.test.outcome.unwrap_or(Outcome::Unspecified) as i32,
+                triggered_rule_ids: line.triggered_rule_ids,
+                remediation: line.remediation.map(remediation_pb),
+            })
+            .collect();
+        let summary = report
+            .summary
+            .into_iter()
+            .map(|(tactic, outcomes)| pb::ReportSummaryRow {
+                tests: outcomes.values().sum::<i64>() as i32,
+                by_outcome: counts(outcomes),
+                tactic,
+            })
+            .collect();
+        pb::GetCampaignReportResponse {
+            campaign: Some(campaign_pb(report.campaign)),
+            rows,
+            summary,
+            markdown: report.markdown,
+        }
+    }
 }

@@ -1,10 +1,13 @@
-//! The rules of the test workflow (DESIGN section 3): states, actions, who
-//! may take them, what each changes and which events it emits. Pure: the
-//! store applies a [`Plan`] in one transaction.
+//! The rules of the test workflow (docs/design.md §3): states, actions, who
+//! may take them, what each changes and which events it emits; how
+//! remediations move; what new tests and their events look like. Pure: no
+//! SQL, no gRPC (the roles, outcomes and event kinds are the shared
+//! vocabulary of `purple.common.v1`). The workflow applies a [`Plan`] in
+//! one transaction.
 
 use std::collections::BTreeMap;
 
-use purple_api::common::v1::{Outcome, Role};
+use purple_api::common::v1::{EventKind, Outcome, Role};
 use purple_runtime::time::Micros;
 
 use crate::error::CampaignError;
@@ -52,32 +55,25 @@ impl State {
     }
 }
 
-/// Lower-case role names, as stored.
-pub fn role_key(role: Role) -> Option<&'static str> {
-    Some(match role {
-        Role::Unspecified => return None,
-        Role::Admin => "admin",
-        Role::PurpleLead => "purple_lead",
-        Role::RedTech => "red_tech",
-        Role::BlueTech => "blue_tech",
-        Role::Viewer => "viewer",
-        Role::Service => "service",
-    })
+/// "admin or purple_lead" style list of roles, for refusals.
+pub fn role_list(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .filter_map(|r| r.key())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
-/// A role from its stored name.
-pub fn role_from_key(key: &str) -> Role {
-    [
-        Role::Admin,
-        Role::PurpleLead,
-        Role::RedTech,
-        Role::BlueTech,
-        Role::Viewer,
-        Role::Service,
-    ]
-    .into_iter()
-    .find(|r| role_key(*r) == Some(key))
-    .unwrap_or(Role::Unspecified)
+/// Refuses a role not in `roles`.
+pub fn require_role(role: Role, roles: &[Role], what: &str) -> Result<(), CampaignError> {
+    if roles.contains(&role) {
+        Ok(())
+    } else {
+        Err(CampaignError::Forbidden(format!(
+            "{what} needs the role {}",
+            role_list(roles)
+        )))
+    }
 }
 
 /// A workflow action.
@@ -196,7 +192,7 @@ pub struct DetectionResult {
 /// An event to write into the outbox.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventDraft {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub occurred_at: Micros,
     pub outcome: Option<Outcome>,
     pub side: &'static str,
@@ -204,7 +200,7 @@ pub struct EventDraft {
 }
 
 impl EventDraft {
-    fn new(kind: &'static str, at: Micros) -> Self {
+    fn new(kind: EventKind, at: Micros) -> Self {
         Self {
             kind,
             occurred_at: at,
@@ -218,6 +214,244 @@ impl EventDraft {
         self.outcome = Some(outcome);
         self
     }
+}
+
+/// An event as the outbox keeps it and metrics receives it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Globally unique; receivers deduplicate by it.
+    pub event_id: String,
+    pub kind: EventKind,
+    pub occurred_at: Micros,
+    pub test_id: String,
+    pub technique_id: String,
+    pub campaign_id: String,
+    pub remediation_id: String,
+    pub outcome: Option<Outcome>,
+    /// "red" or "blue" for rejections.
+    pub side: String,
+    pub actor_id: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Event {
+    /// The event of a test built from a draft.
+    pub fn of_test(test: &TestRow, draft: &EventDraft, actor_id: &str, event_id: String) -> Self {
+        Event {
+            event_id,
+            kind: draft.kind,
+            occurred_at: draft.occurred_at,
+            test_id: test.test_id.clone(),
+            technique_id: test.technique_id.clone(),
+            campaign_id: test.campaign_id.clone().unwrap_or_default(),
+            remediation_id: String::new(),
+            outcome: draft.outcome,
+            side: draft.side.to_owned(),
+            actor_id: actor_id.to_owned(),
+            attributes: draft.attributes.clone(),
+        }
+    }
+
+    /// The `test.created` event of a new test (naming its chain's root
+    /// when it is a retest).
+    pub fn created(test: &TestRow, actor_id: &str, event_id: String) -> Self {
+        let mut draft = EventDraft::new(EventKind::TestCreated, test.created_at);
+        if let Some(root) = &test.retest_of {
+            draft.attributes.insert("retest_of".into(), root.clone());
+        }
+        Self::of_test(test, &draft, actor_id, event_id)
+    }
+
+    /// An event of a remediation.
+    pub fn of_remediation(
+        r: &Remediation,
+        kind: EventKind,
+        at: Micros,
+        actor_id: &str,
+        campaign_id: &str,
+        event_id: String,
+    ) -> Self {
+        Event {
+            event_id,
+            kind,
+            occurred_at: at,
+            test_id: r.test_id.clone(),
+            technique_id: r.technique_id.clone(),
+            campaign_id: campaign_id.to_owned(),
+            remediation_id: r.remediation_id.clone(),
+            outcome: None,
+            side: String::new(),
+            actor_id: actor_id.to_owned(),
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where a remediation stands: open → in_progress → completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemediationState {
+    Open,
+    InProgress,
+    Completed,
+}
+
+impl RemediationState {
+    /// Every state.
+    pub const ALL: [RemediationState; 3] = [
+        RemediationState::Open,
+        RemediationState::InProgress,
+        RemediationState::Completed,
+    ];
+
+    /// Lower-case name, as stored.
+    pub fn key(self) -> &'static str {
+        match self {
+            RemediationState::Open => "open",
+            RemediationState::InProgress => "in_progress",
+            RemediationState::Completed => "completed",
+        }
+    }
+
+    /// From a stored name.
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.key() == key)
+    }
+}
+
+/// A remediation: the fix that a validated logged or not-detected test
+/// calls for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Remediation {
+    pub remediation_id: String,
+    pub test_id: String,
+    pub technique_id: String,
+    pub state: RemediationState,
+    pub version: i64,
+    pub assignee_id: String,
+    pub notes: String,
+    pub opened_at: Micros,
+    pub completed_at: Option<Micros>,
+}
+
+/// The roles that may move a remediation (docs/design.md §3).
+pub const REMEDIATION_ROLES: [Role; 3] = [Role::PurpleLead, Role::BlueTech, Role::Admin];
+
+/// Checks a remediation move and says what it becomes and which event it
+/// emits: open → in_progress (`remediation.started`), in_progress →
+/// completed (`remediation.completed`). Refusals in the order of [`plan`]:
+/// version (ABORTED), then state (FAILED_PRECONDITION).
+pub fn move_remediation(
+    current: &Remediation,
+    to: RemediationState,
+    expected_version: i64,
+    notes: String,
+    now: Micros,
+) -> Result<(Remediation, EventKind), CampaignError> {
+    if current.version != expected_version {
+        return Err(CampaignError::Stale {
+            expected: expected_version,
+            actual: current.version,
+        });
+    }
+    let kind = match (current.state, to) {
+        (RemediationState::Open, RemediationState::InProgress) => EventKind::RemediationStarted,
+        (RemediationState::InProgress, RemediationState::Completed) => {
+            EventKind::RemediationCompleted
+        }
+        (from, to) => {
+            return Err(CampaignError::WrongState(format!(
+                "a remediation cannot go from {} to {}",
+                from.key(),
+                to.key()
+            )));
+        }
+    };
+    let after = Remediation {
+        state: to,
+        notes: if notes.is_empty() {
+            current.notes.clone()
+        } else {
+            notes
+        },
+        completed_at: (to == RemediationState::Completed).then_some(now),
+        version: current.version + 1,
+        ..current.clone()
+    };
+    Ok((after, kind))
+}
+
+/// A technique as reports show it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TechniqueDetail {
+    pub name: String,
+    /// Tactic short names.
+    pub tactics: Vec<String>,
+}
+
+/// What a caller asks to create.
+#[derive(Clone, Debug, Default)]
+pub struct NewTest {
+    pub technique_id: String,
+    pub template_id: String,
+    pub campaign_id: Option<String>,
+    pub title: String,
+    pub red_assignee_id: String,
+    pub blue_assignee_id: String,
+}
+
+/// Test rows (planned, each its own chain) for `new`, titles defaulting to
+/// the technique's name; created_at advances a microsecond per test so
+/// creation order survives a batch.
+pub fn new_rows(
+    new: &[NewTest],
+    names: &BTreeMap<String, String>,
+    now: Micros,
+    mut new_id: impl FnMut() -> String,
+) -> Vec<TestRow> {
+    new.iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let test_id = new_id();
+            let at = now + i as i64;
+            TestRow {
+                chain_id: test_id.clone(),
+                test_id,
+                technique_id: n.technique_id.clone(),
+                template_id: n.template_id.clone(),
+                campaign_id: n.campaign_id.clone(),
+                title: if n.title.is_empty() {
+                    names.get(&n.technique_id).cloned().unwrap_or_default()
+                } else {
+                    n.title.clone()
+                },
+                state: State::Planned,
+                outcome: None,
+                retest_of: None,
+                version: 1,
+                red_assignee_id: n.red_assignee_id.clone(),
+                blue_assignee_id: n.blue_assignee_id.clone(),
+                executed_at: None,
+                detected_at: None,
+                validated_at: None,
+                red_notes: String::new(),
+                blue_notes: String::new(),
+                rejection_reason: String::new(),
+                created_at: at,
+                updated_at: at,
+            }
+        })
+        .collect()
+}
+
+/// Who may create users: anyone while there are none (bootstrap), an
+/// admin afterwards.
+pub fn may_create_users(existing_users: i64, role: Option<Role>) -> Result<(), CampaignError> {
+    if existing_users > 0 && role != Some(Role::Admin) {
+        return Err(CampaignError::Forbidden(
+            "creating users needs the role admin".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// What an accepted transition changes.
@@ -248,18 +482,7 @@ pub fn plan(
     now: Micros,
     new_test_id: impl FnOnce() -> String,
 ) -> Result<Plan, CampaignError> {
-    if !action.roles().contains(&role) {
-        return Err(CampaignError::Forbidden(format!(
-            "{} needs the role {}",
-            action.name(),
-            action
-                .roles()
-                .iter()
-                .filter_map(|r| role_key(*r))
-                .collect::<Vec<_>>()
-                .join(" or ")
-        )));
-    }
+    require_role(role, action.roles(), action.name())?;
     if expected_version != test.version {
         return Err(CampaignError::Stale {
             expected: expected_version,
@@ -283,7 +506,7 @@ pub fn plan(
     match action {
         Action::StartRed => {
             after.state = State::RedInProgress;
-            events.push(EventDraft::new("test.red_started", now));
+            events.push(EventDraft::new(EventKind::TestRedStarted, now));
         }
         Action::CompleteRed => {
             let executed_at = input.executed_at.unwrap_or(now);
@@ -293,11 +516,11 @@ pub fn plan(
             after.state = State::RedComplete;
             after.executed_at = Some(executed_at);
             after.red_notes = input.notes.clone();
-            events.push(EventDraft::new("test.red_executed", executed_at));
+            events.push(EventDraft::new(EventKind::TestRedExecuted, executed_at));
         }
         Action::StartBlue => {
             after.state = State::BlueInProgress;
-            events.push(EventDraft::new("test.blue_started", now));
+            events.push(EventDraft::new(EventKind::TestBlueStarted, now));
         }
         Action::CompleteBlue => {
             let outcome = match input.outcome {
@@ -329,16 +552,16 @@ pub fn plan(
             after.outcome = Some(outcome);
             after.detected_at = detected_at;
             after.blue_notes = input.notes.clone();
-            events.push(EventDraft::new("test.blue_completed", now).outcome(outcome));
+            events.push(EventDraft::new(EventKind::TestBlueCompleted, now).outcome(outcome));
             if let Some(at) = detected_at {
-                events.push(EventDraft::new("test.detected", at).outcome(outcome));
+                events.push(EventDraft::new(EventKind::TestDetected, at).outcome(outcome));
             }
         }
         Action::Validate => {
             after.state = State::Validated;
             after.validated_at = Some(now);
             let outcome = test.outcome.unwrap_or(Outcome::NotDetected);
-            events.push(EventDraft::new("test.validated", now).outcome(outcome));
+            events.push(EventDraft::new(EventKind::TestValidated, now).outcome(outcome));
             becomes_effective = true;
             open_remediation = !outcome.is_detection();
         }
@@ -362,7 +585,7 @@ pub fn plan(
                 after.outcome = None;
                 after.detected_at = None;
             }
-            let mut event = EventDraft::new("test.rejected", now);
+            let mut event = EventDraft::new(EventKind::TestRejected, now);
             event.side = if red { "red" } else { "blue" };
             event
                 .attributes
@@ -374,7 +597,7 @@ pub fn plan(
         }
         Action::Cancel => {
             after.state = State::Cancelled;
-            events.push(EventDraft::new("test.cancelled", now));
+            events.push(EventDraft::new(EventKind::TestCancelled, now));
         }
         Action::Retest => {
             let new = TestRow {
@@ -411,6 +634,10 @@ pub fn plan(
 mod tests {
     use super::*;
 
+    fn at(micros: i64) -> Micros {
+        Micros::from_micros(micros)
+    }
+
     fn test_in(state: State) -> TestRow {
         TestRow {
             test_id: "t".into(),
@@ -425,19 +652,19 @@ mod tests {
             version: 3,
             red_assignee_id: String::new(),
             blue_assignee_id: String::new(),
-            executed_at: Some(100),
+            executed_at: Some(at(100)),
             detected_at: None,
             validated_at: None,
             red_notes: String::new(),
             blue_notes: String::new(),
             rejection_reason: String::new(),
-            created_at: 1,
-            updated_at: 1,
+            created_at: at(1),
+            updated_at: at(1),
         }
     }
 
     fn run(state: State, action: Action, role: Role, input: Input) -> Result<Plan, CampaignError> {
-        plan(&test_in(state), action, role, 3, &input, 1_000, || {
+        plan(&test_in(state), action, role, 3, &input, at(1_000), || {
             "new".into()
         })
     }
@@ -460,7 +687,7 @@ mod tests {
                 Role::RedTech,
                 2,
                 &Input::default(),
-                1_000,
+                at(1_000),
                 || "n".into()
             ),
             Err(CampaignError::Stale {
@@ -501,7 +728,7 @@ mod tests {
     fn complete_blue_with_a_detection_emits_the_detection_at_its_time() {
         let input = Input {
             outcome: Outcome::Detected,
-            detected_at: Some(500),
+            detected_at: Some(at(500)),
             ..Input::default()
         };
         let plan = run(
@@ -511,14 +738,17 @@ mod tests {
             input,
         )
         .unwrap();
-        let kinds: Vec<(&str, Micros)> = plan
+        let kinds: Vec<(EventKind, Micros)> = plan
             .events
             .iter()
             .map(|e| (e.kind, e.occurred_at))
             .collect();
         assert_eq!(
             kinds,
-            [("test.blue_completed", 1_000), ("test.detected", 500)]
+            [
+                (EventKind::TestBlueCompleted, Micros::from_micros(1_000)),
+                (EventKind::TestDetected, Micros::from_micros(500))
+            ]
         );
         assert_eq!(plan.after.state, State::BlueComplete);
     }
@@ -533,7 +763,7 @@ mod tests {
             Role::PurpleLead,
             3,
             &Input::default(),
-            2_000,
+            at(2_000),
             || "n".into(),
         )
         .unwrap();
@@ -557,7 +787,7 @@ mod tests {
             Role::PurpleLead,
             3,
             &Input::default(),
-            3_000,
+            at(3_000),
             || "n".into(),
         )
         .unwrap()
@@ -577,7 +807,7 @@ mod tests {
             Role::PurpleLead,
             3,
             &input,
-            4_000,
+            at(4_000),
             || "n".into(),
         )
         .unwrap();

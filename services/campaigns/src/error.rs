@@ -1,5 +1,6 @@
 //! The campaigns service's one error type and its single mapping to gRPC.
 
+use purple_runtime::status;
 use tonic::Status;
 
 /// Everything that can go wrong in campaigns.
@@ -23,12 +24,12 @@ pub enum CampaignError {
     /// Optimistic concurrency: the caller's version is stale.
     #[error("stale version: expected {expected}, the test is at {actual}; reload and retry")]
     Stale { expected: i64, actual: i64 },
+    /// A batch over the limit.
+    #[error(transparent)]
+    Batch(#[from] purple_api::batch::BatchTooLarge),
     /// A peer service failed.
-    #[error("{service}: {status}")]
-    Peer {
-        service: &'static str,
-        status: Status,
-    },
+    #[error(transparent)]
+    Peer(#[from] purple_runtime::clients::PeerError),
     /// The database failed.
     #[error("storage: {0}")]
     Store(#[from] sqlx::Error),
@@ -42,11 +43,6 @@ impl CampaignError {
             reason: reason.into(),
         }
     }
-
-    /// A failed call to a peer.
-    pub fn peer(service: &'static str) -> impl FnOnce(Status) -> Self {
-        move |status| CampaignError::Peer { service, status }
-    }
 }
 
 purple_runtime::request_errors!(CampaignError);
@@ -54,20 +50,22 @@ purple_runtime::request_errors!(CampaignError);
 impl From<CampaignError> for Status {
     fn from(err: CampaignError) -> Self {
         match err {
-            CampaignError::Invalid { field, reason } => {
-                purple_runtime::status::invalid_argument(&field, &reason)
+            CampaignError::Invalid { field, reason } => status::invalid_argument(&field, &reason),
+            CampaignError::NotFound(what) => status::not_found(what),
+            CampaignError::Unauthenticated(what) => status::refused(
+                tonic::Code::Unauthenticated,
+                status::reason::UNAUTHENTICATED,
+                what,
+                &[],
+            ),
+            CampaignError::Forbidden(what) => status::permission_denied(what),
+            CampaignError::WrongState(what) => status::wrong_state(what),
+            err @ CampaignError::Stale { expected, actual } => {
+                status::stale(err.to_string(), expected, actual)
             }
-            CampaignError::NotFound(what) => Status::not_found(what),
-            CampaignError::Unauthenticated(what) => Status::unauthenticated(what),
-            CampaignError::Forbidden(what) => Status::permission_denied(what),
-            CampaignError::WrongState(what) => Status::failed_precondition(what),
-            err @ CampaignError::Stale { .. } => Status::aborted(err.to_string()),
-            CampaignError::Peer { service, status } => {
-                purple_runtime::status::from_peer(service, &status)
-            }
-            CampaignError::Store(err) => {
-                purple_runtime::status::from_sqlx("campaigns storage", &err)
-            }
+            CampaignError::Batch(err) => status::batch_limit(&err),
+            CampaignError::Peer(err) => err.to_status(),
+            CampaignError::Store(err) => status::from_sqlx("campaigns storage", &err),
         }
     }
 }

@@ -4,12 +4,15 @@
 //! reports, with a transactional outbox that feeds metrics and scoring.
 
 pub mod api;
+pub mod campaign;
+pub mod clients;
 pub mod convert;
 pub mod domain;
 pub mod error;
-pub mod planner;
+pub mod people;
 pub mod relay;
 pub mod report;
+pub mod schedule;
 pub mod store;
 pub mod workflow;
 
@@ -18,66 +21,64 @@ use std::time::Duration;
 use purple_api::campaigns::v1::campaigns_service_server::CampaignsServiceServer;
 use purple_runtime::{MigrationFile, Migrations, ServiceContext};
 
-/// The campaigns schema, per backend.
-pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[
-        MigrationFile {
-            version: 1,
-            description: "json functions",
-            sql: include_str!("../migrations/sqlite/0001_json_functions.sql"),
-        },
-        MigrationFile {
-            version: 2,
-            description: "campaigns",
-            sql: include_str!("../migrations/sqlite/0002_campaigns.sql"),
-        },
-        MigrationFile {
-            version: 3,
-            description: "technique tallies",
-            sql: include_str!("../migrations/0003_tallies.sql"),
-        },
-    ],
-    postgres: &[
-        MigrationFile {
-            version: 1,
-            description: "json functions",
-            sql: include_str!("../migrations/postgres/0001_json_functions.sql"),
-        },
-        MigrationFile {
-            version: 2,
-            description: "campaigns",
-            sql: include_str!("../migrations/postgres/0002_campaigns.sql"),
-        },
-        MigrationFile {
-            version: 3,
-            description: "technique tallies",
-            sql: include_str!("../migrations/0003_tallies.sql"),
-        },
-    ],
-};
+/// The campaigns schema.
+pub const MIGRATIONS: Migrations = Migrations(&[
+    purple_runtime::db::JSON_FUNCTIONS,
+    MigrationFile::per_backend(
+        2,
+        "campaigns",
+        include_str!("../migrations/0002_campaigns.sqlite.sql"),
+        include_str!("../migrations/0002_campaigns.postgres.sql"),
+    ),
+    MigrationFile::same(
+        3,
+        "technique tallies",
+        include_str!("../migrations/0003_tallies.sql"),
+    ),
+]);
 
 /// Builds the gRPC service on a migrated database and starts its outbox
 /// relay and scheduler, which stop with the process.
 pub fn build(ctx: ServiceContext) -> anyhow::Result<CampaignsServiceServer<api::CampaignsApi>> {
-    let workflow = workflow::Workflow {
-        store: store::CampaignStore::new(ctx.db.clone()),
-        peers: ctx.peers.clone(),
+    let store = store::CampaignStore::new(ctx.db.clone());
+    let peers = clients::PeerClients::new(&ctx.peers);
+    let campaigns = campaign::Campaigns {
+        store: store.clone(),
+        peers: peers.clone(),
+    };
+    let scheduler = schedule::Scheduler {
+        store: store.clone(),
+    };
+    let api = api::CampaignsApi {
+        workflow: workflow::Workflow {
+            store: store.clone(),
+            peers: peers.clone(),
+            stale_after_days: ctx.settings.domain.stale_test_days,
+        },
+        reports: report::Reports {
+            store: store.clone(),
+            peers: peers.clone(),
+            campaigns: campaigns.clone(),
+        },
+        people: people::People {
+            store: store.clone(),
+        },
+        scheduler: scheduler.clone(),
+        campaigns,
     };
     let interval = Duration::from_millis(ctx.settings.domain.relay_interval_ms.max(10));
     ctx.tasks.spawn(relay::run_relay(
-        workflow.clone(),
+        relay::Relay { store, peers },
         interval,
         ctx.shutdown.clone(),
     ));
     ctx.tasks.spawn(relay::run_scheduler(
-        workflow.clone(),
+        scheduler,
         interval,
         ctx.shutdown.clone(),
     ));
     let max = ctx.settings.limits.max_message_bytes;
-    Ok(
-        CampaignsServiceServer::new(api::CampaignsApi::new(&ctx, workflow))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
-    )
+    Ok(CampaignsServiceServer::new(api)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max))
 }

@@ -8,42 +8,23 @@
 
 use std::time::Duration;
 
-use purple_api::{
-    batch::{DEFAULT_FANOUT, MAX_BATCH_IDS, chunked},
-    common::v1::{Event, Outcome},
-    metrics::v1::RecordEventsRequest,
-    scoring::v1::InvalidateTechniquesRequest,
-};
-use purple_runtime::time::{now_micros, timestamp};
+use purple_api::batch::MAX_BATCH_IDS;
+use purple_runtime::time::now_micros;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{store::outbox::OutboxEvent, workflow::Workflow};
+use crate::{clients::PeerClients, schedule::Scheduler, store::CampaignStore};
 
 /// Events per delivery batch: the receivers' batch limit.
 const BATCH: i64 = MAX_BATCH_IDS as i64;
 /// The longest wait between attempts at a receiver that is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// A proto event of an outbox event.
-pub fn event_pb(e: OutboxEvent) -> Event {
-    Event {
-        event_id: e.event_id,
-        kind: e.kind,
-        occurred_at: Some(timestamp(e.occurred_at)),
-        test_id: e.test_id,
-        technique_id: e.technique_id,
-        campaign_id: e.campaign_id,
-        remediation_id: e.remediation_id,
-        outcome: e
-            .outcome
-            .as_deref()
-            .and_then(Outcome::from_key)
-            .unwrap_or(Outcome::Unspecified) as i32,
-        side: e.side,
-        actor_id: e.actor_id,
-        attributes: e.attributes.into_iter().collect(),
-    }
+/// What the relay reads from and delivers to.
+#[derive(Clone, Debug)]
+pub struct Relay {
+    pub(crate) store: CampaignStore,
+    pub(crate) peers: PeerClients,
 }
 
 /// When a receiver may be tried next, doubling the wait on each failure.
@@ -76,74 +57,61 @@ impl Backoff {
     }
 }
 
-/// Delivers what is pending to metrics; Ok(true) when something was sent.
-async fn deliver_metrics(workflow: &Workflow) -> Result<bool, String> {
-    let events = workflow
-        .store
-        .pending_for_metrics(BATCH)
-        .await
-        .map_err(|e| e.to_string())?;
-    if events.is_empty() {
-        return Ok(false);
-    }
-    let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-    let request = RecordEventsRequest {
-        events: events.into_iter().map(event_pb).collect(),
-    };
-    workflow
-        .peers
-        .metrics()
-        .record_events(request)
-        .await
-        .map_err(|s| format!("metrics: {:?} {}", s.code(), s.message()))?;
-    workflow
-        .store
-        .mark_metrics_delivered(&ids, now_micros())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(true)
-}
-
-/// Delivers pending technique invalidations to scoring.
-async fn deliver_scoring(workflow: &Workflow) -> Result<bool, String> {
-    let pending = workflow
-        .store
-        .pending_for_scoring(BATCH)
-        .await
-        .map_err(|e| e.to_string())?;
-    if pending.is_empty() {
-        return Ok(false);
-    }
-    let techniques: Vec<String> = pending
-        .iter()
-        .map(|(_, t)| t.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    chunked(&techniques, MAX_BATCH_IDS, DEFAULT_FANOUT, |chunk| {
-        let mut scoring = workflow.peers.scoring();
-        async move {
-            scoring
-                .invalidate_techniques(InvalidateTechniquesRequest {
-                    technique_ids: chunk,
-                    source: "campaigns".into(),
-                })
-                .await
+impl Relay {
+    /// Delivers what is pending to metrics; Ok(true) when something was
+    /// sent.
+    async fn deliver_metrics(&self) -> Result<bool, String> {
+        let events = self
+            .store
+            .pending_for_metrics(BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        if events.is_empty() {
+            return Ok(false);
         }
-    })
-    .await
-    .map_err(|s| format!("scoring: {:?} {}", s.code(), s.message()))?;
-    let ids: Vec<String> = pending.into_iter().map(|(id, _)| id).collect();
-    workflow
-        .store
-        .mark_scoring_delivered(&ids, now_micros())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(true)
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        self.peers
+            .record_events(events)
+            .await
+            .map_err(|e| format!("metrics: {:?} {}", e.status.code(), e.status.message()))?;
+        self.store
+            .mark_metrics_delivered(&ids, now_micros())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+
+    /// Delivers pending technique invalidations to scoring.
+    async fn deliver_scoring(&self) -> Result<bool, String> {
+        let pending = self
+            .store
+            .pending_for_scoring(BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        if pending.is_empty() {
+            return Ok(false);
+        }
+        let techniques: Vec<String> = pending
+            .iter()
+            .map(|(_, t)| t.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.peers
+            .invalidate(&techniques)
+            .await
+            .map_err(|e| format!("scoring: {:?} {}", e.status.code(), e.status.message()))?;
+        let ids: Vec<String> = pending.into_iter().map(|(id, _)| id).collect();
+        self.store
+            .mark_scoring_delivered(&ids, now_micros())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(true)
+    }
 }
 
 /// Runs the relay until shutdown.
-pub async fn run_relay(workflow: Workflow, interval: Duration, shutdown: CancellationToken) {
+pub async fn run_relay(relay: Relay, interval: Duration, shutdown: CancellationToken) {
     let mut metrics = Backoff::new(interval);
     let mut scoring = Backoff::new(interval);
     loop {
@@ -156,9 +124,9 @@ pub async fn run_relay(workflow: Workflow, interval: Duration, shutdown: Cancell
             // failure so nothing is delivered ahead of what failed.
             while backoff.ready() && !shutdown.is_cancelled() {
                 let sent = if receiver == "metrics" {
-                    deliver_metrics(&workflow).await
+                    relay.deliver_metrics().await
                 } else {
-                    deliver_scoring(&workflow).await
+                    relay.deliver_scoring().await
                 };
                 match sent {
                     Ok(true) => backoff.succeeded(),
@@ -175,13 +143,13 @@ pub async fn run_relay(workflow: Workflow, interval: Duration, shutdown: Cancell
 }
 
 /// Runs due recurring campaigns until shutdown.
-pub async fn run_scheduler(workflow: Workflow, interval: Duration, shutdown: CancellationToken) {
+pub async fn run_scheduler(scheduler: Scheduler, interval: Duration, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        match workflow.run_due(now_micros()).await {
+        match scheduler.run_due(now_micros()).await {
             Ok((created, _)) if !created.is_empty() => {
                 tracing::info!(campaigns = created.len(), "ran due campaigns")
             }

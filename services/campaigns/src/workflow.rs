@@ -1,51 +1,49 @@
-//! Tests through their workflow: batch creation (techniques checked against
-//! ingest in one chunked call), transitions, detection results and
-//! remediations. Every accepted change and its events are written in one
-//! transaction; a refused one writes nothing.
+//! Tests through their workflow (docs/design.md §3): batch creation (the
+//! techniques checked against ingest in one chunked call), transitions,
+//! detection results and remediations, and the reads of tests. Every
+//! accepted change and its events are written in one transaction; a
+//! refused one writes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use purple_api::{
-    batch::{DEFAULT_FANOUT, MAX_BATCH_IDS, chunked},
-    common::v1::{Outcome, Role},
-    ingest::v1::GetTechniquesByIdsRequest,
-};
+use purple_api::{batch::check_batch_len, common::v1::Role};
 use purple_runtime::{
-    clients::Peers,
-    time::{Micros, now_micros},
+    paging::Page,
+    time::{MICROS_PER_DAY, Micros, now_micros},
 };
 
 use crate::{
+    clients::PeerClients,
     domain::{
-        self, Action, DetectionResult, EventDraft, Input, Plan, State, TestRow, role_from_key,
+        self, Action, DetectionResult, Event, Input, NewTest, Plan, REMEDIATION_ROLES, Remediation,
+        RemediationState, TestRow,
     },
     error::CampaignError,
-    store::{CampaignStore, outbox::OutboxEvent, people::RemediationRow},
+    store::{
+        CampaignStore,
+        workflow::{Aggregate, TestFilter},
+    },
 };
-
-/// What a caller asks to create.
-#[derive(Clone, Debug, Default)]
-pub struct NewTest {
-    pub technique_id: String,
-    pub template_id: String,
-    pub campaign_id: Option<String>,
-    pub title: String,
-    pub red_assignee_id: String,
-    pub blue_assignee_id: String,
-}
 
 /// The outcome of a transition.
 pub struct Transitioned {
     pub test: TestRow,
     pub retest: Option<TestRow>,
-    pub remediation: Option<RemediationRow>,
+    pub remediation: Option<Remediation>,
 }
+
+/// The sort key of the test list: (created_at, test id), newest first.
+pub const TEST_KEY_LEN: usize = 2;
+/// The sort key of the stale list: (validated_at, chain id), oldest first.
+pub const STALE_KEY_LEN: usize = 2;
 
 /// Runs the workflow.
 #[derive(Clone, Debug)]
 pub struct Workflow {
     pub(crate) store: CampaignStore,
-    pub(crate) peers: Peers,
+    pub(crate) peers: PeerClients,
+    /// A validated test older than this is stale.
+    pub(crate) stale_after_days: u32,
 }
 
 /// A new id for a test, campaign, event or anything else campaigns creates.
@@ -53,205 +51,75 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// An outbox event of a test.
-pub fn test_event(test: &TestRow, draft: &EventDraft, actor_id: &str) -> OutboxEvent {
-    OutboxEvent {
-        event_id: new_id(),
-        kind: draft.kind.to_owned(),
-        occurred_at: draft.occurred_at,
-        test_id: test.test_id.clone(),
-        technique_id: test.technique_id.clone(),
-        campaign_id: test.campaign_id.clone().unwrap_or_default(),
-        remediation_id: String::new(),
-        outcome: draft.outcome.and_then(Outcome::key).map(str::to_owned),
-        side: draft.side.to_owned(),
-        actor_id: actor_id.to_owned(),
-        attributes: draft.attributes.clone(),
-    }
+/// The role of an acting user; UNAUTHENTICATED when unknown.
+pub async fn role_of(store: &CampaignStore, actor_id: &str) -> Result<Role, CampaignError> {
+    store
+        .role_of(actor_id)
+        .await?
+        .ok_or_else(|| CampaignError::Unauthenticated(format!("actor_id: no user {actor_id:?}")))
 }
 
-/// The `test.created` event of a new test.
-pub fn created_event(test: &TestRow, actor_id: &str) -> OutboxEvent {
-    let mut draft = EventDraft {
-        kind: "test.created",
-        occurred_at: test.created_at,
-        outcome: None,
-        side: "",
-        attributes: BTreeMap::new(),
-    };
-    if let Some(root) = &test.retest_of {
-        draft.attributes.insert("retest_of".into(), root.clone());
-    }
-    test_event(test, &draft, actor_id)
-}
-
-fn remediation_event(
-    r: &RemediationRow,
-    kind: &str,
-    at: Micros,
+/// Requires the acting user to have one of `roles`.
+pub async fn require(
+    store: &CampaignStore,
     actor_id: &str,
-    campaign_id: &str,
-) -> OutboxEvent {
-    OutboxEvent {
-        event_id: new_id(),
-        kind: kind.to_owned(),
-        occurred_at: at,
-        test_id: r.test_id.clone(),
-        technique_id: r.technique_id.clone(),
-        campaign_id: campaign_id.to_owned(),
-        remediation_id: r.remediation_id.clone(),
-        outcome: None,
-        side: String::new(),
-        actor_id: actor_id.to_owned(),
-        attributes: BTreeMap::new(),
+    roles: &[Role],
+    what: &str,
+) -> Result<Role, CampaignError> {
+    let role = role_of(store, actor_id).await?;
+    domain::require_role(role, roles, what)?;
+    Ok(role)
+}
+
+/// Refuses an empty or oversized list of new tests, or one without a
+/// technique.
+pub fn check_new_tests(new: &[NewTest], allow_empty: bool) -> Result<(), CampaignError> {
+    if new.is_empty() && !allow_empty {
+        return Err(CampaignError::invalid("tests", "at least one test"));
     }
+    check_batch_len("tests", new.len())?;
+    for (i, t) in new.iter().enumerate() {
+        if t.technique_id.trim().is_empty() {
+            return Err(CampaignError::invalid(
+                format!("tests[{i}].technique_id"),
+                "required",
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Workflow {
-    /// The role of an acting user; UNAUTHENTICATED when unknown.
-    pub async fn role(&self, actor_id: &str) -> Result<Role, CampaignError> {
-        match self.store.role_of(actor_id).await? {
-            Some(role) => Ok(role_from_key(&role)),
-            None => Err(CampaignError::Unauthenticated(format!(
-                "actor_id: no user {actor_id:?}"
-            ))),
-        }
-    }
-
-    /// Requires one of `roles`.
-    pub async fn require(
-        &self,
-        actor_id: &str,
-        roles: &[Role],
-        what: &str,
-    ) -> Result<Role, CampaignError> {
-        let role = self.role(actor_id).await?;
-        if roles.contains(&role) {
-            Ok(role)
-        } else {
-            Err(CampaignError::Forbidden(format!(
-                "{what} needs the role {}",
-                roles
-                    .iter()
-                    .filter_map(|r| domain::role_key(*r))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            )))
-        }
-    }
-
-    /// Checks that every technique exists in ingest: one chunked batch call.
-    pub async fn check_techniques(
-        &self,
-        technique_ids: &BTreeSet<String>,
-    ) -> Result<BTreeMap<String, String>, CampaignError> {
-        let ids: Vec<String> = technique_ids.iter().cloned().collect();
-        let answers = chunked(&ids, MAX_BATCH_IDS, DEFAULT_FANOUT, |chunk| {
-            let mut ingest = self.peers.ingest();
-            async move {
-                ingest
-                    .get_techniques_by_ids(GetTechniquesByIdsRequest {
-                        technique_ids: chunk,
-                    })
-                    .await
-            }
-        })
-        .await
-        .map_err(CampaignError::peer("ingest"))?;
-        let mut names = BTreeMap::new();
-        let mut missing = Vec::new();
-        for answer in answers {
-            let answer = answer.into_inner();
-            missing.extend(answer.missing_ids);
-            names.extend(
-                answer
-                    .techniques
-                    .into_iter()
-                    .map(|t| (t.technique_id, t.name)),
-            );
-        }
-        if !missing.is_empty() {
-            return Err(CampaignError::invalid(
-                "technique_id",
-                format!("unknown ATT&CK techniques: {}", missing.join(", ")),
-            ));
-        }
-        Ok(names)
-    }
-
-    /// Builds test rows (planned, own chain) for `new`, titles defaulting to
-    /// the technique's name; created_at advances a microsecond per test so
-    /// creation order survives a batch.
-    pub fn new_rows(
-        new: &[NewTest],
-        names: &BTreeMap<String, String>,
-        now: Micros,
-    ) -> Vec<TestRow> {
-        new.iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let test_id = new_id();
-                TestRow {
-                    chain_id: test_id.clone(),
-                    test_id,
-                    technique_id: n.technique_id.clone(),
-                    template_id: n.template_id.clone(),
-                    campaign_id: n.campaign_id.clone(),
-                    title: if n.title.is_empty() {
-                        names.get(&n.technique_id).cloned().unwrap_or_default()
-                    } else {
-                        n.title.clone()
-                    },
-                    state: State::Planned,
-                    outcome: None,
-                    retest_of: None,
-                    version: 1,
-                    red_assignee_id: n.red_assignee_id.clone(),
-                    blue_assignee_id: n.blue_assignee_id.clone(),
-                    executed_at: None,
-                    detected_at: None,
-                    validated_at: None,
-                    red_notes: String::new(),
-                    blue_notes: String::new(),
-                    rejection_reason: String::new(),
-                    created_at: now + i as Micros,
-                    updated_at: now + i as Micros,
-                }
-            })
-            .collect()
-    }
-
-    /// Creates tests in one transaction (tests, then their events).
+    /// Creates tests in one transaction (tests, their events, the tallies
+    /// of their techniques).
     pub async fn create_tests(
         &self,
         actor_id: &str,
         new: Vec<NewTest>,
     ) -> Result<Vec<TestRow>, CampaignError> {
-        self.require(actor_id, &[Role::PurpleLead, Role::Admin], "creating tests")
-            .await?;
-        if new.is_empty() {
-            return Err(CampaignError::invalid("tests", "at least one test"));
-        }
-        purple_api::batch::check_batch_len("tests", new.len())?;
-        for (i, t) in new.iter().enumerate() {
-            if t.technique_id.trim().is_empty() {
-                return Err(CampaignError::invalid(
-                    format!("tests[{i}].technique_id"),
-                    "required",
-                ));
-            }
-        }
+        require(
+            &self.store,
+            actor_id,
+            &[Role::PurpleLead, Role::Admin],
+            "creating tests",
+        )
+        .await?;
+        check_new_tests(&new, false)?;
         let techniques: BTreeSet<String> = new.iter().map(|t| t.technique_id.clone()).collect();
-        let names = self.check_techniques(&techniques).await?;
-        let rows = Self::new_rows(&new, &names, now_micros());
+        let names = self.peers.technique_names(&techniques).await?;
+        let now = now_micros();
+        let rows = domain::new_rows(&new, &names, now, new_id);
+        let events: Vec<Event> = rows
+            .iter()
+            .map(|t| Event::created(t, actor_id, new_id()))
+            .collect();
+        let techniques: Vec<String> = techniques.into_iter().collect();
         let mut tx = self.store.db().begin().await?;
         self.store
             .insert_tests(&mut tx, &rows)
             .await
             .map_err(|e| foreign_key(e, "campaign_id"))?;
-        let events: Vec<OutboxEvent> = rows.iter().map(|t| created_event(t, actor_id)).collect();
-        self.store.enqueue(&mut tx, &events, now_micros()).await?;
-        let techniques: Vec<String> = techniques.into_iter().collect();
+        self.store.enqueue(&mut tx, &events, now).await?;
         self.store.refresh_tallies(&mut tx, &techniques).await?;
         tx.commit().await?;
         Ok(rows)
@@ -273,7 +141,7 @@ impl Workflow {
             .test_and_role(&mut tx, test_id, actor_id)
             .await?
             .ok_or_else(|| CampaignError::NotFound(format!("test {test_id} does not exist")))?;
-        let role = role.map(|r| role_from_key(&r)).ok_or_else(|| {
+        let role = role.ok_or_else(|| {
             CampaignError::Unauthenticated(format!("actor_id: no user {actor_id:?}"))
         })?;
         let Plan {
@@ -307,20 +175,20 @@ impl Workflow {
                 actual: test.version + 1,
             });
         }
-        let mut outbox: Vec<OutboxEvent> = events
+        let mut outbox: Vec<Event> = events
             .iter()
-            .map(|e| test_event(&after, e, actor_id))
+            .map(|e| Event::of_test(&after, e, actor_id, new_id()))
             .collect();
         if becomes_effective {
             self.store.set_effective(&mut tx, &after).await?;
         }
         let mut remediation = None;
         if open_remediation {
-            let r = RemediationRow {
+            let r = Remediation {
                 remediation_id: new_id(),
                 test_id: after.test_id.clone(),
                 technique_id: after.technique_id.clone(),
-                state: "open".into(),
+                state: RemediationState::Open,
                 version: 1,
                 assignee_id: String::new(),
                 notes: String::new(),
@@ -328,12 +196,13 @@ impl Workflow {
                 completed_at: None,
             };
             self.store.insert_remediation(&mut tx, &r).await?;
-            outbox.push(remediation_event(
+            outbox.push(Event::of_remediation(
                 &r,
-                "remediation.opened",
+                purple_api::common::v1::EventKind::RemediationOpened,
                 now,
                 actor_id,
                 after.campaign_id.as_deref().unwrap_or(""),
+                new_id(),
             ));
             remediation = Some(r);
         }
@@ -341,7 +210,7 @@ impl Workflow {
             self.store
                 .insert_tests(&mut tx, std::slice::from_ref(new))
                 .await?;
-            outbox.push(created_event(new, actor_id));
+            outbox.push(Event::created(new, actor_id, new_id()));
         }
         self.store.enqueue(&mut tx, &outbox, now).await?;
         if updated || retest.is_some() {
@@ -366,13 +235,14 @@ impl Workflow {
         actor_id: &str,
         results: Vec<DetectionResult>,
     ) -> Result<usize, CampaignError> {
-        self.require(
+        require(
+            &self.store,
             actor_id,
             &[Role::BlueTech, Role::PurpleLead],
             "recording detection results",
         )
         .await?;
-        purple_api::batch::check_batch_len("results", results.len())?;
+        check_batch_len("results", results.len())?;
         for (i, r) in results.iter().enumerate() {
             if r.test_id.is_empty() || r.rule_id.is_empty() {
                 return Err(CampaignError::invalid(
@@ -407,18 +277,19 @@ impl Workflow {
         Ok(results.len())
     }
 
-    /// open → in_progress → completed.
+    /// Moves a remediation: open → in_progress → completed.
     pub async fn transition_remediation(
         &self,
         remediation_id: &str,
         actor_id: &str,
-        to: &str,
+        to: RemediationState,
         expected_version: i64,
         notes: String,
-    ) -> Result<RemediationRow, CampaignError> {
-        self.require(
+    ) -> Result<Remediation, CampaignError> {
+        require(
+            &self.store,
             actor_id,
-            &[Role::PurpleLead, Role::BlueTech, Role::Admin],
+            &REMEDIATION_ROLES,
             "working a remediation",
         )
         .await?;
@@ -431,32 +302,7 @@ impl Workflow {
             .ok_or_else(|| {
                 CampaignError::NotFound(format!("remediation {remediation_id} does not exist"))
             })?;
-        if current.version != expected_version {
-            return Err(CampaignError::Stale {
-                expected: expected_version,
-                actual: current.version,
-            });
-        }
-        let kind = match (current.state.as_str(), to) {
-            ("open", "in_progress") => "remediation.started",
-            ("in_progress", "completed") => "remediation.completed",
-            (from, to) => {
-                return Err(CampaignError::WrongState(format!(
-                    "a remediation cannot go from {from} to {to}"
-                )));
-            }
-        };
-        let after = RemediationRow {
-            state: to.to_owned(),
-            notes: if notes.is_empty() {
-                current.notes.clone()
-            } else {
-                notes
-            },
-            completed_at: (to == "completed").then_some(now),
-            version: current.version + 1,
-            ..current.clone()
-        };
+        let (after, kind) = domain::move_remediation(&current, to, expected_version, notes, now)?;
         if !self
             .store
             .update_remediation(&mut tx, &after, current.version)
@@ -467,15 +313,75 @@ impl Workflow {
                 actual: current.version + 1,
             });
         }
-        self.store
-            .enqueue(
-                &mut tx,
-                &[remediation_event(&after, kind, now, actor_id, "")],
-                now,
-            )
-            .await?;
+        let event = Event::of_remediation(&after, kind, now, actor_id, "", new_id());
+        self.store.enqueue(&mut tx, &[event], now).await?;
         tx.commit().await?;
         Ok(after)
+    }
+
+    /// Tests by id.
+    pub async fn tests_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, TestRow>, CampaignError> {
+        check_batch_len("test_ids", ids.len())?;
+        Ok(self.store.tests_by_ids(ids).await?)
+    }
+
+    /// A filtered page of tests, newest first, and the next token.
+    pub async fn list_tests(
+        &self,
+        filter: &TestFilter,
+        page: &Page,
+    ) -> Result<(Vec<TestRow>, String), CampaignError> {
+        let mut tests = self.store.list_tests(filter, page).await?;
+        let next = page.finish(&mut tests, |t| {
+            vec![t.created_at.into(), (&t.test_id).into()]
+        });
+        Ok((tests, next))
+    }
+
+    /// Score inputs per technique, now or as of a past instant.
+    pub async fn aggregate(
+        &self,
+        technique_ids: &[String],
+        as_of: Option<Micros>,
+    ) -> Result<Vec<Aggregate>, CampaignError> {
+        check_batch_len("technique_ids", technique_ids.len())?;
+        Ok(self.store.aggregate(technique_ids, as_of).await?)
+    }
+
+    /// The retest chain of a test, root first, and its effective test.
+    pub async fn retest_chain(
+        &self,
+        test_id: &str,
+    ) -> Result<(Vec<TestRow>, Option<String>), CampaignError> {
+        let (tests, effective) = self.store.retest_chain(test_id).await?;
+        if tests.is_empty() {
+            return Err(CampaignError::NotFound(format!(
+                "test {test_id} does not exist"
+            )));
+        }
+        Ok((tests, effective))
+    }
+
+    /// Effective tests validated before `older_than` (by default the
+    /// configured staleness age ago), oldest first, and the next token.
+    pub async fn stale_tests(
+        &self,
+        older_than: Option<Micros>,
+        page: &Page,
+    ) -> Result<(Vec<TestRow>, String), CampaignError> {
+        let older_than = older_than
+            .unwrap_or_else(|| now_micros() - i64::from(self.stale_after_days) * MICROS_PER_DAY);
+        let mut tests = self.store.stale_tests(older_than, page).await?;
+        let next = page.finish(&mut tests, |t| {
+            vec![
+                t.validated_at.unwrap_or(t.updated_at).into(),
+                (&t.chain_id).into(),
+            ]
+        });
+        Ok((tests, next))
     }
 }
 

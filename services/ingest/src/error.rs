@@ -15,6 +15,9 @@ pub enum IngestError {
         /// Why.
         reason: String,
     },
+    /// A batch over the limit.
+    #[error(transparent)]
+    Batch(#[from] purple_api::batch::BatchTooLarge),
     /// An uploaded file is malformed or of the wrong kind.
     #[error("{0}")]
     Parse(#[from] ParseError),
@@ -44,6 +47,7 @@ impl From<IngestError> for Status {
             IngestError::Invalid { field, reason } => {
                 purple_runtime::status::invalid_argument(&field, &reason)
             }
+            IngestError::Batch(err) => purple_runtime::status::batch_limit(&err),
             IngestError::Parse(err) => purple_runtime::status::invalid_argument(
                 &format!("file {}", err.file),
                 &format!("{}: {}", err.place, err.message),

@@ -7,15 +7,10 @@
 use std::io::Read;
 
 use futures::{Stream, StreamExt};
-use purple_api::{
-    batch::{DEFAULT_FANOUT, MAX_BATCH_IDS, chunked},
-    ingest::v1::{ImportKind, ImportRequest},
-    scoring::v1::InvalidateTechniquesRequest,
-};
-use purple_runtime::{clients::Peers, time::now_micros};
+use purple_runtime::{clients::ScoringPeer, time::now_micros};
 
 use crate::{
-    domain::{Parsed, Report},
+    domain::{Kind, Parsed, Report},
     error::IngestError,
     parse::{ParseError, parse_file},
     store::{
@@ -24,82 +19,16 @@ use crate::{
     },
 };
 
-/// What is being imported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Attack,
-    D3fend,
-    Sigma,
-    Elastic,
-    Atomic,
-    Caldera,
-    Lolbas,
-    Nist,
-    Cve,
-}
-
-impl Kind {
-    /// From the wire enum.
-    pub fn from_proto(kind: ImportKind) -> Option<Self> {
-        Some(match kind {
-            ImportKind::Unspecified => return None,
-            ImportKind::Attack => Kind::Attack,
-            ImportKind::D3fend => Kind::D3fend,
-            ImportKind::Sigma => Kind::Sigma,
-            ImportKind::Elastic => Kind::Elastic,
-            ImportKind::Atomic => Kind::Atomic,
-            ImportKind::Caldera => Kind::Caldera,
-            ImportKind::Lolbas => Kind::Lolbas,
-            ImportKind::Nist => Kind::Nist,
-            ImportKind::Cve => Kind::Cve,
-        })
-    }
-
-    /// The wire enum.
-    pub fn to_proto(self) -> ImportKind {
-        match self {
-            Kind::Attack => ImportKind::Attack,
-            Kind::D3fend => ImportKind::D3fend,
-            Kind::Sigma => ImportKind::Sigma,
-            Kind::Elastic => ImportKind::Elastic,
-            Kind::Atomic => ImportKind::Atomic,
-            Kind::Caldera => ImportKind::Caldera,
-            Kind::Lolbas => ImportKind::Lolbas,
-            Kind::Nist => ImportKind::Nist,
-            Kind::Cve => ImportKind::Cve,
-        }
-    }
-
-    /// Lower-case name, as the CLI and run records spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Attack => "attack",
-            Kind::D3fend => "d3fend",
-            Kind::Sigma => "sigma",
-            Kind::Elastic => "elastic",
-            Kind::Atomic => "atomic",
-            Kind::Caldera => "caldera",
-            Kind::Lolbas => "lolbas",
-            Kind::Nist => "nist",
-            Kind::Cve => "cve",
-        }
-    }
-
-    /// From its name.
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "attack" => Kind::Attack,
-            "d3fend" => Kind::D3fend,
-            "sigma" => Kind::Sigma,
-            "elastic" => Kind::Elastic,
-            "atomic" => Kind::Atomic,
-            "caldera" => Kind::Caldera,
-            "lolbas" => Kind::Lolbas,
-            "nist" => Kind::Nist,
-            "cve" => Kind::Cve,
-            _ => return None,
-        })
-    }
+/// One chunk of an upload, as the API receives it: the kind (named on
+/// the first chunk), a file name (naming a new file), bytes, and the
+/// end-of-upload marker.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// The kind; None when the chunk names none or an unknown one.
+    pub kind: Option<Kind>,
+    pub file_name: String,
+    pub data: Vec<u8>,
+    pub last: bool,
 }
 
 /// One received file.
@@ -112,17 +41,17 @@ pub struct Upload {
 #[derive(Clone, Debug)]
 pub struct Importer {
     store: CatalogStore,
-    peers: Peers,
+    scoring: ScoringPeer,
     max_bytes: usize,
 }
 
 impl Importer {
     /// An importer that accepts uploads up to `max_bytes` (compressed and
     /// decompressed alike).
-    pub fn new(store: CatalogStore, peers: Peers, max_bytes: usize) -> Self {
+    pub fn new(store: CatalogStore, scoring: ScoringPeer, max_bytes: usize) -> Self {
         Self {
             store,
-            peers,
+            scoring,
             max_bytes,
         }
     }
@@ -130,7 +59,7 @@ impl Importer {
     /// Receives, parses and writes one import stream.
     pub async fn run<S>(&self, stream: S) -> Result<Report, IngestError>
     where
-        S: Stream<Item = Result<ImportRequest, tonic::Status>> + Unpin,
+        S: Stream<Item = Result<Chunk, tonic::Status>> + Unpin,
     {
         let mut report = Report {
             run_id: uuid::Uuid::new_v4().to_string(),
@@ -168,7 +97,7 @@ impl Importer {
 
     async fn attempt<S>(&self, stream: S, report: &mut Report) -> Result<Vec<String>, IngestError>
     where
-        S: Stream<Item = Result<ImportRequest, tonic::Status>> + Unpin,
+        S: Stream<Item = Result<Chunk, tonic::Status>> + Unpin,
     {
         let (kind, uploads) = receive(stream, self.max_bytes, report).await?;
         let max_bytes = self.max_bytes;
@@ -205,20 +134,8 @@ impl Importer {
     /// The catalogue is committed either way: a scoring that is down keeps
     /// its cache until its own expiry, which is logged here.
     async fn invalidate(&self, technique_ids: Vec<String>) {
-        let result = chunked(&technique_ids, MAX_BATCH_IDS, DEFAULT_FANOUT, |chunk| {
-            let mut scoring = self.peers.scoring();
-            async move {
-                scoring
-                    .invalidate_techniques(InvalidateTechniquesRequest {
-                        technique_ids: chunk,
-                        source: "ingest".into(),
-                    })
-                    .await
-            }
-        })
-        .await;
-        if let Err(status) = result {
-            tracing::warn!(code = ?status.code(), message = status.message(), techniques = technique_ids.len(), "scoring was not told of changed techniques");
+        if let Err(err) = self.scoring.invalidate(&technique_ids, "ingest").await {
+            tracing::warn!(code = ?err.status.code(), message = err.status.message(), techniques = technique_ids.len(), "scoring was not told of changed techniques");
         }
     }
 }
@@ -230,7 +147,7 @@ async fn receive<S>(
     report: &mut Report,
 ) -> Result<(Kind, Vec<Upload>), IngestError>
 where
-    S: Stream<Item = Result<ImportRequest, tonic::Status>> + Unpin,
+    S: Stream<Item = Result<Chunk, tonic::Status>> + Unpin,
 {
     let mut kind = None;
     let mut uploads: Vec<Upload> = Vec::new();
@@ -255,8 +172,7 @@ where
         }
         complete = chunk.last;
         if kind.is_none() {
-            let wire = ImportKind::try_from(chunk.kind).unwrap_or(ImportKind::Unspecified);
-            let k = Kind::from_proto(wire).ok_or_else(|| {
+            let k = chunk.kind.ok_or_else(|| {
                 IngestError::invalid("kind", "the first chunk must name the kind")
             })?;
             report.kind = k.name().to_owned();

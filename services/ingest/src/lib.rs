@@ -4,6 +4,8 @@
 //! through batch reads.
 
 pub mod api;
+pub mod catalog;
+pub mod convert;
 pub mod domain;
 pub mod error;
 pub mod import;
@@ -13,33 +15,11 @@ pub mod store;
 use purple_api::ingest::v1::ingest_service_server::IngestServiceServer;
 use purple_runtime::{MigrationFile, Migrations, ServiceContext};
 
-/// The ingest schema, per backend.
-pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[
-        MigrationFile {
-            version: 1,
-            description: "json functions",
-            sql: include_str!("../migrations/sqlite/0001_json_functions.sql"),
-        },
-        MigrationFile {
-            version: 2,
-            description: "catalog",
-            sql: include_str!("../migrations/0002_catalog.sql"),
-        },
-    ],
-    postgres: &[
-        MigrationFile {
-            version: 1,
-            description: "json functions",
-            sql: include_str!("../migrations/postgres/0001_json_functions.sql"),
-        },
-        MigrationFile {
-            version: 2,
-            description: "catalog",
-            sql: include_str!("../migrations/0002_catalog.sql"),
-        },
-    ],
-};
+/// The ingest schema.
+pub const MIGRATIONS: Migrations = Migrations(&[
+    purple_runtime::db::JSON_FUNCTIONS,
+    MigrationFile::same(2, "catalog", include_str!("../migrations/0002_catalog.sql")),
+]);
 
 /// Builds the gRPC service on a migrated database.
 pub fn build(ctx: ServiceContext) -> anyhow::Result<IngestServiceServer<api::IngestApi>> {

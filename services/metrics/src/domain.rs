@@ -1,92 +1,16 @@
-//! The rules of the event log and of metric windows: which events are
-//! accepted (known kinds, their required fields, sane instants), what a
-//! window and a filter are, and how ISO weeks are cut. No SQL, no gRPC.
+//! The rules of the event log and of metric windows (docs/design.md §5):
+//! which events are accepted (known kinds, their required fields, sane
+//! instants and sizes), what a window and a filter are, and how ISO weeks
+//! are cut. No SQL, no gRPC; the kinds and outcomes are the shared
+//! vocabulary of `purple.common.v1`.
 
 use std::collections::BTreeMap;
 
-use purple_api::common::v1::Outcome;
+use purple_api::common::v1::{EventKind, Outcome};
 use purple_runtime::time::{MICROS_PER_DAY, Micros};
 use serde::Serialize;
 
 use crate::error::MetricsError;
-
-/// The kinds the log accepts, with the fields each must carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    /// A test was created (also by retest).
-    TestCreated,
-    /// Red started executing.
-    TestRedStarted,
-    /// Red executed; occurred_at is the execution time.
-    TestRedExecuted,
-    /// Blue started investigating.
-    TestBlueStarted,
-    /// Blue recorded an outcome.
-    TestBlueCompleted,
-    /// Blue detected it; occurred_at is the detection time.
-    TestDetected,
-    /// A purple lead validated it, with its outcome.
-    TestValidated,
-    /// A purple lead rejected one side's work.
-    TestRejected,
-    /// Cancelled.
-    TestCancelled,
-    /// A remediation was opened.
-    RemediationOpened,
-    /// Work on a remediation started.
-    RemediationStarted,
-    /// A remediation was completed.
-    RemediationCompleted,
-}
-
-impl EventKind {
-    const ALL: [EventKind; 12] = [
-        EventKind::TestCreated,
-        EventKind::TestRedStarted,
-        EventKind::TestRedExecuted,
-        EventKind::TestBlueStarted,
-        EventKind::TestBlueCompleted,
-        EventKind::TestDetected,
-        EventKind::TestValidated,
-        EventKind::TestRejected,
-        EventKind::TestCancelled,
-        EventKind::RemediationOpened,
-        EventKind::RemediationStarted,
-        EventKind::RemediationCompleted,
-    ];
-
-    /// The wire name, e.g. `test.red_executed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::TestCreated => "test.created",
-            EventKind::TestRedStarted => "test.red_started",
-            EventKind::TestRedExecuted => "test.red_executed",
-            EventKind::TestBlueStarted => "test.blue_started",
-            EventKind::TestBlueCompleted => "test.blue_completed",
-            EventKind::TestDetected => "test.detected",
-            EventKind::TestValidated => "test.validated",
-            EventKind::TestRejected => "test.rejected",
-            EventKind::TestCancelled => "test.cancelled",
-            EventKind::RemediationOpened => "remediation.opened",
-            EventKind::RemediationStarted => "remediation.started",
-            EventKind::RemediationCompleted => "remediation.completed",
-        }
-    }
-
-    /// The kind of a wire name.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-
-    fn is_remediation(self) -> bool {
-        matches!(
-            self,
-            EventKind::RemediationOpened
-                | EventKind::RemediationStarted
-                | EventKind::RemediationCompleted
-        )
-    }
-}
 
 /// A validated event, as the store writes it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -116,16 +40,22 @@ pub struct NewEvent {
 }
 
 /// The earliest instant an event may claim (2000-01-01T00:00:00Z).
-const EARLIEST: Micros = 946_684_800_000_000;
+pub const EARLIEST: Micros = Micros::from_micros(946_684_800_000_000);
 /// How far ahead of the receiver's clock an event may be (clock skew).
-const MAX_SKEW: Micros = MICROS_PER_DAY;
+const MAX_SKEW: i64 = MICROS_PER_DAY;
+/// The longest id (event, test, technique, campaign, remediation, actor).
+const MAX_ID_LEN: usize = 128;
+/// The most bytes of attributes (keys and values) one event carries.
+const MAX_ATTRIBUTE_BYTES: usize = 16 * 1024;
 
 /// What a received event looks like before validation.
 pub struct RawEvent<'a> {
     /// Deduplication key.
     pub event_id: &'a str,
-    /// Wire name.
-    pub kind: &'a str,
+    /// The kind, Unspecified when none or an unknown name was given.
+    pub kind: EventKind,
+    /// The name the sender gave, for the error message.
+    pub kind_name: &'a str,
     /// When, if given.
     pub occurred_at: Option<Result<Micros, String>>,
     /// The test.
@@ -169,15 +99,45 @@ pub fn validate_event(
         }
     };
 
-    if raw.event_id.is_empty() || raw.event_id.len() > 128 {
+    if raw.event_id.is_empty() || raw.event_id.len() > MAX_ID_LEN {
         return Err(invalid("event_id", "must be 1 to 128 characters".into()));
     }
-    let kind = EventKind::parse(raw.kind).ok_or_else(|| {
-        invalid(
-            "kind",
-            format!("unknown kind {:?} (event_id {})", raw.kind, raw.event_id),
-        )
-    })?;
+    for (name, value) in [
+        ("test_id", raw.test_id),
+        ("technique_id", raw.technique_id),
+        ("campaign_id", raw.campaign_id),
+        ("remediation_id", raw.remediation_id),
+        ("actor_id", raw.actor_id),
+    ] {
+        if value.len() > MAX_ID_LEN || value.contains('\0') {
+            return Err(invalid(
+                name,
+                "must be at most 128 characters, without NUL".into(),
+            ));
+        }
+    }
+    let attribute_bytes: usize = raw.attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if attribute_bytes > MAX_ATTRIBUTE_BYTES
+        || raw
+            .attributes
+            .iter()
+            .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(invalid(
+            "attributes",
+            format!("must total at most {MAX_ATTRIBUTE_BYTES} bytes, without NUL"),
+        ));
+    }
+    let kind = match raw.kind {
+        EventKind::Unspecified => {
+            let shown: String = raw.kind_name.chars().take(40).collect();
+            return Err(invalid(
+                "event_kind",
+                format!("unknown or missing kind {shown:?}"),
+            ));
+        }
+        kind => kind,
+    };
     let occurred_at = match &raw.occurred_at {
         None => return Err(invalid("occurred_at", "required".into())),
         Some(Err(reason)) => return Err(invalid("occurred_at", reason.clone())),
@@ -234,7 +194,7 @@ pub fn validate_event(
 
     Ok(NewEvent {
         event_id: raw.event_id.to_owned(),
-        kind: kind.as_str(),
+        kind: kind.key().unwrap_or_default(),
         occurred_at,
         test_id: some(raw.test_id),
         technique_id: some(raw.technique_id),
@@ -261,7 +221,7 @@ pub struct Filter {
 }
 
 /// One ISO week in microseconds.
-pub const WEEK: Micros = 7 * MICROS_PER_DAY;
+pub const WEEK: i64 = 7 * MICROS_PER_DAY;
 
 /// The longest window a trend covers (ten years of weeks).
 pub const MAX_TREND_WEEKS: i64 = 530;
@@ -269,7 +229,7 @@ pub const MAX_TREND_WEEKS: i64 = 530;
 /// Monday 00:00 UTC of the ISO week containing `at`. 1970-01-05 was a
 /// Monday; Euclidean division keeps instants before it right too.
 pub fn iso_week_start(at: Micros) -> Micros {
-    const FIRST_MONDAY: Micros = 4 * MICROS_PER_DAY;
+    const FIRST_MONDAY: Micros = Micros::from_micros(4 * MICROS_PER_DAY);
     FIRST_MONDAY + (at - FIRST_MONDAY).div_euclid(WEEK) * WEEK
 }
 
@@ -333,12 +293,13 @@ mod tests {
 
     use super::*;
 
-    const NOW: Micros = 1_780_000_000_000_000;
+    const NOW: Micros = Micros::from_micros(1_780_000_000_000_000);
 
     fn raw<'a>(kind: &'a str, attrs: &'a HashMap<String, String>) -> RawEvent<'a> {
         RawEvent {
             event_id: "e1",
-            kind,
+            kind: EventKind::from_key(kind).unwrap_or(EventKind::Unspecified),
+            kind_name: kind,
             occurred_at: Some(Ok(NOW - 1)),
             test_id: "t1",
             technique_id: "T1059",
@@ -361,12 +322,16 @@ mod tests {
     #[test]
     fn iso_weeks_start_on_monday_midnight_utc() {
         // 2026-03-04 (a Wednesday) 15:00 UTC -> Monday 2026-03-02 00:00 UTC.
-        let wednesday = 1_772_636_400_000_000;
-        assert_eq!(iso_week_start(wednesday), 1_772_409_600_000_000);
+        let at = Micros::from_micros;
+        let wednesday = at(1_772_636_400_000_000);
+        assert_eq!(iso_week_start(wednesday), at(1_772_409_600_000_000));
         // A Monday at midnight is its own week start.
-        assert_eq!(iso_week_start(1_772_409_600_000_000), 1_772_409_600_000_000);
+        assert_eq!(
+            iso_week_start(at(1_772_409_600_000_000)),
+            at(1_772_409_600_000_000)
+        );
         // Before the first Monday of 1970: the Monday before, 1969-12-29.
-        assert_eq!(iso_week_start(0), -3 * MICROS_PER_DAY);
+        assert_eq!(iso_week_start(Micros::EPOCH), at(-3 * MICROS_PER_DAY));
     }
 
     #[test]
@@ -375,7 +340,7 @@ mod tests {
         assert!(validate_event(0, &raw("test.red_started", &attrs), NOW).is_ok());
         assert_eq!(
             field_of(validate_event(4, &raw("test.nope", &attrs), NOW).unwrap_err()),
-            "events[4].kind"
+            "events[4].event_kind"
         );
         assert_eq!(
             field_of(validate_event(0, &raw("test.validated", &attrs), NOW).unwrap_err()),
@@ -394,6 +359,13 @@ mod tests {
         assert_eq!(
             field_of(validate_event(1, &late, NOW).unwrap_err()),
             "events[1].occurred_at"
+        );
+        let mut long = raw("test.created", &attrs);
+        let huge = "x".repeat(200);
+        long.actor_id = &huge;
+        assert_eq!(
+            field_of(validate_event(3, &long, NOW).unwrap_err()),
+            "events[3].actor_id"
         );
         let mut missing = raw("test.created", &attrs);
         missing.occurred_at = None;

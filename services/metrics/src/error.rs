@@ -13,6 +13,9 @@ pub enum MetricsError {
         /// Why.
         reason: String,
     },
+    /// A batch over the limit.
+    #[error(transparent)]
+    Batch(#[from] purple_api::batch::BatchTooLarge),
     /// The database failed.
     #[error("storage: {0}")]
     Store(#[from] sqlx::Error),
@@ -36,6 +39,7 @@ impl From<MetricsError> for Status {
             MetricsError::Invalid { field, reason } => {
                 purple_runtime::status::invalid_argument(&field, &reason)
             }
+            MetricsError::Batch(err) => purple_runtime::status::batch_limit(&err),
             MetricsError::Store(err) => purple_runtime::status::from_sqlx("metrics storage", &err),
         }
     }

@@ -1,43 +1,28 @@
 //! The metrics service: the append-only event log (the audit trail of every
 //! workflow state change, fed by campaigns' outbox) and the operational
-//! metrics of DESIGN section 5 — MTTD, MTTR, rejection rates and weekly
+//! metrics of docs/design.md section 5 — MTTD, MTTR, rejection rates and weekly
 //! trends — each computed in one SQL statement.
 
 pub mod api;
+pub mod convert;
 pub mod domain;
 pub mod error;
+pub mod event_log;
 pub mod store;
 
 use purple_api::metrics::v1::metrics_service_server::MetricsServiceServer;
 use purple_runtime::{MigrationFile, Migrations, ServiceContext};
 
-/// The metrics schema, per backend.
-pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[
-        MigrationFile {
-            version: 1,
-            description: "json functions",
-            sql: include_str!("../migrations/sqlite/0001_json_functions.sql"),
-        },
-        MigrationFile {
-            version: 2,
-            description: "events",
-            sql: include_str!("../migrations/sqlite/0002_events.sql"),
-        },
-    ],
-    postgres: &[
-        MigrationFile {
-            version: 1,
-            description: "json functions",
-            sql: include_str!("../migrations/postgres/0001_json_functions.sql"),
-        },
-        MigrationFile {
-            version: 2,
-            description: "events",
-            sql: include_str!("../migrations/postgres/0002_events.sql"),
-        },
-    ],
-};
+/// The metrics schema.
+pub const MIGRATIONS: Migrations = Migrations(&[
+    purple_runtime::db::JSON_FUNCTIONS,
+    MigrationFile::per_backend(
+        2,
+        "events",
+        include_str!("../migrations/0002_events.sqlite.sql"),
+        include_str!("../migrations/0002_events.postgres.sql"),
+    ),
+]);
 
 /// Builds the gRPC service on a migrated database.
 pub fn build(ctx: ServiceContext) -> anyhow::Result<MetricsServiceServer<api::MetricsApi>> {

@@ -173,14 +173,17 @@ const TREND: &str = concat!(
     ORDER BY w.ws"
 );
 
+/// Keyset page: `$7` 1 when the page starts after (`$8` occurred_at,
+/// `$9` seq).
 const AUDIT: &str = "
     SELECT event_id, kind, occurred_at, test_id, technique_id, campaign_id, remediation_id,
-           outcome, side, actor_id, attributes
+           outcome, side, actor_id, attributes, seq
     FROM events
     WHERE ($1 = '' OR test_id = $1) AND ($2 = '' OR technique_id = $2) AND ($3 = '' OR kind = $3)
       AND occurred_at >= $4 AND occurred_at < $5
+      AND ($7 = 0 OR occurred_at < $8 OR (occurred_at = $8 AND seq < $9))
     ORDER BY occurred_at DESC, seq DESC
-    LIMIT $6 OFFSET $7";
+    LIMIT $6";
 
 /// A stored event, as the audit trail returns it.
 #[derive(Clone, Debug, PartialEq)]
@@ -207,6 +210,8 @@ pub struct StoredEvent {
     pub actor_id: Option<String>,
     /// JSON object text.
     pub attributes: String,
+    /// Position in the log: the tie-breaker of the audit order.
+    pub seq: i64,
 }
 
 /// Audit trail filters.
@@ -324,7 +329,7 @@ impl EventStore {
     pub async fn audit(
         &self,
         query: &AuditQuery,
-        page: Page,
+        page: &Page,
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         let rows = self
             .db
@@ -335,7 +340,9 @@ impl EventStore {
             .bind(query.from)
             .bind(query.to)
             .bind(page.limit())
-            .bind(page.offset)
+            .bind(page.has_cursor())
+            .bind(page.instant(0))
+            .bind(page.int(1))
             .fetch_all(self.db.pool())
             .await?;
         rows.iter()
@@ -352,6 +359,7 @@ impl EventStore {
                     side: row.try_get(8)?,
                     actor_id: row.try_get(9)?,
                     attributes: row.try_get(10)?,
+                    seq: row.try_get(11)?,
                 })
             })
             .collect()

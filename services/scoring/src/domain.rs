@@ -1,13 +1,38 @@
-//! Scoring model v1 (DESIGN section 4), pure: one technique's score from
-//! its catalogue and test inputs, and the aggregates over many. Everything
-//! is computed in double precision; rounding to one decimal happens at the
+//! Scoring model v1 (docs/design.md §4), pure: one technique's score from
+//! its catalogue and test inputs, and the aggregates over many (tactics,
+//! threat actors, the organization, snapshot comparisons). Everything is
+//! computed in double precision; rounding to one decimal happens at the
 //! API, and status thresholds use the unrounded score.
 
 use std::collections::BTreeMap;
 
-use purple_api::common::v1::TechniqueStatus;
-use purple_runtime::time::{MICROS_PER_DAY, Micros};
+use purple_runtime::time::Micros;
 use serde::{Deserialize, Serialize};
+
+/// A technique as the catalogue lists it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TechniqueInfo {
+    pub technique_id: String,
+    pub name: String,
+    /// Short names of the tactics of its kill-chain phases.
+    pub tactics: Vec<String>,
+    pub platforms: Vec<String>,
+}
+
+/// A live tactic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TacticInfo {
+    pub tactic_id: String,
+    pub short_name: String,
+    pub name: String,
+}
+
+/// A threat actor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActorInfo {
+    pub actor_id: String,
+    pub name: String,
+}
 
 /// A technique as scoring needs it from the catalogue.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -70,15 +95,30 @@ pub enum Status {
 }
 
 impl Status {
-    /// The wire enum.
-    pub fn to_proto(self) -> TechniqueStatus {
+    /// Every status, worst first.
+    pub const ALL: [Status; 5] = [
+        Status::Untested,
+        Status::InProgress,
+        Status::Gap,
+        Status::Partial,
+        Status::Covered,
+    ];
+
+    /// The shared vocabulary key (`untested`, `in_progress`, `gap`,
+    /// `partial`, `covered`), as snapshots store it.
+    pub fn key(self) -> &'static str {
         match self {
-            Status::Untested => TechniqueStatus::Untested,
-            Status::InProgress => TechniqueStatus::InProgress,
-            Status::Gap => TechniqueStatus::Gap,
-            Status::Partial => TechniqueStatus::Partial,
-            Status::Covered => TechniqueStatus::Covered,
+            Status::Untested => "untested",
+            Status::InProgress => "in_progress",
+            Status::Gap => "gap",
+            Status::Partial => "partial",
+            Status::Covered => "covered",
         }
+    }
+
+    /// The status of a stored key.
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.key() == key)
     }
 
     /// Whether it is a gap to close: untested or gap.
@@ -113,7 +153,7 @@ pub fn score(catalog: &CatalogSide, tests: &TestSide, as_of: Micros) -> Scored {
     let countermeasures = catalog.countermeasures.min(5) as f64 / 5.0;
     let (recency, days) = match (tests.effective, tests.latest_validated_at) {
         (n, Some(latest)) if n > 0 => {
-            let days = (as_of - latest) as f64 / MICROS_PER_DAY as f64;
+            let days = as_of.days_since(latest);
             (0.5_f64.powf(days / 90.0), days)
         }
         _ => (0.0, 0.0),
@@ -158,7 +198,7 @@ pub fn mean<'a>(scores: impl Iterator<Item = &'a Scored>) -> (f64, usize) {
     (if n == 0 { 0.0 } else { sum / n as f64 }, n)
 }
 
-/// Gaps (untested or gap) in DESIGN order: lowest score, then most actors,
+/// Gaps (untested or gap) in docs/design.md §4 order: lowest score, then most actors,
 /// then ATT&CK id.
 pub fn gaps<'a>(scores: impl Iterator<Item = &'a Scored>, limit: usize) -> Vec<&'a Scored> {
     let mut gaps: Vec<&Scored> = scores.filter(|s| s.status.is_gap()).collect();
@@ -210,11 +250,114 @@ pub fn organization(scores: &[Scored], k: i64) -> Organization {
     }
 }
 
+/// The mean score of each tactic's live techniques (a technique counts in
+/// every tactic of its kill-chain phases), 0 for a tactic with none, with
+/// the number of techniques.
+pub fn tactic_scores(tactics: &[TacticInfo], scores: &[Scored]) -> Vec<(TacticInfo, f64, usize)> {
+    tactics
+        .iter()
+        .map(|tactic| {
+            let (mean, n) = mean(
+                scores
+                    .iter()
+                    .filter(|s| s.tactics.contains(&tactic.short_name)),
+            );
+            (tactic.clone(), mean, n)
+        })
+        .collect()
+}
+
+/// A threat actor's coverage: the mean over the live techniques it uses,
+/// the share of them covered, and its gaps in gap order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActorCoverage {
+    pub actor: ActorInfo,
+    pub score: f64,
+    pub covered_ratio: f64,
+    pub technique_count: usize,
+    pub gaps: Vec<Scored>,
+}
+
+/// The coverage of one actor over the scores of its live techniques.
+pub fn actor_coverage(actor: ActorInfo, scores: &[&Scored], gap_limit: usize) -> ActorCoverage {
+    let (score, n) = mean(scores.iter().copied());
+    let covered = scores
+        .iter()
+        .filter(|s| s.status == Status::Covered)
+        .count();
+    ActorCoverage {
+        actor,
+        score,
+        covered_ratio: if n == 0 {
+            0.0
+        } else {
+            covered as f64 / n as f64
+        },
+        technique_count: n,
+        gaps: gaps(scores.iter().copied(), gap_limit)
+            .into_iter()
+            .cloned()
+            .collect(),
+    }
+}
+
+/// How a technique moved between two snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Improved,
+    Regressed,
+    Unchanged,
+}
+
+/// One technique in two snapshots, as shown: scores rounded to one decimal
+/// (a technique absent from a snapshot counts as 0 there), the delta the
+/// difference of the rounded scores, rounded again, so a change below the
+/// displayed precision is no change (docs/design.md §4).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TechniqueDelta {
+    pub technique_id: String,
+    pub base: Option<(f64, Status)>,
+    pub target: Option<(f64, Status)>,
+    pub base_score: f64,
+    pub target_score: f64,
+    pub delta: f64,
+    pub change: Change,
+}
+
+/// Compares one technique's two snapshot rows.
+pub fn compare(
+    technique_id: String,
+    base: Option<(f64, Status)>,
+    target: Option<(f64, Status)>,
+) -> TechniqueDelta {
+    let base_score = base.map_or(0.0, |(s, _)| round1(s));
+    let target_score = target.map_or(0.0, |(s, _)| round1(s));
+    let delta = round1(target_score - base_score);
+    let change = if delta > 0.0 {
+        Change::Improved
+    } else if delta < 0.0 {
+        Change::Regressed
+    } else {
+        Change::Unchanged
+    };
+    TechniqueDelta {
+        technique_id,
+        base,
+        target,
+        base_score,
+        target_score,
+        delta,
+        change,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use purple_runtime::time::MICROS_PER_DAY;
+
     use super::*;
 
-    const DAY: Micros = MICROS_PER_DAY;
+    const DAY: i64 = MICROS_PER_DAY;
 
     fn catalog(rules: &[&str], countermeasures: i64) -> CatalogSide {
         CatalogSide {
@@ -232,11 +375,15 @@ mod tests {
             effective: 2,
             blocked: 1,
             logged: 1,
-            latest_validated_at: Some(0),
+            latest_validated_at: Some(Micros::EPOCH),
             triggered_rules: vec!["a".into(), "x".into()],
             ..Default::default()
         };
-        let s = score(&catalog(&["a", "b", "c"], 7), &tests, 90 * DAY);
+        let s = score(
+            &catalog(&["a", "b", "c"], 7),
+            &tests,
+            Micros::from_micros(90 * DAY),
+        );
         assert!((s.detection - 0.625).abs() < 1e-12);
         assert!((s.rule_coverage - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(s.countermeasures, 1.0);
@@ -248,7 +395,7 @@ mod tests {
 
     #[test]
     fn statuses_of_the_edge_cases() {
-        let none = score(&catalog(&[], 5), &TestSide::default(), 0);
+        let none = score(&catalog(&[], 5), &TestSide::default(), Micros::EPOCH);
         assert_eq!(
             (none.status, none.score),
             (Status::Untested, 10.0),
@@ -260,18 +407,21 @@ mod tests {
                 total: 2,
                 ..Default::default()
             },
-            0,
+            Micros::EPOCH,
         );
         assert_eq!((pending.status, pending.recency), (Status::InProgress, 0.0));
         let full = TestSide {
             total: 1,
             effective: 1,
             blocked: 1,
-            latest_validated_at: Some(0),
+            latest_validated_at: Some(Micros::EPOCH),
             ..Default::default()
         };
         // 50 + 0 + 10 + 20 = 80 at day 0.
-        assert_eq!(score(&catalog(&[], 5), &full, 0).status, Status::Covered);
+        assert_eq!(
+            score(&catalog(&[], 5), &full, Micros::EPOCH).status,
+            Status::Covered
+        );
     }
 
     #[test]
@@ -313,5 +463,29 @@ mod tests {
             .map(|s| s.technique_id.as_str())
             .collect();
         assert_eq!(order, ["T3", "T1", "T4"]);
+    }
+
+    #[test]
+    fn snapshot_deltas_compare_what_users_see() {
+        // 40.04 and 40.01 both show as 40.0: no change.
+        let same = compare(
+            "T1".into(),
+            Some((40.04, Status::Partial)),
+            Some((40.01, Status::Partial)),
+        );
+        assert_eq!((same.delta, same.change), (0.0, Change::Unchanged));
+        // 40.04 -> 40.06 shows as 40.0 -> 40.1: improved by 0.1.
+        let up = compare(
+            "T1".into(),
+            Some((40.04, Status::Partial)),
+            Some((40.06, Status::Partial)),
+        );
+        assert_eq!((up.delta, up.change), (0.1, Change::Improved));
+        // Absent from the target counts as 0 there.
+        let gone = compare("T1".into(), Some((12.0, Status::Gap)), None);
+        assert_eq!(
+            (gone.target_score, gone.delta, gone.change),
+            (0.0, -12.0, Change::Regressed)
+        );
     }
 }

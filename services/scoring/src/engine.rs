@@ -4,24 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use purple_api::ingest::v1::Technique;
 use purple_runtime::time::{Micros, now_micros};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    domain::{self, Scored},
+    clients::Inputs,
+    domain::{self, Scored, TacticInfo, TechniqueInfo},
     error::ScoringError,
-    inputs::Inputs,
     store::ScoreStore,
 };
-
-/// A live tactic.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TacticInfo {
-    pub tactic_id: String,
-    pub short_name: String,
-    pub name: String,
-}
 
 /// Every live technique scored at one instant: what organization scores,
 /// tactics, heatmaps, layers and snapshots are made of.
@@ -40,14 +31,14 @@ pub struct Scorer {
     pub(crate) inputs: Inputs,
     pub(crate) store: ScoreStore,
     /// How long a cached score for "now" stays valid, in microseconds.
-    pub(crate) ttl: Micros,
+    pub(crate) ttl: i64,
 }
 
 impl Scorer {
     /// Scores `techniques` (catalogue and tests fetched in chunked batches).
     async fn compute(
         &self,
-        techniques: &[Technique],
+        techniques: &[TechniqueInfo],
         as_of: Option<Micros>,
         at: Micros,
     ) -> Result<Vec<Scored>, ScoringError> {
@@ -73,13 +64,13 @@ impl Scorer {
     /// cached) otherwise.
     async fn now_scores(
         &self,
-        techniques: &[Technique],
+        techniques: &[TechniqueInfo],
         now: Micros,
     ) -> Result<Vec<Scored>, ScoringError> {
         let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
         let cached = self.store.cached_techniques(&ids, now - self.ttl).await?;
         let have: BTreeSet<&str> = cached.iter().map(|s| s.technique_id.as_str()).collect();
-        let missing: Vec<Technique> = techniques
+        let missing: Vec<TechniqueInfo> = techniques
             .iter()
             .filter(|t| !have.contains(t.technique_id.as_str()))
             .cloned()
@@ -120,7 +111,7 @@ impl Scorer {
         self.store.cache_techniques(&scores, now).await?;
         let board = Board {
             as_of: now,
-            tactics: tactics_of(tactics),
+            tactics,
             scores,
             cached: false,
         };
@@ -143,7 +134,6 @@ impl Scorer {
         }
         let (tactics, techniques) =
             futures::try_join!(self.inputs.tactics(), self.inputs.live_techniques())?;
-        let tactics = tactics_of(tactics);
         let board = match as_of {
             None => {
                 let board = Board {
@@ -164,32 +154,4 @@ impl Scorer {
         };
         Ok(board)
     }
-}
-
-fn tactics_of(tactics: Vec<purple_api::ingest::v1::Tactic>) -> Vec<TacticInfo> {
-    tactics
-        .into_iter()
-        .map(|t| TacticInfo {
-            tactic_id: t.tactic_id,
-            short_name: t.short_name,
-            name: t.name,
-        })
-        .collect()
-}
-
-/// Tactic scores of a board: the mean of its live techniques (0 for none).
-pub fn tactic_scores(board: &Board) -> Vec<(TacticInfo, f64, usize)> {
-    board
-        .tactics
-        .iter()
-        .map(|tactic| {
-            let (mean, n) = domain::mean(
-                board
-                    .scores
-                    .iter()
-                    .filter(|s| s.tactics.contains(&tactic.short_name)),
-            );
-            (tactic.clone(), mean, n)
-        })
-        .collect()
 }

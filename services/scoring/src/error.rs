@@ -11,12 +11,12 @@ pub enum ScoringError {
     /// The thing named does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A batch over the limit.
+    #[error(transparent)]
+    Batch(#[from] purple_api::batch::BatchTooLarge),
     /// A peer service failed.
-    #[error("{service}: {status}")]
-    Peer {
-        service: &'static str,
-        status: Status,
-    },
+    #[error(transparent)]
+    Peer(#[from] purple_runtime::clients::PeerError),
     /// The database failed.
     #[error("storage: {0}")]
     Store(#[from] sqlx::Error),
@@ -30,11 +30,6 @@ impl ScoringError {
             reason: reason.into(),
         }
     }
-
-    /// A failed call to a peer.
-    pub fn peer(service: &'static str) -> impl FnOnce(Status) -> Self {
-        move |status| ScoringError::Peer { service, status }
-    }
 }
 
 purple_runtime::request_errors!(ScoringError);
@@ -45,10 +40,9 @@ impl From<ScoringError> for Status {
             ScoringError::Invalid { field, reason } => {
                 purple_runtime::status::invalid_argument(&field, &reason)
             }
-            ScoringError::NotFound(what) => Status::not_found(what),
-            ScoringError::Peer { service, status } => {
-                purple_runtime::status::from_peer(service, &status)
-            }
+            ScoringError::NotFound(what) => purple_runtime::status::not_found(what),
+            ScoringError::Batch(err) => purple_runtime::status::batch_limit(&err),
+            ScoringError::Peer(err) => err.to_status(),
             ScoringError::Store(err) => purple_runtime::status::from_sqlx("scoring storage", &err),
         }
     }

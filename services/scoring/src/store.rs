@@ -7,7 +7,7 @@ use purple_runtime::{Database, paging::Page, time::Micros};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 
-use crate::domain::Scored;
+use crate::domain::{Scored, Status};
 
 const CACHED_TECHNIQUES: &str = "
     SELECT payload FROM technique_cache
@@ -41,8 +41,12 @@ macro_rules! snapshot_select {
         )
     };
 }
-const LIST_SNAPSHOTS: &str =
-    snapshot_select!("ORDER BY created_at DESC, snapshot_id DESC LIMIT $1 OFFSET $2");
+/// Keyset page: `$2` 1 when the page starts after (`$3` created_at, `$4`
+/// snapshot id).
+const LIST_SNAPSHOTS: &str = snapshot_select!(
+    "WHERE ($2 = 0 OR created_at < $3 OR (created_at = $3 AND snapshot_id < $4)) ",
+    "ORDER BY created_at DESC, snapshot_id DESC LIMIT $1"
+);
 const SNAPSHOTS_BY_IDS: &str =
     snapshot_select!("WHERE snapshot_id IN (SELECT value FROM json_each($1))");
 const SNAPSHOT_SCORES: &str =
@@ -80,7 +84,7 @@ fn snapshot_row(row: &AnyRow) -> Result<SnapshotRow, sqlx::Error> {
 }
 
 /// One technique in two snapshots: (id, base score and status, target).
-pub type Compared = (String, Option<(f64, String)>, Option<(f64, String)>);
+pub type Compared = (String, Option<(f64, Status)>, Option<(f64, Status)>);
 
 #[derive(Serialize)]
 struct CacheRow<'a> {
@@ -214,7 +218,7 @@ impl ScoreStore {
             .map(|s| SnapshotScoreRow {
                 technique_id: &s.technique_id,
                 score: s.score,
-                status: s.status.to_proto().key().unwrap_or_default().to_owned(),
+                status: s.status.key().to_owned(),
                 payload: serde_json::to_string(s).expect("scores serialize"),
             })
             .collect();
@@ -242,11 +246,13 @@ impl ScoreStore {
     }
 
     /// A page of snapshots, newest first.
-    pub async fn list_snapshots(&self, page: Page) -> Result<Vec<SnapshotRow>, sqlx::Error> {
+    pub async fn list_snapshots(&self, page: &Page) -> Result<Vec<SnapshotRow>, sqlx::Error> {
         self.db
             .stmt(LIST_SNAPSHOTS)
             .bind(page.limit())
-            .bind(page.offset)
+            .bind(page.has_cursor())
+            .bind(page.instant(0))
+            .bind(page.text(1))
             .fetch_all(self.db.pool())
             .await?
             .iter()
@@ -293,10 +299,10 @@ impl ScoreStore {
             .await?;
         rows.iter()
             .map(|row| {
-                let side = |score: usize| -> Result<Option<(f64, String)>, sqlx::Error> {
+                let side = |score: usize| -> Result<Option<(f64, Status)>, sqlx::Error> {
                     let s: Option<f64> = row.try_get(score)?;
                     let status: Option<String> = row.try_get(score + 1)?;
-                    Ok(s.zip(status))
+                    Ok(s.zip(status.as_deref().and_then(Status::from_key)))
                 };
                 Ok((row.try_get(0)?, side(1)?, side(3)?))
             })

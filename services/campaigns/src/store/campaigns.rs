@@ -31,8 +31,12 @@ macro_rules! campaign_select {
 }
 
 const BY_IDS: &str = campaign_select!("WHERE c.campaign_id IN (SELECT value FROM json_each($1))");
-const LIST: &str =
-    campaign_select!("ORDER BY c.created_at DESC, c.campaign_id DESC LIMIT $1 OFFSET $2");
+/// Keyset page: `$2` 1 when the page starts after (`$3` created_at, `$4`
+/// id).
+const LIST: &str = campaign_select!(
+    "WHERE ($2 = 0 OR c.created_at < $3 OR (c.created_at = $3 AND c.campaign_id < $4)) ",
+    "ORDER BY c.created_at DESC, c.campaign_id DESC LIMIT $1"
+);
 const DUE: &str = campaign_select!(
     "WHERE c.next_run_at IS NOT NULL AND c.next_run_at <= $1 ORDER BY c.next_run_at"
 );
@@ -137,11 +141,13 @@ impl CampaignStore {
     }
 
     /// A page of campaigns, newest first.
-    pub async fn list_campaigns(&self, page: Page) -> Result<Vec<CampaignRow>, sqlx::Error> {
+    pub async fn list_campaigns(&self, page: &Page) -> Result<Vec<CampaignRow>, sqlx::Error> {
         self.db
             .stmt(LIST)
             .bind(page.limit())
-            .bind(page.offset)
+            .bind(page.has_cursor())
+            .bind(page.instant(0))
+            .bind(page.text(1))
             .fetch_all(self.db.pool())
             .await?
             .iter()

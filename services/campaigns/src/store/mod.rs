@@ -1,12 +1,12 @@
 //! All SQL of the campaigns service, one file per aggregate: tests and
-//! their workflow, campaigns, the outbox, and the people side (users,
-//! remediations, notifications, worklogs). Each read that crosses a set is
-//! one statement; each transition one transaction.
+//! their workflow writes ([`workflow`]), campaigns, the outbox, and the
+//! people side (users, remediations, notifications, worklogs). Each read
+//! that crosses a set is one statement; each transition one transaction.
 
 pub mod campaigns;
 pub mod outbox;
 pub mod people;
-pub mod tests;
+pub mod workflow;
 
 use purple_api::common::v1::Outcome;
 use purple_runtime::Database;

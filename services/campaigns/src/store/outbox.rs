@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use purple_api::common::v1::{EventKind, Outcome};
 use purple_runtime::time::Micros;
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 
 use super::CampaignStore;
+use crate::domain::Event;
 
 const INSERT: &str = "
     INSERT INTO outbox (event_id, technique_id, payload, created_at)
@@ -26,20 +28,59 @@ const MARK_METRICS: &str = "
 const MARK_SCORING: &str = "
     UPDATE outbox SET scoring_delivered_at = $2 WHERE event_id IN (SELECT value FROM json_each($1))";
 
-/// An event as the outbox keeps it (and metrics receives it).
+/// An event's payload as the outbox stores it: kinds and outcomes as
+/// their lower-case names, so rows written by any release read back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OutboxEvent {
-    pub event_id: String,
-    pub kind: String,
-    pub occurred_at: Micros,
-    pub test_id: String,
-    pub technique_id: String,
-    pub campaign_id: String,
-    pub remediation_id: String,
-    pub outcome: Option<String>,
-    pub side: String,
-    pub actor_id: String,
-    pub attributes: BTreeMap<String, String>,
+struct Payload {
+    event_id: String,
+    kind: String,
+    occurred_at: Micros,
+    test_id: String,
+    technique_id: String,
+    campaign_id: String,
+    remediation_id: String,
+    outcome: Option<String>,
+    side: String,
+    actor_id: String,
+    attributes: BTreeMap<String, String>,
+}
+
+impl From<&Event> for Payload {
+    fn from(e: &Event) -> Self {
+        Payload {
+            event_id: e.event_id.clone(),
+            kind: e.kind.key().unwrap_or_default().to_owned(),
+            occurred_at: e.occurred_at,
+            test_id: e.test_id.clone(),
+            technique_id: e.technique_id.clone(),
+            campaign_id: e.campaign_id.clone(),
+            remediation_id: e.remediation_id.clone(),
+            outcome: e.outcome.and_then(Outcome::key).map(str::to_owned),
+            side: e.side.clone(),
+            actor_id: e.actor_id.clone(),
+            attributes: e.attributes.clone(),
+        }
+    }
+}
+
+impl Payload {
+    fn event(self) -> Result<Event, sqlx::Error> {
+        Ok(Event {
+            kind: EventKind::from_key(&self.kind).ok_or_else(|| {
+                sqlx::Error::Decode(format!("unknown event kind {:?}", self.kind).into())
+            })?,
+            outcome: self.outcome.as_deref().and_then(Outcome::from_key),
+            event_id: self.event_id,
+            occurred_at: self.occurred_at,
+            test_id: self.test_id,
+            technique_id: self.technique_id,
+            campaign_id: self.campaign_id,
+            remediation_id: self.remediation_id,
+            side: self.side,
+            actor_id: self.actor_id,
+            attributes: self.attributes,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -56,7 +97,7 @@ impl CampaignStore {
     pub async fn enqueue(
         &self,
         tx: &mut Transaction<'static, Any>,
-        events: &[OutboxEvent],
+        events: &[Event],
         now: Micros,
     ) -> Result<(), sqlx::Error> {
         if events.is_empty() {
@@ -69,7 +110,7 @@ impl CampaignStore {
                 position,
                 event_id: &e.event_id,
                 technique_id: &e.technique_id,
-                payload: serde_json::to_string(e).expect("events serialize"),
+                payload: serde_json::to_string(&Payload::from(e)).expect("events serialize"),
                 created_at: now,
             })
             .collect();
@@ -82,7 +123,7 @@ impl CampaignStore {
     }
 
     /// The oldest events metrics has not acknowledged.
-    pub async fn pending_for_metrics(&self, limit: i64) -> Result<Vec<OutboxEvent>, sqlx::Error> {
+    pub async fn pending_for_metrics(&self, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
         self.db
             .stmt(PENDING_METRICS)
             .bind(limit)
@@ -91,7 +132,9 @@ impl CampaignStore {
             .iter()
             .map(|row| {
                 let payload: String = row.try_get(1)?;
-                serde_json::from_str(&payload).map_err(|e| sqlx::Error::Decode(e.into()))
+                serde_json::from_str::<Payload>(&payload)
+                    .map_err(|e| sqlx::Error::Decode(e.into()))?
+                    .event()
             })
             .collect()
     }

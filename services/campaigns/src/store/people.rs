@@ -1,11 +1,13 @@
 //! The people side: users and their roles, remediations, notifications and
 //! worklogs.
 
+use purple_api::common::v1::Role;
 use purple_runtime::{paging::Page, time::Micros};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction, any::AnyRow};
 
 use super::CampaignStore;
+use crate::domain::{Remediation, RemediationState};
 
 const INSERT_USERS: &str = "
     INSERT INTO users (user_id, display_name, role, created_at)
@@ -14,9 +16,11 @@ const INSERT_USERS: &str = "
     FROM json_each($1)";
 const USER_COUNT_AND_ROLE: &str =
     "SELECT (SELECT COUNT(*) FROM users), (SELECT role FROM users WHERE user_id = $1)";
+/// Keyset page: `$3` 1 when the page starts after (`$4` name, `$5` id).
 const LIST_USERS: &str = "
     SELECT user_id, display_name, role, created_at FROM users WHERE ($1 = '' OR role = $1)
-    ORDER BY display_name, user_id LIMIT $2 OFFSET $3";
+      AND ($3 = 0 OR display_name > $4 OR (display_name = $4 AND user_id > $5))
+    ORDER BY display_name, user_id LIMIT $2";
 const USERS_WITH_ROLE: &str = "SELECT user_id FROM users WHERE role = $1 ORDER BY user_id";
 
 const INSERT_REMEDIATION: &str = "
@@ -32,9 +36,12 @@ macro_rules! remediation_select {
     };
 }
 const REMEDIATION: &str = remediation_select!("WHERE remediation_id = $1");
+/// Keyset page: `$4` 1 when the page starts after (`$5` opened_at, `$6`
+/// id).
 const LIST_REMEDIATIONS: &str = remediation_select!(
     "WHERE ($1 = '' OR state = $1) AND ($2 = '' OR technique_id = $2) ",
-    "ORDER BY opened_at DESC, remediation_id DESC LIMIT $3 OFFSET $4"
+    "AND ($4 = 0 OR opened_at < $5 OR (opened_at = $5 AND remediation_id < $6)) ",
+    "ORDER BY opened_at DESC, remediation_id DESC LIMIT $3"
 );
 const REMEDIATIONS_OF_TESTS: &str =
     remediation_select!("WHERE test_id IN (SELECT value FROM json_each($1))");
@@ -48,10 +55,13 @@ const INSERT_NOTIFICATIONS: &str = "
            json_extract(value, '$.kind'), json_extract(value, '$.message'),
            json_extract(value, '$.campaign_id'), 0, CAST(json_extract(value, '$.created_at') AS BIGINT)
     FROM json_each($1)";
+/// Keyset page: `$4` 1 when the page starts after (`$5` created_at, `$6`
+/// id).
 const LIST_NOTIFICATIONS: &str = "
     SELECT notification_id, user_id, kind, message, campaign_id, is_read, created_at FROM notifications
     WHERE user_id = $1 AND ($2 = 0 OR is_read = 0)
-    ORDER BY created_at DESC, notification_id DESC LIMIT $3 OFFSET $4";
+      AND ($4 = 0 OR created_at < $5 OR (created_at = $5 AND notification_id < $6))
+    ORDER BY created_at DESC, notification_id DESC LIMIT $3";
 const MARK_READ: &str = "
     UPDATE notifications SET is_read = 1
     WHERE user_id = $1 AND is_read = 0 AND notification_id IN (SELECT value FROM json_each($2))";
@@ -59,41 +69,43 @@ const MARK_READ: &str = "
 const INSERT_WORKLOG: &str = "
     INSERT INTO worklogs (worklog_id, test_id, user_id, minutes, note, logged_at)
     SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM tests WHERE test_id = $2)";
+/// Keyset page: `$4` 1 when the page starts after (`$5` logged_at, `$6`
+/// id). The total covers the whole filter, not just the page.
 const LIST_WORKLOGS: &str = "
-    SELECT worklog_id, test_id, user_id, minutes, note, logged_at,
-           CAST(SUM(minutes) OVER () AS BIGINT)
-    FROM worklogs WHERE ($1 = '' OR test_id = $1) AND ($2 = '' OR user_id = $2)
-    ORDER BY logged_at DESC, worklog_id DESC LIMIT $3 OFFSET $4";
+    SELECT w.worklog_id, w.test_id, w.user_id, w.minutes, w.note, w.logged_at, tot.minutes
+    FROM (SELECT CAST(COALESCE(SUM(minutes), 0) AS BIGINT) AS minutes FROM worklogs
+          WHERE ($1 = '' OR test_id = $1) AND ($2 = '' OR user_id = $2)) tot
+    LEFT JOIN worklogs w ON ($1 = '' OR w.test_id = $1) AND ($2 = '' OR w.user_id = $2)
+      AND ($4 = 0 OR w.logged_at < $5 OR (w.logged_at = $5 AND w.worklog_id < $6))
+    ORDER BY w.logged_at DESC, w.worklog_id DESC LIMIT $3";
 
 /// A user.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct UserRow {
     pub user_id: String,
     pub display_name: String,
-    pub role: String,
+    #[serde(serialize_with = "role_key")]
+    pub role: Role,
     pub created_at: Micros,
 }
 
-/// A remediation.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RemediationRow {
-    pub remediation_id: String,
-    pub test_id: String,
-    pub technique_id: String,
-    pub state: String,
-    pub version: i64,
-    pub assignee_id: String,
-    pub notes: String,
-    pub opened_at: Micros,
-    pub completed_at: Option<Micros>,
+fn role_key<S: serde::Serializer>(role: &Role, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(role.key().unwrap_or(""))
 }
 
-fn remediation_row(row: &AnyRow) -> Result<RemediationRow, sqlx::Error> {
-    Ok(RemediationRow {
+/// A stored role name as the shared enum.
+pub(crate) fn role_of(key: &str) -> Result<Role, sqlx::Error> {
+    Role::from_key(key).ok_or_else(|| sqlx::Error::Decode(format!("unknown role {key:?}").into()))
+}
+
+fn remediation_row(row: &AnyRow) -> Result<Remediation, sqlx::Error> {
+    let state: String = row.try_get(3)?;
+    Ok(Remediation {
         remediation_id: row.try_get(0)?,
         test_id: row.try_get(1)?,
         technique_id: row.try_get(2)?,
-        state: row.try_get(3)?,
+        state: RemediationState::from_key(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown state {state:?}").into()))?,
         version: row.try_get(4)?,
         assignee_id: row.try_get(5)?,
         notes: row.try_get(6)?,
@@ -131,18 +143,19 @@ impl CampaignStore {
     pub async fn user_count_and_role(
         &self,
         user_id: &str,
-    ) -> Result<(i64, Option<String>), sqlx::Error> {
+    ) -> Result<(i64, Option<Role>), sqlx::Error> {
         let row = self
             .db
             .stmt(USER_COUNT_AND_ROLE)
             .bind(user_id.to_owned())
             .fetch_one(self.db.pool())
             .await?;
-        Ok((row.try_get(0)?, row.try_get(1)?))
+        let role: Option<String> = row.try_get(1)?;
+        Ok((row.try_get(0)?, role.as_deref().map(role_of).transpose()?))
     }
 
     /// The role of a user, if the user exists.
-    pub async fn role_of(&self, user_id: &str) -> Result<Option<String>, sqlx::Error> {
+    pub async fn role_of(&self, user_id: &str) -> Result<Option<Role>, sqlx::Error> {
         Ok(self.user_count_and_role(user_id).await?.1)
     }
 
@@ -156,13 +169,19 @@ impl CampaignStore {
         Ok(())
     }
 
-    /// A page of users.
-    pub async fn list_users(&self, role: &str, page: Page) -> Result<Vec<UserRow>, sqlx::Error> {
+    /// A page of users (all, or those with `role`), by name.
+    pub async fn list_users(
+        &self,
+        role: Option<Role>,
+        page: &Page,
+    ) -> Result<Vec<UserRow>, sqlx::Error> {
         self.db
             .stmt(LIST_USERS)
-            .bind(role.to_owned())
+            .bind(role.and_then(Role::key).unwrap_or(""))
             .bind(page.limit())
-            .bind(page.offset)
+            .bind(page.has_cursor())
+            .bind(page.text(0))
+            .bind(page.text(1))
             .fetch_all(self.db.pool())
             .await?
             .iter()
@@ -170,7 +189,7 @@ impl CampaignStore {
                 Ok(UserRow {
                     user_id: row.try_get(0)?,
                     display_name: row.try_get(1)?,
-                    role: row.try_get(2)?,
+                    role: role_of(&row.try_get::<String, _>(2)?)?,
                     created_at: row.try_get(3)?,
                 })
             })
@@ -178,10 +197,10 @@ impl CampaignStore {
     }
 
     /// Every user with a role.
-    pub async fn users_with_role(&self, role: &str) -> Result<Vec<String>, sqlx::Error> {
+    pub async fn users_with_role(&self, role: Role) -> Result<Vec<String>, sqlx::Error> {
         self.db
             .stmt(USERS_WITH_ROLE)
-            .bind(role.to_owned())
+            .bind(role.key().unwrap_or(""))
             .fetch_all(self.db.pool())
             .await?
             .iter()
@@ -193,7 +212,7 @@ impl CampaignStore {
     pub async fn insert_remediation(
         &self,
         tx: &mut Transaction<'static, Any>,
-        r: &RemediationRow,
+        r: &Remediation,
     ) -> Result<(), sqlx::Error> {
         self.db
             .stmt(INSERT_REMEDIATION)
@@ -212,7 +231,7 @@ impl CampaignStore {
         &self,
         tx: &mut Transaction<'static, Any>,
         id: &str,
-    ) -> Result<Option<RemediationRow>, sqlx::Error> {
+    ) -> Result<Option<Remediation>, sqlx::Error> {
         self.db
             .stmt(REMEDIATION)
             .bind(id.to_owned())
@@ -226,16 +245,18 @@ impl CampaignStore {
     /// A filtered page of remediations, newest first.
     pub async fn list_remediations(
         &self,
-        state: &str,
+        state: Option<RemediationState>,
         technique: &str,
-        page: Page,
-    ) -> Result<Vec<RemediationRow>, sqlx::Error> {
+        page: &Page,
+    ) -> Result<Vec<Remediation>, sqlx::Error> {
         self.db
             .stmt(LIST_REMEDIATIONS)
-            .bind(state.to_owned())
+            .bind(state.map_or("", RemediationState::key))
             .bind(technique.to_owned())
             .bind(page.limit())
-            .bind(page.offset)
+            .bind(page.has_cursor())
+            .bind(page.instant(0))
+            .bind(page.text(1))
             .fetch_all(self.db.pool())
             .await?
             .iter()
@@ -247,7 +268,7 @@ impl CampaignStore {
     pub async fn remediations_of_tests(
         &self,
         test_ids: &[String],
-    ) -> Result<Vec<RemediationRow>, sqlx::Error> {
+    ) -> Result<Vec<Remediation>, sqlx::Error> {
         self.db
             .stmt(REMEDIATIONS_OF_TESTS)
             .bind_ids(test_ids)
@@ -262,7 +283,7 @@ impl CampaignStore {
     pub async fn update_remediation(
         &self,
         tx: &mut Transaction<'static, Any>,
-        r: &RemediationRow,
+        r: &Remediation,
         version: i64,
     ) -> Result<bool, sqlx::Error> {
         let done = self
@@ -270,7 +291,7 @@ impl CampaignStore {
             .stmt(UPDATE_REMEDIATION)
             .bind(r.remediation_id.clone())
             .bind(version)
-            .bind(r.state.clone())
+            .bind(r.state.key())
             .bind(r.notes.clone())
             .bind(r.completed_at)
             .execute(&mut **tx)
@@ -300,14 +321,16 @@ impl CampaignStore {
         &self,
         user_id: &str,
         unread_only: bool,
-        page: Page,
+        page: &Page,
     ) -> Result<Vec<NotificationRow>, sqlx::Error> {
         self.db
             .stmt(LIST_NOTIFICATIONS)
             .bind(user_id.to_owned())
             .bind(i64::from(unread_only))
             .bind(page.limit())
-            .bind(page.offset)
+            .bind(page.has_cursor())
+            .bind(page.instant(0))
+            .bind(page.text(1))
             .fetch_all(self.db.pool())
             .await?
             .iter()
@@ -358,7 +381,7 @@ impl CampaignStore {
         &self,
         test_id: &str,
         user_id: &str,
-        page: Page,
+        page: &Page,
     ) -> Result<(Vec<WorklogRow>, i64), sqlx::Error> {
         let rows = self
             .db
@@ -366,15 +389,19 @@ impl CampaignStore {
             .bind(test_id.to_owned())
             .bind(user_id.to_owned())
             .bind(page.limit())
-            .bind(page.offset)
+            .bind(page.has_cursor())
+            .bind(page.instant(0))
+            .bind(page.text(1))
             .fetch_all(self.db.pool())
             .await?;
         let total = match rows.first() {
             Some(row) => row.try_get(6)?,
             None => 0,
         };
+        // The total's row alone (no worklog matched) has a NULL id.
         let logs = rows
             .iter()
+            .filter(|row| matches!(row.try_get::<Option<String>, _>(0), Ok(Some(_))))
             .map(|row| {
                 Ok(WorklogRow {
                     worklog_id: row.try_get(0)?,

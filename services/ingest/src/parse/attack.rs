@@ -79,8 +79,8 @@ impl StixObject {
             .and_then(|r| r.external_id.as_deref())
     }
 
-    fn flags(&self) -> (i64, i64) {
-        (i64::from(self.revoked), i64::from(self.x_mitre_deprecated))
+    fn flags(&self) -> (bool, bool) {
+        (self.revoked, self.x_mitre_deprecated)
     }
 }
 
@@ -193,7 +193,7 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
                         stix_id: object.id.clone(),
                         name: object.name.clone(),
                         description: object.description.clone(),
-                        is_subtechnique: i64::from(is_sub),
+                        is_subtechnique: is_sub,
                         tactics: json_list(&tactics),
                         platforms: json_list(&object.x_mitre_platforms),
                         revoked,

@@ -3,6 +3,7 @@
 //! reaches techniques through the detection rules that name it.
 
 use chrono::NaiveDateTime;
+use purple_runtime::time::Micros;
 use serde::Deserialize;
 
 use super::{ParseError, text};
@@ -91,14 +92,14 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
             .published
             .as_deref()
             .and_then(|p| NaiveDateTime::parse_from_str(p, "%Y-%m-%dT%H:%M:%S%.f").ok())
-            .map(|p| p.and_utc().timestamp_micros());
+            .map(|p| Micros::from_datetime(p.and_utc()));
         parsed.cves.push(
             CveRow {
                 link: format!("https://nvd.nist.gov/vuln/detail/{}", record.id),
                 cve_id: record.id,
                 description: description.to_owned(),
                 cvss_score: score,
-                known_exploited: i64::from(record.cisa_exploit_add.is_some()),
+                known_exploited: record.cisa_exploit_add.is_some(),
                 published_at,
                 content_hash: String::new(),
             }

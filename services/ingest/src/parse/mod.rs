@@ -90,12 +90,12 @@ pub fn text<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, ParseError> {
 
 /// Adds one file of `kind` to `parsed`.
 pub fn parse_file(
-    kind: crate::import::Kind,
+    kind: crate::domain::Kind,
     file: &str,
     bytes: &[u8],
     parsed: &mut Parsed,
 ) -> Result<(), ParseError> {
-    use crate::import::Kind;
+    use crate::domain::Kind;
     match kind {
         Kind::Attack => attack::parse(file, bytes, parsed),
         Kind::D3fend => d3fend::parse(file, bytes, parsed),

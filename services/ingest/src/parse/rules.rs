@@ -133,7 +133,7 @@ fn add_rule(
             title: title.to_owned(),
             level: level.to_owned(),
             status: status.to_owned(),
-            enabled: i64::from(enabled),
+            enabled,
             file_name: file.to_owned(),
             technique_ids: json_list(&techniques),
             cve_ids: json_list(&cves),

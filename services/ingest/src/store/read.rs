@@ -3,14 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use purple_api::ingest::v1::{
-    CatalogInput, Control, Cve, DefensiveTechnique, DetectionRule, Tactic, Technique, TestTemplate,
-    ThreatActor,
-};
-use purple_runtime::{paging::Page, time::timestamp};
+use purple_runtime::{paging::Page, time::Micros};
 use sqlx::{Row, any::AnyRow};
 
 use super::CatalogStore;
+use crate::domain::views::{
+    CatalogInput, Control, Cve, Defense, Rule, Tactic, Technique, Template, ThreatActor,
+};
 
 macro_rules! technique_select {
     ($($rest:literal),*) => {
@@ -25,12 +24,14 @@ macro_rules! technique_select {
 const TECHNIQUES_BY_IDS: &str =
     technique_select!("WHERE t.technique_id IN (SELECT value FROM json_each($1))");
 
+/// Keyset page: `$6` 1 when the page starts after technique `$7`.
 const LIST_TECHNIQUES: &str = technique_select!(
     "WHERE ($1 = '' OR EXISTS (SELECT 1 FROM json_each(t.tactics) j WHERE j.value = $1)) ",
     "AND ($2 = '' OR EXISTS (SELECT 1 FROM json_each(t.platforms) j WHERE lower(j.value) = lower($2))) ",
     "AND ($3 = 0 OR ($3 = 1 AND t.is_subtechnique = 0) OR ($3 = 2 AND t.is_subtechnique = 1)) ",
     "AND ($4 = 1 OR (t.revoked = 0 AND t.deprecated = 0)) ",
-    "ORDER BY t.technique_id LIMIT $5 OFFSET $6"
+    "AND ($6 = 0 OR t.technique_id > $7) ",
+    "ORDER BY t.technique_id LIMIT $5"
 );
 
 const LIST_TACTICS: &str = "
@@ -90,8 +91,11 @@ macro_rules! actor_select {
     };
 }
 
+/// Keyset page: `$3` 1 when the page starts after (`$4` name, `$5` id).
 const LIST_ACTORS: &str = actor_select!(
-    "WHERE ($1 = 1 OR (a.revoked = 0 AND a.deprecated = 0)) ORDER BY a.name, a.actor_id LIMIT $2 OFFSET $3"
+    "WHERE ($1 = 1 OR (a.revoked = 0 AND a.deprecated = 0)) ",
+    "AND ($3 = 0 OR a.name > $4 OR (a.name = $4 AND a.actor_id > $5)) ",
+    "ORDER BY a.name, a.actor_id LIMIT $2"
 );
 const ACTORS_BY_IDS: &str = actor_select!("WHERE a.actor_id IN (SELECT value FROM json_each($1))");
 
@@ -146,8 +150,12 @@ const CONTROLS_FOR: &str = "
     WHERE t.technique_id IN (SELECT value FROM json_each($1))
     ORDER BY t.technique_id, c.control_id";
 
-const IMPORT_RUNS: &str =
-    "SELECT report FROM import_runs ORDER BY started_at DESC, run_id LIMIT $1 OFFSET $2";
+/// Keyset page: `$2` 1 when the page starts after (`$3` started_at, `$4`
+/// run id).
+const IMPORT_RUNS: &str = "
+    SELECT report, started_at, run_id FROM import_runs
+    WHERE ($2 = 0 OR started_at < $3 OR (started_at = $3 AND run_id > $4))
+    ORDER BY started_at DESC, run_id LIMIT $1";
 
 fn list(json: &str) -> Vec<String> {
     serde_json::from_str(json).unwrap_or_default()
@@ -160,7 +168,7 @@ fn technique(row: &AnyRow) -> Result<Technique, sqlx::Error> {
         name: row.try_get(2)?,
         description: row.try_get(3)?,
         is_subtechnique: row.try_get::<i64, _>(4)? != 0,
-        parent_id: row.try_get::<Option<String>, _>(5)?.unwrap_or_default(),
+        parent_id: row.try_get(5)?,
         tactics: list(&row.try_get::<String, _>(6)?),
         platforms: list(&row.try_get::<String, _>(7)?),
         revoked: row.try_get::<i64, _>(8)? != 0,
@@ -177,7 +185,7 @@ fn actor(row: &AnyRow) -> Result<ThreatActor, sqlx::Error> {
         description: row.try_get(3)?,
         revoked: row.try_get::<i64, _>(4)? != 0,
         deprecated: row.try_get::<i64, _>(5)? != 0,
-        technique_count: row.try_get::<i64, _>(6)? as i32,
+        technique_count: row.try_get(6)?,
     })
 }
 
@@ -225,7 +233,7 @@ impl CatalogStore {
         platform: &str,
         subtechniques: i64,
         include_revoked: bool,
-        page: Page,
+        page: &Page,
     ) -> Result<Vec<Technique>, sqlx::Error> {
         self.db
             .stmt(LIST_TECHNIQUES)
@@ -234,7 +242,8 @@ impl CatalogStore {
             .bind(subtechniques)
             .bind(i64::from(include_revoked))
             .bind(page.limit())
-            .bind(page.offset)
+            .bind(page.has_cursor())
+            .bind(page.text(0))
             .fetch_all(self.db.pool())
             .await?
             .iter()
@@ -254,8 +263,8 @@ impl CatalogStore {
                     tactic_id: row.try_get(0)?,
                     short_name: row.try_get(1)?,
                     name: row.try_get(2)?,
-                    ordinal: row.try_get::<i64, _>(3)? as i32,
-                    technique_count: row.try_get::<i64, _>(4)? as i32,
+                    ordinal: row.try_get(3)?,
+                    technique_count: row.try_get(4)?,
                 })
             })
             .collect()
@@ -274,8 +283,8 @@ impl CatalogStore {
                 let input = CatalogInput {
                     technique_id: row.try_get(0)?,
                     live: row.try_get::<i64, _>(1)? == 0 && row.try_get::<i64, _>(2)? == 0,
-                    countermeasure_count: row.try_get::<i64, _>(3)? as i32,
-                    actor_count: row.try_get::<i64, _>(4)? as i32,
+                    countermeasure_count: row.try_get(3)?,
+                    actor_count: row.try_get(4)?,
                     enabled_rule_ids: rules
                         .filter(|r| !r.is_empty())
                         .map(|r| r.split(',').map(str::to_owned).collect())
@@ -290,13 +299,15 @@ impl CatalogStore {
     pub async fn list_actors(
         &self,
         include_revoked: bool,
-        page: Page,
+        page: &Page,
     ) -> Result<Vec<ThreatActor>, sqlx::Error> {
         self.db
             .stmt(LIST_ACTORS)
             .bind(i64::from(include_revoked))
             .bind(page.limit())
-            .bind(page.offset)
+            .bind(page.has_cursor())
+            .bind(page.text(0))
+            .bind(page.text(1))
             .fetch_all(self.db.pool())
             .await?
             .iter()
@@ -329,12 +340,12 @@ impl CatalogStore {
     pub async fn defenses_for(
         &self,
         ids: &[String],
-    ) -> Result<BTreeMap<String, Vec<DefensiveTechnique>>, sqlx::Error> {
+    ) -> Result<BTreeMap<String, Vec<Defense>>, sqlx::Error> {
         let rows = self.by_ids(DEFENSES_FOR, ids).await?;
         grouped(&rows, |row| {
             Ok(row
                 .try_get::<Option<String>, _>(1)?
-                .map(|defense_id| DefensiveTechnique {
+                .map(|defense_id| Defense {
                     defense_id,
                     name: row
                         .try_get::<Option<String>, _>(2)
@@ -355,7 +366,7 @@ impl CatalogStore {
         &self,
         ids: &[String],
         platform: &str,
-    ) -> Result<BTreeMap<String, Vec<TestTemplate>>, sqlx::Error> {
+    ) -> Result<BTreeMap<String, Vec<Template>>, sqlx::Error> {
         let rows = self
             .db
             .stmt(TEMPLATES_FOR)
@@ -367,7 +378,7 @@ impl CatalogStore {
             let Some(template_id) = row.try_get::<Option<String>, _>(1)? else {
                 return Ok(None);
             };
-            Ok(Some(TestTemplate {
+            Ok(Some(Template {
                 template_id,
                 technique_id: row.try_get(0)?,
                 source: row.try_get(2)?,
@@ -384,12 +395,12 @@ impl CatalogStore {
     pub async fn rules_by_ids(
         &self,
         ids: &[String],
-    ) -> Result<BTreeMap<String, DetectionRule>, sqlx::Error> {
+    ) -> Result<BTreeMap<String, Rule>, sqlx::Error> {
         self.by_ids(RULES_BY_IDS, ids)
             .await?
             .iter()
             .map(|row| {
-                let rule = DetectionRule {
+                let rule = Rule {
                     rule_id: row.try_get(0)?,
                     source: row.try_get(1)?,
                     title: row.try_get(2)?,
@@ -420,7 +431,7 @@ impl CatalogStore {
                 cvss_score: row.try_get(3)?,
                 link: row.try_get(4)?,
                 known_exploited: row.try_get::<i64, _>(5)? != 0,
-                published_at: row.try_get::<Option<i64>, _>(6)?.map(timestamp),
+                published_at: row.try_get(6)?,
             }))
         })
     }
@@ -443,16 +454,22 @@ impl CatalogStore {
         })
     }
 
-    /// A page of import run reports (JSON), newest first.
-    pub async fn import_runs(&self, page: Page) -> Result<Vec<String>, sqlx::Error> {
+    /// A page of import run reports (JSON), newest first, with each run's
+    /// sort key (started_at, run id).
+    pub async fn import_runs(
+        &self,
+        page: &Page,
+    ) -> Result<Vec<(String, Micros, String)>, sqlx::Error> {
         self.db
             .stmt(IMPORT_RUNS)
             .bind(page.limit())
-            .bind(page.offset)
+            .bind(page.has_cursor())
+            .bind(page.instant(0))
+            .bind(page.text(1))
             .fetch_all(self.db.pool())
             .await?
             .iter()
-            .map(|row| row.try_get(0))
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
             .collect()
     }
 }

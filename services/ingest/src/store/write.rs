@@ -6,12 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use purple_runtime::Database;
+use purple_runtime::{Database, time::Micros};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
-use crate::domain::{Counts, Entity, Parsed, Skipped};
-use crate::import::Kind;
+use crate::domain::{Counts, Entity, Kind, Parsed, Skipped};
 
 /// The preload and upsert of one entity table.
 struct EntitySql {
@@ -129,8 +128,8 @@ pub struct RunRecord<'a> {
     pub attack_version: &'a str,
     pub report_json: String,
     pub error: &'a str,
-    pub started_at: i64,
-    pub finished_at: i64,
+    pub started_at: Micros,
+    pub finished_at: Micros,
 }
 
 /// Writes a run record (in the import's transaction on success, alone on

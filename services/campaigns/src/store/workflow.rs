@@ -1,15 +1,27 @@
-//! Tests: batch creation, reads, the workflow's transactional writes, the
-//! score inputs per technique, retest chains and stale tests.
+//! The tests table and what the workflow writes around it: batch creation,
+//! reads, transitions, detection results, the per-technique tallies kept
+//! on write, score inputs (now and as of a past instant), retest chains and
+//! stale tests.
 
 use std::collections::BTreeMap;
 
-use purple_api::common::v1::Outcome;
+use purple_api::common::v1::{Outcome, Role};
 use purple_runtime::{paging::Page, time::Micros};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
 use super::{CampaignStore, test_columns, test_row};
-use crate::domain::{DetectionResult, TestRow};
+use crate::domain::{DetectionResult, State, TestRow};
+
+/// Filters of the test list ("" and None: any).
+#[derive(Clone, Debug, Default)]
+pub struct TestFilter {
+    pub technique_id: String,
+    pub state: Option<State>,
+    pub campaign_id: String,
+    /// Red or blue assignee.
+    pub assignee_id: String,
+}
 
 const INSERT_TESTS: &str = "
     INSERT INTO tests (test_id, technique_id, template_id, campaign_id, title, state, outcome, retest_of,
@@ -30,6 +42,8 @@ const TESTS_BY_IDS: &str = concat!(
     " FROM tests t WHERE t.test_id IN (SELECT value FROM json_each($1))"
 );
 
+/// Keyset page: `$6` 1 when the page starts after (`$7` created_at, `$8`
+/// test id).
 const LIST_TESTS: &str = concat!(
     "SELECT ",
     test_columns!(),
@@ -37,7 +51,8 @@ const LIST_TESTS: &str = concat!(
      WHERE ($1 = '' OR t.technique_id = $1) AND ($2 = '' OR t.state = $2)
        AND ($3 = '' OR t.campaign_id = $3)
        AND ($4 = '' OR t.red_assignee_id = $4 OR t.blue_assignee_id = $4)
-     ORDER BY t.created_at DESC, t.test_id DESC LIMIT $5 OFFSET $6"
+       AND ($6 = 0 OR t.created_at < $7 OR (t.created_at = $7 AND t.test_id < $8))
+     ORDER BY t.created_at DESC, t.test_id DESC LIMIT $5"
 );
 
 /// The test and the actor's role, in one read.
@@ -181,11 +196,15 @@ const RETEST_CHAIN: &str = concat!(
      ORDER BY t.created_at, t.test_id"
 );
 
+/// Keyset page: `$3` 1 when the page starts after (`$4` validated_at, `$5`
+/// chain id).
 const STALE_TESTS: &str = concat!(
     "SELECT ",
     test_columns!(),
     " FROM chain_effective ce JOIN tests t ON t.test_id = ce.test_id
-     WHERE ce.validated_at < $1 ORDER BY ce.validated_at, ce.chain_id LIMIT $2 OFFSET $3"
+     WHERE ce.validated_at < $1
+       AND ($3 = 0 OR ce.validated_at > $4 OR (ce.validated_at = $4 AND ce.chain_id > $5))
+     ORDER BY ce.validated_at, ce.chain_id LIMIT $2"
 );
 
 const TRIGGERED_RULES_OF: &str = "
@@ -288,20 +307,19 @@ impl CampaignStore {
     /// A filtered page of tests, newest first.
     pub async fn list_tests(
         &self,
-        technique: &str,
-        state: &str,
-        campaign: &str,
-        assignee: &str,
-        page: Page,
+        filter: &TestFilter,
+        page: &Page,
     ) -> Result<Vec<TestRow>, sqlx::Error> {
         self.db
             .stmt(LIST_TESTS)
-            .bind(technique.to_owned())
-            .bind(state.to_owned())
-            .bind(campaign.to_owned())
-            .bind(assignee.to_owned())
+            .bind(filter.technique_id.clone())
+            .bind(filter.state.map_or("", State::key))
+            .bind(filter.campaign_id.clone())
+            .bind(filter.assignee_id.clone())
             .bind(page.limit())
-            .bind(page.offset)
+            .bind(page.has_cursor())
+            .bind(page.instant(0))
+            .bind(page.text(1))
             .fetch_all(self.db.pool())
             .await?
             .iter()
@@ -316,7 +334,7 @@ impl CampaignStore {
         tx: &mut Transaction<'static, Any>,
         test_id: &str,
         actor_id: &str,
-    ) -> Result<Option<(TestRow, Option<String>)>, sqlx::Error> {
+    ) -> Result<Option<(TestRow, Option<Role>)>, sqlx::Error> {
         let row = self
             .db
             .stmt(TEST_AND_ROLE)
@@ -324,8 +342,14 @@ impl CampaignStore {
             .bind(actor_id.to_owned())
             .fetch_optional(&mut **tx)
             .await?;
-        row.map(|row| Ok((test_row(&row)?, row.try_get(super::TEST_COLUMN_COUNT)?)))
-            .transpose()
+        row.map(|row| {
+            let role: Option<String> = row.try_get(super::TEST_COLUMN_COUNT)?;
+            Ok((
+                test_row(&row)?,
+                role.as_deref().map(super::people::role_of).transpose()?,
+            ))
+        })
+        .transpose()
     }
 
     /// Writes the test's new state if its version is still `version`;
@@ -511,13 +535,15 @@ impl CampaignStore {
     pub async fn stale_tests(
         &self,
         older_than: Micros,
-        page: Page,
+        page: &Page,
     ) -> Result<Vec<TestRow>, sqlx::Error> {
         self.db
             .stmt(STALE_TESTS)
             .bind(older_than)
             .bind(page.limit())
-            .bind(page.offset)
+            .bind(page.has_cursor())
+            .bind(page.instant(0))
+            .bind(page.text(1))
             .fetch_all(self.db.pool())
             .await?
             .iter()

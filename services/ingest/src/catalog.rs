@@ -1,0 +1,167 @@
+//! The catalogue's batch reads, between the wire conversions and the SQL:
+//! each checks its batch against the limit and answers with one statement
+//! (per chunk of ids a caller sends), keyed by id so the API can answer in
+//! request order and list the ids it does not know.
+
+use std::collections::BTreeMap;
+
+use purple_api::batch::check_batch_len;
+use purple_runtime::paging::Page;
+
+use crate::{
+    domain::{
+        Report,
+        views::{
+            CatalogInput, Control, Cve, Defense, Rule, Tactic, Technique, Template, ThreatActor,
+        },
+    },
+    error::IngestError,
+    store::CatalogStore,
+};
+
+/// Which techniques a list returns.
+#[derive(Clone, Debug, Default)]
+pub struct TechniqueQuery {
+    /// Only techniques of this tactic (short name); "" for all.
+    pub tactic: String,
+    /// Only techniques on this platform (case-insensitive); "" for all.
+    pub platform: String,
+    /// 0 both, 1 techniques only, 2 sub-techniques only.
+    pub subtechniques: i64,
+    /// Revoked and deprecated techniques too.
+    pub include_revoked: bool,
+}
+
+/// The sort key of the technique list: the ATT&CK id.
+pub const TECHNIQUE_KEY_LEN: usize = 1;
+/// The sort key of the actor list: (name, id).
+pub const ACTOR_KEY_LEN: usize = 2;
+/// The sort key of the import run list: (started_at, run id), newest first.
+pub const RUN_KEY_LEN: usize = 2;
+
+/// Id-keyed reads of the catalogue.
+pub type ById<T> = BTreeMap<String, T>;
+
+/// The catalogue's reads.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    store: CatalogStore,
+}
+
+impl Catalog {
+    /// The reads over a store.
+    pub fn new(store: CatalogStore) -> Self {
+        Self { store }
+    }
+
+    /// A page of import run reports, newest first, and the next token.
+    pub async fn import_runs(&self, page: &Page) -> Result<(Vec<Report>, String), IngestError> {
+        let mut runs = self.store.import_runs(page).await?;
+        let next = page.finish(&mut runs, |(_, started, id)| {
+            vec![(*started).into(), id.into()]
+        });
+        // A report that no longer decodes (written by an older release)
+        // is left out rather than failing the whole page.
+        let reports = runs
+            .iter()
+            .filter_map(|(json, _, _)| serde_json::from_str::<Report>(json).ok())
+            .collect();
+        Ok((reports, next))
+    }
+
+    /// Techniques by ATT&CK id, live or not.
+    pub async fn techniques_by_ids(&self, ids: &[String]) -> Result<ById<Technique>, IngestError> {
+        check_batch_len("technique_ids", ids.len())?;
+        Ok(self.store.techniques_by_ids(ids).await?)
+    }
+
+    /// A filtered page of techniques by id, and the next token.
+    pub async fn list_techniques(
+        &self,
+        query: &TechniqueQuery,
+        page: &Page,
+    ) -> Result<(Vec<Technique>, String), IngestError> {
+        let mut techniques = self
+            .store
+            .list_techniques(
+                &query.tactic,
+                &query.platform,
+                query.subtechniques,
+                query.include_revoked,
+                page,
+            )
+            .await?;
+        let next = page.finish(&mut techniques, |t| vec![(&t.technique_id).into()]);
+        Ok((techniques, next))
+    }
+
+    /// Live tactics in kill-chain order.
+    pub async fn tactics(&self) -> Result<Vec<Tactic>, IngestError> {
+        Ok(self.store.tactics().await?)
+    }
+
+    /// Scoring's catalogue inputs per technique.
+    pub async fn catalog_inputs(&self, ids: &[String]) -> Result<ById<CatalogInput>, IngestError> {
+        check_batch_len("technique_ids", ids.len())?;
+        Ok(self.store.catalog_inputs(ids).await?)
+    }
+
+    /// A page of threat actors by name, and the next token.
+    pub async fn list_actors(
+        &self,
+        include_revoked: bool,
+        page: &Page,
+    ) -> Result<(Vec<ThreatActor>, String), IngestError> {
+        let mut actors = self.store.list_actors(include_revoked, page).await?;
+        let next = page.finish(&mut actors, |a| {
+            vec![(&a.name).into(), (&a.actor_id).into()]
+        });
+        Ok((actors, next))
+    }
+
+    /// Threat actors by ATT&CK id.
+    pub async fn actors_by_ids(&self, ids: &[String]) -> Result<ById<ThreatActor>, IngestError> {
+        check_batch_len("actor_ids", ids.len())?;
+        Ok(self.store.actors_by_ids(ids).await?)
+    }
+
+    /// The live techniques of each actor.
+    pub async fn actor_techniques(&self, ids: &[String]) -> Result<ById<Vec<String>>, IngestError> {
+        check_batch_len("actor_ids", ids.len())?;
+        Ok(self.store.actor_techniques(ids).await?)
+    }
+
+    /// D3FEND defenses of each technique (its own and its parent's).
+    pub async fn defenses_for(&self, ids: &[String]) -> Result<ById<Vec<Defense>>, IngestError> {
+        check_batch_len("technique_ids", ids.len())?;
+        Ok(self.store.defenses_for(ids).await?)
+    }
+
+    /// Test templates of each technique, best first.
+    pub async fn templates_for(
+        &self,
+        ids: &[String],
+        platform: &str,
+    ) -> Result<ById<Vec<Template>>, IngestError> {
+        check_batch_len("technique_ids", ids.len())?;
+        Ok(self.store.templates_for(ids, platform).await?)
+    }
+
+    /// Detection rules by id.
+    pub async fn rules_by_ids(&self, ids: &[String]) -> Result<ById<Rule>, IngestError> {
+        check_batch_len("rule_ids", ids.len())?;
+        Ok(self.store.rules_by_ids(ids).await?)
+    }
+
+    /// CVEs of each technique.
+    pub async fn cves_for(&self, ids: &[String]) -> Result<ById<Vec<Cve>>, IngestError> {
+        check_batch_len("technique_ids", ids.len())?;
+        Ok(self.store.cves_for(ids).await?)
+    }
+
+    /// NIST 800-53 controls of each technique.
+    pub async fn controls_for(&self, ids: &[String]) -> Result<ById<Vec<Control>>, IngestError> {
+        check_batch_len("technique_ids", ids.len())?;
+        Ok(self.store.controls_for(ids).await?)
+    }
+}

@@ -1,0 +1,343 @@
+//! The wire edge of the ingest service: requests checked and turned into
+//! domain queries, the catalogue's views and import reports turned into
+//! responses. Every refusal names its field.
+
+use std::collections::BTreeMap;
+
+use purple_api::{batch::in_request_order, ingest::v1 as pb};
+use purple_runtime::{
+    paging::Page,
+    time::{timestamp, timestamp_opt},
+};
+
+use crate::{
+    catalog::{ACTOR_KEY_LEN, RUN_KEY_LEN, TECHNIQUE_KEY_LEN, TechniqueQuery},
+    domain::{
+        Kind, Report,
+        views::{
+            CatalogInput, Control, Cve, Defense, Rule, Tactic, Technique, Template, ThreatActor,
+        },
+    },
+    error::IngestError,
+    import::Chunk,
+};
+
+/// The import kind of the wire enum; None for unset or unknown values.
+pub fn kind_of(kind: i32) -> Option<Kind> {
+    Some(match pb::ImportKind::try_from(kind).ok()? {
+        pb::ImportKind::Unspecified => return None,
+        pb::ImportKind::Attack => Kind::Attack,
+        pb::ImportKind::D3fend => Kind::D3fend,
+        pb::ImportKind::Sigma => Kind::Sigma,
+        pb::ImportKind::Elastic => Kind::Elastic,
+        pb::ImportKind::Atomic => Kind::Atomic,
+        pb::ImportKind::Caldera => Kind::Caldera,
+        pb::ImportKind::Lolbas => Kind::Lolbas,
+        pb::ImportKind::Nist => Kind::Nist,
+        pb::ImportKind::Cve => Kind::Cve,
+    })
+}
+
+/// The wire enum of an import kind.
+pub fn kind_pb(kind: Kind) -> pb::ImportKind {
+    match kind {
+        Kind::Attack => pb::ImportKind::Attack,
+        Kind::D3fend => pb::ImportKind::D3fend,
+        Kind::Sigma => pb::ImportKind::Sigma,
+        Kind::Elastic => pb::ImportKind::Elastic,
+        Kind::Atomic => pb::ImportKind::Atomic,
+        Kind::Caldera => pb::ImportKind::Caldera,
+        Kind::Lolbas => pb::ImportKind::Lolbas,
+        Kind::Nist => pb::ImportKind::Nist,
+        Kind::Cve => pb::ImportKind::Cve,
+    }
+}
+
+impl From<pb::ImportRequest> for Chunk {
+    fn from(r: pb::ImportRequest) -> Self {
+        Chunk {
+            kind: kind_of(r.kind),
+            file_name: r.file_name,
+            data: r.data,
+            last: r.last,
+        }
+    }
+}
+
+/// A report as the API returns it.
+pub fn report_pb(report: Report) -> pb::ImportReport {
+    pb::ImportReport {
+        created: report.created(),
+        updated: report.updated(),
+        run_id: report.run_id,
+        kind: Kind::parse(&report.kind).map_or(pb::ImportKind::Unspecified, kind_pb) as i32,
+        status: if report.succeeded {
+            pb::ImportStatus::Succeeded
+        } else {
+            pb::ImportStatus::Failed
+        } as i32,
+        files: report.files,
+        attack_version: report.attack_version,
+        counts: report
+            .counts
+            .into_iter()
+            .map(|(name, c)| {
+                let counts = pb::EntityCounts {
+                    created: c.created,
+                    updated: c.updated,
+                    unchanged: c.unchanged,
+                    revoked: c.revoked,
+                    deprecated: c.deprecated,
+                    removed: c.removed,
+                };
+                (name, counts)
+            })
+            .collect(),
+        unresolved_references: report.unresolved_references,
+        skipped: report
+            .skipped
+            .into_iter()
+            .map(|s| pb::SkippedItem {
+                file_name: s.file_name,
+                location: s.location,
+                reason: s.reason,
+            })
+            .collect(),
+        error: report.error,
+        started_at: Some(timestamp(report.started_at)),
+        finished_at: Some(timestamp(report.finished_at)),
+    }
+}
+
+/// The import run list's page.
+pub fn runs_page(r: &pb::ListImportRunsRequest) -> Result<Page, IngestError> {
+    Ok(Page::parse(
+        r.page_size,
+        &r.page_token,
+        50,
+        "",
+        RUN_KEY_LEN,
+    )?)
+}
+
+/// The technique list's filters and page.
+pub fn technique_query(
+    r: &pb::ListTechniquesRequest,
+) -> Result<(TechniqueQuery, Page), IngestError> {
+    let subtechniques = match pb::SubtechniqueFilter::try_from(r.subtechniques) {
+        Ok(pb::SubtechniqueFilter::Unspecified) => 0,
+        Ok(pb::SubtechniqueFilter::Exclude) => 1,
+        Ok(pb::SubtechniqueFilter::Only) => 2,
+        Err(_) => {
+            return Err(IngestError::invalid(
+                "subtechniques",
+                format!("unknown value {}", r.subtechniques),
+            ));
+        }
+    };
+    let query = TechniqueQuery {
+        tactic: r.tactic.clone(),
+        platform: r.platform.clone(),
+        subtechniques,
+        include_revoked: r.include_revoked,
+    };
+    let filters = format!(
+        "{}|{}|{}|{}",
+        query.tactic, query.platform, query.subtechniques, query.include_revoked
+    );
+    let page = Page::parse(r.page_size, &r.page_token, 100, &filters, TECHNIQUE_KEY_LEN)?;
+    Ok((query, page))
+}
+
+/// The actor list's page.
+pub fn actors_page(r: &pb::ListThreatActorsRequest) -> Result<Page, IngestError> {
+    Ok(Page::parse(
+        r.page_size,
+        &r.page_token,
+        100,
+        &r.include_revoked.to_string(),
+        ACTOR_KEY_LEN,
+    )?)
+}
+
+/// Items found for the requested ids, in request order, and the ids not
+/// found.
+pub fn in_order<T: Clone, P>(
+    ids: &[String],
+    found: BTreeMap<String, T>,
+    to_pb: impl Fn(T) -> P,
+) -> (Vec<P>, Vec<String>) {
+    let (items, missing) = in_request_order(ids, &found);
+    (items.into_iter().map(to_pb).collect(), missing)
+}
+
+impl From<Technique> for pb::Technique {
+    fn from(t: Technique) -> Self {
+        pb::Technique {
+            technique_id: t.technique_id,
+            name: t.name,
+            description: t.description,
+            is_subtechnique: t.is_subtechnique,
+            parent_id: t.parent_id.unwrap_or_default(),
+            tactics: t.tactics,
+            platforms: t.platforms,
+            revoked: t.revoked,
+            deprecated: t.deprecated,
+            stix_id: t.stix_id,
+            attack_version: t.attack_version,
+        }
+    }
+}
+
+impl From<Tactic> for pb::Tactic {
+    fn from(t: Tactic) -> Self {
+        pb::Tactic {
+            tactic_id: t.tactic_id,
+            short_name: t.short_name,
+            name: t.name,
+            ordinal: t.ordinal as i32,
+            technique_count: t.technique_count as i32,
+        }
+    }
+}
+
+impl From<CatalogInput> for pb::CatalogInput {
+    fn from(i: CatalogInput) -> Self {
+        pb::CatalogInput {
+            technique_id: i.technique_id,
+            enabled_rule_ids: i.enabled_rule_ids,
+            countermeasure_count: i.countermeasure_count as i32,
+            actor_count: i.actor_count as i32,
+            live: i.live,
+        }
+    }
+}
+
+impl From<ThreatActor> for pb::ThreatActor {
+    fn from(a: ThreatActor) -> Self {
+        pb::ThreatActor {
+            actor_id: a.actor_id,
+            name: a.name,
+            aliases: a.aliases,
+            description: a.description,
+            revoked: a.revoked,
+            deprecated: a.deprecated,
+            technique_count: a.technique_count as i32,
+        }
+    }
+}
+
+impl From<Defense> for pb::DefensiveTechnique {
+    fn from(d: Defense) -> Self {
+        pb::DefensiveTechnique {
+            defense_id: d.defense_id,
+            name: d.name,
+            tactic: d.tactic,
+        }
+    }
+}
+
+impl From<Template> for pb::TestTemplate {
+    fn from(t: Template) -> Self {
+        pb::TestTemplate {
+            template_id: t.template_id,
+            source: t.source,
+            technique_id: t.technique_id,
+            name: t.name,
+            description: t.description,
+            platforms: t.platforms,
+            executor: t.executor,
+            command: t.command,
+        }
+    }
+}
+
+impl From<Rule> for pb::DetectionRule {
+    fn from(r: Rule) -> Self {
+        pb::DetectionRule {
+            rule_id: r.rule_id,
+            source: r.source,
+            title: r.title,
+            level: r.level,
+            status: r.status,
+            enabled: r.enabled,
+            technique_ids: r.technique_ids,
+            file_name: r.file_name,
+        }
+    }
+}
+
+impl From<Cve> for pb::Cve {
+    fn from(c: Cve) -> Self {
+        pb::Cve {
+            cve_id: c.cve_id,
+            description: c.description,
+            cvss_score: c.cvss_score,
+            link: c.link,
+            known_exploited: c.known_exploited,
+            published_at: timestamp_opt(c.published_at),
+        }
+    }
+}
+
+impl From<Control> for pb::Control {
+    fn from(c: Control) -> Self {
+        pb::Control {
+            control_id: c.control_id,
+            name: c.name,
+            family: c.family,
+        }
+    }
+}
+
+fn all<T, P: From<T>>(items: Vec<T>) -> Vec<P> {
+    items.into_iter().map(P::from).collect()
+}
+
+/// Per-technique defenses on the wire.
+pub fn technique_defenses(technique_id: String, defenses: Vec<Defense>) -> pb::TechniqueDefenses {
+    pb::TechniqueDefenses {
+        technique_id,
+        defenses: all(defenses),
+    }
+}
+
+/// Per-technique templates on the wire.
+pub fn technique_templates(
+    technique_id: String,
+    templates: Vec<Template>,
+) -> pb::TechniqueTemplates {
+    pb::TechniqueTemplates {
+        technique_id,
+        templates: all(templates),
+    }
+}
+
+/// Per-technique CVEs on the wire.
+pub fn technique_cves(technique_id: String, cves: Vec<Cve>) -> pb::TechniqueCves {
+    pb::TechniqueCves {
+        technique_id,
+        cves: all(cves),
+    }
+}
+
+/// Per-technique controls on the wire.
+pub fn technique_controls(technique_id: String, controls: Vec<Control>) -> pb::TechniqueControls {
+    pb::TechniqueControls {
+        technique_id,
+        controls: all(controls),
+    }
+}
+
+/// Grouped items for the requested ids, wrapped per id, in request order.
+pub fn grouped_in_order<T: Clone, P>(
+    ids: &[String],
+    found: BTreeMap<String, Vec<T>>,
+    wrap: impl Fn(String, Vec<T>) -> P,
+) -> (Vec<P>, Vec<String>) {
+    let keyed: BTreeMap<String, (String, Vec<T>)> = found
+        .into_iter()
+        .map(|(k, v)| (k.clone(), (k, v)))
+        .collect();
+    in_order(ids, keyed, |(id, items)| wrap(id, items))
+}

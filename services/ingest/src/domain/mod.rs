@@ -1,0 +1,266 @@
+//! The catalogue's domain: the rules every importer shares (ATT&CK id
+//! normalisation, content hashing for change detection), what is imported
+//! ([`Kind`]), what an import yields ([`Parsed`]) and reports ([`Report`]),
+//! the rows it writes ([`rows`]) and the catalogue as the batch reads
+//! return it ([`views`]).
+
+pub mod rows;
+pub mod views;
+
+pub use rows::*;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use purple_runtime::time::Micros;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// What an import reads: one public format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Attack,
+    D3fend,
+    Sigma,
+    Elastic,
+    Atomic,
+    Caldera,
+    Lolbas,
+    Nist,
+    Cve,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 9] = [
+        Kind::Attack,
+        Kind::D3fend,
+        Kind::Sigma,
+        Kind::Elastic,
+        Kind::Atomic,
+        Kind::Caldera,
+        Kind::Lolbas,
+        Kind::Nist,
+        Kind::Cve,
+    ];
+
+    /// Lower-case name, as the CLI and run records spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Attack => "attack",
+            Kind::D3fend => "d3fend",
+            Kind::Sigma => "sigma",
+            Kind::Elastic => "elastic",
+            Kind::Atomic => "atomic",
+            Kind::Caldera => "caldera",
+            Kind::Lolbas => "lolbas",
+            Kind::Nist => "nist",
+            Kind::Cve => "cve",
+        }
+    }
+
+    /// From its name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// A stable hash of a row's content: what a re-import compares.
+pub fn content_hash<T: Serialize>(row: &T) -> String {
+    let bytes = serde_json::to_vec(row).expect("rows serialize");
+    let digest = Sha256::digest(&bytes);
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `T1059`, ` t1059.001 ` → `T1059`, `T1059.001`; anything else is None.
+pub fn normalize_technique_id(raw: &str) -> Option<String> {
+    let id = raw.trim().to_ascii_uppercase();
+    let bytes = id.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        range
+            .clone()
+            .all(|i| bytes.get(i).is_some_and(u8::is_ascii_digit))
+    };
+    let ok = match bytes.len() {
+        5 => bytes[0] == b'T' && digits(1..5),
+        9 => bytes[0] == b'T' && digits(1..5) && bytes[5] == b'.' && digits(6..9),
+        _ => false,
+    };
+    ok.then_some(id)
+}
+
+/// The parent of a sub-technique id.
+pub fn parent_of(technique_id: &str) -> Option<&str> {
+    technique_id.split_once('.').map(|(parent, _)| parent)
+}
+
+/// JSON array text of a list.
+pub fn json_list<S: Serialize>(items: &[S]) -> String {
+    serde_json::to_string(items).expect("lists serialize")
+}
+
+/// An item of a valid file that could not be used, or a reference left
+/// unresolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Skipped {
+    /// The file.
+    pub file_name: String,
+    /// Where in it.
+    pub location: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Everything one import yields, before it meets the database.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub attack_version: Option<String>,
+    pub tactics: Vec<TacticRow>,
+    pub techniques: Vec<TechniqueRow>,
+    pub actors: Vec<ActorRow>,
+    pub mitigations: Vec<MitigationRow>,
+    /// (actor, technique) uses.
+    pub actor_techniques: BTreeSet<(String, String)>,
+    pub defenses: Vec<DefenseRow>,
+    /// (technique, defense).
+    pub technique_defenses: BTreeSet<(String, String)>,
+    pub rules: Vec<RuleRow>,
+    /// (rule, technique).
+    pub rule_techniques: BTreeSet<(String, String)>,
+    /// (rule, cve).
+    pub rule_cves: BTreeSet<(String, String)>,
+    pub templates: Vec<TemplateRow>,
+    pub controls: Vec<ControlRow>,
+    /// (control, technique).
+    pub control_techniques: BTreeSet<(String, String)>,
+    pub cves: Vec<CveRow>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl Parsed {
+    /// Records an unusable item.
+    pub fn skip(&mut self, file: &str, location: impl Into<String>, reason: impl Into<String>) {
+        self.skipped.push(Skipped {
+            file_name: file.to_owned(),
+            location: location.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Whether it holds anything at all.
+    pub fn is_empty(&self) -> bool {
+        self.tactics.is_empty()
+            && self.techniques.is_empty()
+            && self.actors.is_empty()
+            && self.defenses.is_empty()
+            && self.technique_defenses.is_empty()
+            && self.rules.is_empty()
+            && self.templates.is_empty()
+            && self.controls.is_empty()
+            && self.cves.is_empty()
+    }
+}
+
+/// Counts of one entity type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Counts {
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub revoked: u64,
+    pub deprecated: u64,
+    /// Links the new data no longer has.
+    pub removed: u64,
+}
+
+/// What an import did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Report {
+    pub run_id: String,
+    pub kind: String,
+    pub succeeded: bool,
+    pub files: Vec<String>,
+    pub attack_version: String,
+    pub counts: BTreeMap<String, Counts>,
+    pub unresolved_references: u64,
+    pub skipped: Vec<Skipped>,
+    pub error: String,
+    pub started_at: Micros,
+    pub finished_at: Micros,
+}
+
+impl Report {
+    /// Created over every entity type.
+    pub fn created(&self) -> u64 {
+        self.counts.values().map(|c| c.created).sum()
+    }
+
+    /// Updated over every entity type.
+    pub fn updated(&self) -> u64 {
+        self.counts.values().map(|c| c.updated).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn technique_ids_are_trimmed_upper_cased_and_checked() {
+        assert_eq!(
+            normalize_technique_id(" t1564.001"),
+            Some("T1564.001".into())
+        );
+        assert_eq!(normalize_technique_id("T1059"), Some("T1059".into()));
+        assert_eq!(normalize_technique_id("T105"), None);
+        assert_eq!(normalize_technique_id("T1059.1"), None);
+        assert_eq!(normalize_technique_id("TA0002"), None);
+        assert_eq!(parent_of("T1059.001"), Some("T1059"));
+        assert_eq!(parent_of("T1059"), None);
+    }
+
+    #[test]
+    fn flags_hash_as_the_integers_they_are_stored_as() {
+        let row = CveRow {
+            cve_id: "CVE-1".into(),
+            description: String::new(),
+            cvss_score: 1.0,
+            link: String::new(),
+            known_exploited: true,
+            published_at: None,
+            content_hash: String::new(),
+        };
+        let json = serde_json::to_string(&row).unwrap();
+        assert!(json.contains("\"known_exploited\":1"), "{json}");
+    }
+
+    #[test]
+    fn hashes_ignore_the_release_of_a_technique() {
+        let row = TechniqueRow {
+            technique_id: "T1".into(),
+            stix_id: "s".into(),
+            name: "n".into(),
+            description: String::new(),
+            is_subtechnique: false,
+            parent_id: None,
+            tactics: "[]".into(),
+            platforms: "[]".into(),
+            revoked: false,
+            deprecated: false,
+            attack_version: "18.1".into(),
+            content_hash: String::new(),
+        };
+        let a = row.clone().hashed();
+        let b = TechniqueRow {
+            attack_version: String::new(),
+            ..row.clone()
+        }
+        .hashed();
+        assert_eq!(a.content_hash, b.content_hash);
+        let c = TechniqueRow {
+            name: "other".into(),
+            ..row
+        }
+        .hashed();
+        assert_ne!(a.content_hash, c.content_hash);
+    }
+}

@@ -1,0 +1,116 @@
+//! The catalogue as the batch reads return it: what a technique, tactic,
+//! actor, rule, template, defense, control or CVE is to the other services
+//! and to users. The store builds these from its rows; the API's
+//! conversions put them on the wire.
+
+use purple_runtime::time::Micros;
+
+/// An ATT&CK technique or sub-technique.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Technique {
+    pub technique_id: String,
+    pub stix_id: String,
+    pub name: String,
+    pub description: String,
+    pub is_subtechnique: bool,
+    /// The parent's id for a sub-technique.
+    pub parent_id: Option<String>,
+    /// Tactic short names of its kill-chain phases.
+    pub tactics: Vec<String>,
+    pub platforms: Vec<String>,
+    pub revoked: bool,
+    pub deprecated: bool,
+    /// The ATT&CK release that last changed it.
+    pub attack_version: String,
+}
+
+/// A live tactic with its number of live techniques.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tactic {
+    pub tactic_id: String,
+    pub short_name: String,
+    pub name: String,
+    /// Position in the kill chain.
+    pub ordinal: i64,
+    pub technique_count: i64,
+}
+
+/// The catalogue side of a technique's score (docs/design.md §4).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CatalogInput {
+    pub technique_id: String,
+    /// Neither revoked nor deprecated.
+    pub live: bool,
+    /// Distinct D3FEND techniques of it or its parent.
+    pub countermeasure_count: i64,
+    /// Live threat actors using it.
+    pub actor_count: i64,
+    /// Enabled rules mapped directly to it.
+    pub enabled_rule_ids: Vec<String>,
+}
+
+/// An ATT&CK group.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ThreatActor {
+    pub actor_id: String,
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub description: String,
+    pub revoked: bool,
+    pub deprecated: bool,
+    /// Live techniques it uses.
+    pub technique_count: i64,
+}
+
+/// A D3FEND defensive technique.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Defense {
+    pub defense_id: String,
+    pub name: String,
+    pub tactic: String,
+}
+
+/// A test template (Atomic Red Team, CALDERA, LOLBAS).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Template {
+    pub template_id: String,
+    pub source: String,
+    pub technique_id: String,
+    pub name: String,
+    pub description: String,
+    pub platforms: Vec<String>,
+    pub executor: String,
+    pub command: String,
+}
+
+/// A detection rule (Sigma, Elastic).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rule {
+    pub rule_id: String,
+    pub source: String,
+    pub title: String,
+    pub level: String,
+    pub status: String,
+    pub enabled: bool,
+    pub file_name: String,
+    pub technique_ids: Vec<String>,
+}
+
+/// A CVE.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cve {
+    pub cve_id: String,
+    pub description: String,
+    pub cvss_score: f64,
+    pub link: String,
+    pub known_exploited: bool,
+    pub published_at: Option<Micros>,
+}
+
+/// A NIST 800-53 control.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Control {
+    pub control_id: String,
+    pub name: String,
+    pub family: String,
+}

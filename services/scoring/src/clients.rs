@@ -1,0 +1,164 @@
+//! Scoring's inputs from its peers, through the typed batch clients of the
+//! runtime (chunked, never per entity), converted here into scoring's own
+//! domain types: the live catalogue and its tactics and the catalogue side
+//! of each technique from ingest, the test side from campaigns.
+
+use std::collections::BTreeMap;
+
+use purple_api::ingest::v1::Technique;
+use purple_runtime::{
+    clients::{CampaignsPeer, IngestPeer, Peers},
+    time::{Micros, from_timestamp},
+};
+
+use crate::{
+    domain::{ActorInfo, CatalogSide, TacticInfo, TechniqueInfo, TestSide},
+    error::ScoringError,
+};
+
+/// Fetches inputs from ingest and campaigns.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    ingest: IngestPeer,
+    campaigns: CampaignsPeer,
+}
+
+fn technique_info(t: Technique) -> TechniqueInfo {
+    TechniqueInfo {
+        technique_id: t.technique_id,
+        name: t.name,
+        tactics: t.tactics,
+        platforms: t.platforms,
+    }
+}
+
+impl Inputs {
+    /// Inputs from these peers.
+    pub fn new(peers: &Peers) -> Self {
+        Self {
+            ingest: peers.ingest(),
+            campaigns: peers.campaigns(),
+        }
+    }
+
+    /// Every live tactic, in kill-chain order.
+    pub async fn tactics(&self) -> Result<Vec<TacticInfo>, ScoringError> {
+        Ok(self
+            .ingest
+            .tactics()
+            .await?
+            .into_iter()
+            .map(|t| TacticInfo {
+                tactic_id: t.tactic_id,
+                short_name: t.short_name,
+                name: t.name,
+            })
+            .collect())
+    }
+
+    /// Every live technique and sub-technique.
+    pub async fn live_techniques(&self) -> Result<Vec<TechniqueInfo>, ScoringError> {
+        Ok(self
+            .ingest
+            .live_techniques()
+            .await?
+            .into_iter()
+            .map(technique_info)
+            .collect())
+    }
+
+    /// Techniques by id (any, live or not); unknown ids are left out.
+    pub async fn techniques(&self, ids: &[String]) -> Result<Vec<TechniqueInfo>, ScoringError> {
+        let (found, _missing) = self.ingest.techniques_by_ids(ids).await?;
+        Ok(found.into_iter().map(technique_info).collect())
+    }
+
+    /// The catalogue side of each technique.
+    pub async fn catalog(
+        &self,
+        techniques: &[TechniqueInfo],
+    ) -> Result<BTreeMap<String, CatalogSide>, ScoringError> {
+        let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
+        let mut inputs: BTreeMap<String, _> = self
+            .ingest
+            .catalog_inputs(&ids)
+            .await?
+            .into_iter()
+            .map(|i| (i.technique_id.clone(), i))
+            .collect();
+        Ok(techniques
+            .iter()
+            .map(|t| {
+                let input = inputs.remove(&t.technique_id).unwrap_or_default();
+                let side = CatalogSide {
+                    technique_id: t.technique_id.clone(),
+                    name: t.name.clone(),
+                    tactics: t.tactics.clone(),
+                    platforms: t.platforms.clone(),
+                    mapped_rules: input.enabled_rule_ids,
+                    countermeasures: i64::from(input.countermeasure_count),
+                    actor_count: i64::from(input.actor_count),
+                };
+                (t.technique_id.clone(), side)
+            })
+            .collect())
+    }
+
+    /// The test side of each technique, now (None) or as of an instant.
+    pub async fn tests(
+        &self,
+        ids: &[String],
+        as_of: Option<Micros>,
+    ) -> Result<BTreeMap<String, TestSide>, ScoringError> {
+        Ok(self
+            .campaigns
+            .aggregate_tests(ids, as_of)
+            .await?
+            .into_iter()
+            .map(|a| {
+                let side = TestSide {
+                    total: i64::from(a.total_tests),
+                    effective: i64::from(a.effective_tests),
+                    blocked: i64::from(a.blocked),
+                    detected: i64::from(a.detected),
+                    logged: i64::from(a.logged),
+                    not_detected: i64::from(a.not_detected),
+                    latest_validated_at: a
+                        .latest_validated_at
+                        .as_ref()
+                        .and_then(|t| from_timestamp(t).ok()),
+                    triggered_rules: a.triggered_rule_ids,
+                };
+                (a.technique_id, side)
+            })
+            .collect())
+    }
+
+    /// Actors and their live techniques; unknown actor ids are left out.
+    pub async fn actors(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(ActorInfo, Vec<String>)>, ScoringError> {
+        let (actors, uses) = futures::try_join!(
+            self.ingest.threat_actors_by_ids(ids),
+            self.ingest.actor_techniques(ids),
+        )?;
+        let mut uses: BTreeMap<String, Vec<String>> = uses
+            .into_iter()
+            .map(|a| (a.actor_id, a.technique_ids))
+            .collect();
+        Ok(actors
+            .into_iter()
+            .map(|a| {
+                let techniques = uses.remove(&a.actor_id).unwrap_or_default();
+                (
+                    ActorInfo {
+                        actor_id: a.actor_id,
+                        name: a.name,
+                    },
+                    techniques,
+                )
+            })
+            .collect())
+    }
+}
