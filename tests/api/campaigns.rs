@@ -9,7 +9,8 @@ use purple_api::{
 };
 use tonic::{Code, transport::Channel};
 
-use crate::helpers::{Cost, TestApp, Trace, spawn_app, ts};
+use crate::helpers::{Cost, TestApp, Trace, reason, spawn_app, ts};
+use tonic_types::StatusExt;
 
 /// Techniques T1059 (with sub-technique T1059.001), T1003 and T1105, used
 /// by two actors.
@@ -129,7 +130,7 @@ pub async fn step(
     client(app)
         .transition_test(request)
         .await
-        .map(|r| r.into_inner())
+        .map(tonic::Response::into_inner)
 }
 
 /// Walks a test to validated with `outcome`; detected `detect_after`
@@ -149,7 +150,7 @@ pub async fn validate(
         .test
         .unwrap();
     let t = step(app, &t, &team.red, CompleteRed, |r| {
-        r.executed_at = Some(ts(executed))
+        r.executed_at = Some(ts(executed));
     })
     .await
     .unwrap()
@@ -221,6 +222,7 @@ async fn a_test_walks_the_workflow_and_every_refusal_has_its_code() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), "WRONG_STATE");
 
     let t = step(&app, &test, &team.red, StartRed, |_| {})
         .await
@@ -232,8 +234,14 @@ async fn a_test_walks_the_workflow_and_every_refusal_has_its_code() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "version 1 is stale");
+    assert_eq!(reason(&err), "STALE_VERSION");
+    let info = err.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(
+        info.metadata["current_version"], "2",
+        "the client learns what to reload"
+    );
     let t = step(&app, &t, &team.red, CompleteRed, |r| {
-        r.executed_at = Some(ts(1_780_000_000))
+        r.executed_at = Some(ts(1_780_000_000));
     })
     .await
     .unwrap()
@@ -252,7 +260,7 @@ async fn a_test_walks_the_workflow_and_every_refusal_has_its_code() {
         (Code::InvalidArgument, "outcome: required")
     );
     let err = step(&app, &t, &team.blue, CompleteBlue, |r| {
-        r.outcome = Outcome::Detected as i32
+        r.outcome = Outcome::Detected as i32;
     })
     .await
     .unwrap_err();
@@ -282,7 +290,7 @@ async fn a_test_walks_the_workflow_and_every_refusal_has_its_code() {
     .test
     .unwrap();
     let t = step(&app, &t, &team.lead, RejectBlue, |r| {
-        r.reason = "wrong alert".into()
+        r.reason = "wrong alert".into();
     })
     .await
     .unwrap()
@@ -824,11 +832,11 @@ async fn with_metrics_down_transitions_succeed_and_every_event_arrives_once_when
         validate(&app, &team, test, Outcome::NotDetected, 1_780_000_000, &[]).await;
     }
     // Two tests: created, red started, red executed, blue started, blue
-    // completed, validated, remediation opened: 7 events each.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // completed, validated, remediation opened: 7 events each. The relay
+    // (every 20 ms) has been failing against the absent metrics all along.
 
     let metrics = crate::helpers::spawn_services(&[ServiceName::Metrics], |s| {
-        s.listen = format!("127.0.0.1:{port}").parse().unwrap()
+        s.listen = format!("127.0.0.1:{port}").parse().unwrap();
     })
     .await;
     let mut audit = MetricsServiceClient::new(metrics.channel.clone());
@@ -844,7 +852,8 @@ async fn with_metrics_down_transitions_succeed_and_every_event_arrives_once_when
             .into_inner()
             .events;
         if events.len() >= 14 {
-            // Let the relay run a few more rounds: nothing arrives twice.
+            // A negative check needs time to pass: let the relay run a few
+            // more rounds, then nothing may have arrived twice.
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             let again = audit
                 .list_audit_events(ListAuditEventsRequest {
@@ -865,7 +874,7 @@ async fn with_metrics_down_transitions_succeed_and_every_event_arrives_once_when
                 .map(|e| {
                     purple_api::common::v1::EventKind::try_from(e.event_kind)
                         .ok()
-                        .and_then(|k| k.key())
+                        .and_then(purple_api::common::v1::EventKind::key)
                         .unwrap()
                 })
                 .collect();
@@ -970,7 +979,7 @@ async fn generating_a_campaign_from_a_threat_actor_takes_its_untested_and_gap_te
 
 /// A campaign of `n` tests, some validated with results and remediations,
 /// retested into one long chain; returns the campaign and a test of the chain.
-async fn workload(app: &TestApp, team: &Team, n: usize) -> (pb::Campaign, String) {
+pub async fn workload(app: &TestApp, team: &Team, n: usize) -> (pb::Campaign, String) {
     let techniques = ["T1059.001", "T1003", "T1105", "T1059"];
     let mut c = client(app);
     let created = c
@@ -1251,7 +1260,7 @@ async fn detection_results_stale_tests_and_list_filters() {
         .test
         .unwrap();
     let t = step(&app, &t, &team.red, CompleteRed, |r| {
-        r.executed_at = Some(ts(1_780_000_000))
+        r.executed_at = Some(ts(1_780_000_000));
     })
     .await
     .unwrap()
@@ -1562,7 +1571,8 @@ async fn the_scheduler_inside_the_service_runs_due_campaigns_by_itself() {
         next > chrono::Utc::now().timestamp(),
         "the next run moved into the future"
     );
-    // One run only, however many times the loop wakes.
+    // One run only, however many times the loop wakes (a negative check:
+    // it needs time to pass).
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let clones = c
         .list_campaigns(pb::ListCampaignsRequest::default())
@@ -1574,4 +1584,74 @@ async fn the_scheduler_inside_the_service_runs_due_campaigns_by_itself() {
         .filter(|k| k.cloned_from == campaign.campaign_id)
         .count();
     assert_eq!(clones, 1);
+}
+
+#[tokio::test]
+async fn list_pages_do_not_shift_when_tests_are_created_between_them() {
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        created.push(create_test(&app, &team, "T1003").await.test_id);
+    }
+    let newest_first: Vec<String> = created.iter().rev().cloned().collect();
+    let request = |token: String| pb::ListTestsRequest {
+        technique_id: "T1003".into(),
+        page_size: 2,
+        page_token: token,
+        ..Default::default()
+    };
+    let first = client(&app)
+        .list_tests(request(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids = |r: &pb::ListTestsResponse| -> Vec<String> {
+        r.tests.iter().map(|t| t.test_id.clone()).collect()
+    };
+    assert_eq!(ids(&first), newest_first[..2]);
+    // Three newer tests arrive: an offset token would now repeat rows.
+    for _ in 0..3 {
+        create_test(&app, &team, "T1003").await;
+    }
+    let second = client(&app)
+        .list_tests(request(first.next_page_token.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(&second), newest_first[2..4]);
+    let third = client(&app)
+        .list_tests(request(second.next_page_token.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(&third), newest_first[4..]);
+    assert!(third.next_page_token.is_empty());
+
+    // A token only serves the filters that issued it, and a forged one is
+    // refused.
+    for (technique, token) in [
+        ("T1105", first.next_page_token.clone()),
+        ("T1003", "eyJrIjpbXSwiZiI6IiJ9".to_owned()),
+    ] {
+        let err = client(&app)
+            .list_tests(pb::ListTestsRequest {
+                technique_id: technique.into(),
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{technique}");
+    }
+    // An enum value this build does not know is refused, not ignored.
+    let err = client(&app)
+        .list_tests(pb::ListTestsRequest {
+            state: 42,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
 }

@@ -117,6 +117,31 @@ impl TestApp {
         }
     }
 
+    /// A future that resolves once overall health reports NOT_SERVING (the
+    /// first step of a shutdown), polling rather than guessing a delay.
+    pub fn not_serving_waiter(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut health = HealthClient::new(self.channel.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().status);
+                if !matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "health never left SERVING"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
     /// Asks the server to shut down and waits for it to finish.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
@@ -229,4 +254,14 @@ pub fn ts(secs: i64) -> prost_types::Timestamp {
         seconds: secs,
         nanos: 0,
     }
+}
+
+/// The `google.rpc.ErrorInfo` reason of a refusal ("" when it has none).
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
 }

@@ -53,7 +53,7 @@ pub async fn import(app: &TestApp, kind: Kind, path: &str) -> Result<ImportRepor
 }
 
 fn counts(report: &ImportReport, entity: &str) -> (u64, u64, u64, u64, u64) {
-    let c = report.counts.get(entity).cloned().unwrap_or_default();
+    let c = report.counts.get(entity).copied().unwrap_or_default();
     (c.created, c.updated, c.unchanged, c.revoked, c.deprecated)
 }
 
@@ -550,7 +550,7 @@ async fn oversized_uploads_and_cut_streams_are_refused() {
 #[tokio::test]
 async fn batch_reads_refuse_more_than_the_limit() {
     let app = spawn_app().await;
-    let ids: Vec<String> = (0..1_001).map(|i| format!("T{:04}", i)).collect();
+    let ids: Vec<String> = (0..1_001).map(|i| format!("T{i:04}")).collect();
     let err = client(&app)
         .get_techniques_by_ids(GetTechniquesByIdsRequest { technique_ids: ids })
         .await
@@ -561,6 +561,7 @@ async fn batch_reads_refuse_more_than_the_limit() {
         "{}",
         err.message()
     );
+    assert_eq!(crate::helpers::reason(&err), "BATCH_LIMIT_EXCEEDED");
 }
 
 const MINI_BUNDLE: &str = r#"{"type": "bundle", "id": "bundle--mini", "objects": [
@@ -680,8 +681,9 @@ async fn shutdown_waits_for_an_import_in_flight() {
     .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
+    let not_serving = app.not_serving_waiter();
     let server = app.begin_shutdown();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    not_serving.await;
     assert!(
         !server.is_finished(),
         "the server waits for the import in flight"

@@ -3,10 +3,12 @@
 //! per test when `PURPLE_TEST_DATABASE_URL` is set), exercised over real
 //! gRPC.
 
+mod architecture;
 mod campaigns;
 mod helpers;
 mod ingest;
 mod metrics;
+mod portability;
 mod process;
 mod scoring;
 mod server;

@@ -60,7 +60,7 @@ fn in_campaign(mut e: Event, campaign: &str) -> Event {
     e
 }
 
-fn dataset() -> Vec<Event> {
+pub fn dataset() -> Vec<Event> {
     use Outcome::*;
     vec![
         // T1: executed twice, detected twice, rejected once on red; latest pair: 1800 s.

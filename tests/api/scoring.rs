@@ -57,7 +57,7 @@ fn sigma(id: &str, status: &str, tag: &str) -> ImportRequest {
     }
 }
 
-async fn catalogue(app: &TestApp) {
+pub async fn catalogue(app: &TestApp) {
     import_bundle(app, CATALOG).await;
     import_bundle(app, MORE).await;
     let mut ingest = IngestServiceClient::new(app.channel.clone());
@@ -87,7 +87,7 @@ async fn catalogue(app: &TestApp) {
 /// T1059.001: chain 1 detected (r1 fired) then retested not detected;
 /// chain 2 blocked (r2 fired). T1003: one cancelled test. T1105: one
 /// planned test. Returns the latest validation instant, in seconds.
-async fn tests(app: &TestApp, team: &Team) -> i64 {
+pub async fn tests(app: &TestApp, team: &Team) -> i64 {
     let first = validate(
         app,
         team,

@@ -31,7 +31,7 @@ impl Extractor for HeaderExtractor<'_> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
+        self.0.keys().map(http::HeaderName::as_str).collect()
     }
 }
 
@@ -47,7 +47,7 @@ impl tonic::service::Interceptor for TraceInjector {
     ) -> Result<tonic::Request<()>, tonic::Status> {
         let cx = tracing::Span::current().context();
         opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(&cx, &mut MetadataInjector(request.metadata_mut()))
+            propagator.inject_context(&cx, &mut MetadataInjector(request.metadata_mut()));
         });
         Ok(request)
     }

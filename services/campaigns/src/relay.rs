@@ -151,7 +151,7 @@ pub async fn run_scheduler(scheduler: Scheduler, interval: Duration, shutdown: C
         }
         match scheduler.run_due(now_micros()).await {
             Ok((created, _)) if !created.is_empty() => {
-                tracing::info!(campaigns = created.len(), "ran due campaigns")
+                tracing::info!(campaigns = created.len(), "ran due campaigns");
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(%err, "running due campaigns failed"),

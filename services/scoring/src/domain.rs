@@ -362,7 +362,7 @@ mod tests {
     fn catalog(rules: &[&str], countermeasures: i64) -> CatalogSide {
         CatalogSide {
             technique_id: "T1".into(),
-            mapped_rules: rules.iter().map(|r| r.to_string()).collect(),
+            mapped_rules: rules.iter().map(std::string::ToString::to_string).collect(),
             countermeasures,
             ..Default::default()
         }

@@ -55,7 +55,7 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
                     .find(|n| !n.is_empty());
                 match (defense_id, name) {
                     ("", _) | (_, None) => {
-                        parsed.skip(file, format!("row {}", row + 2), "no D3FEND id or name")
+                        parsed.skip(file, format!("row {}", row + 2), "no D3FEND id or name");
                     }
                     (defense_id, Some(name)) => add_defense(
                         defense_id,
