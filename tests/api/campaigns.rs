@@ -133,24 +133,26 @@ pub async fn step(
         .map(tonic::Response::into_inner)
 }
 
-/// Walks a test to validated with `outcome`; detected `detect_after`
-/// seconds after execution at `executed`.
+/// Walks a test to validated with `outcome`: executed at the test's
+/// creation instant (the only past instant a fresh test can plausibly
+/// claim) and, for blocked or detected, detected at the moment blue
+/// completes.
 pub async fn validate(
     app: &TestApp,
     team: &Team,
     test: pb::Test,
     outcome: Outcome,
-    executed: i64,
     rules: &[(&str, bool)],
 ) -> pb::TransitionTestResponse {
     use pb::TestAction::*;
+    let executed = test.created_at;
     let t = step(app, &test, &team.red, StartRed, |_| {})
         .await
         .unwrap()
         .test
         .unwrap();
     let t = step(app, &t, &team.red, CompleteRed, |r| {
-        r.executed_at = Some(ts(executed));
+        r.executed_at = executed;
     })
     .await
     .unwrap()
@@ -171,7 +173,9 @@ pub async fn validate(
         .collect();
     let t = step(app, &t, &team.blue, CompleteBlue, |r| {
         r.outcome = outcome as i32;
-        r.detected_at = outcome.is_detection().then(|| ts(executed + 120));
+        r.detected_at = outcome
+            .is_detection()
+            .then(|| prost_types::Timestamp::from(std::time::SystemTime::now()));
         r.detection_results = results;
     })
     .await
@@ -241,7 +245,7 @@ async fn a_test_walks_the_workflow_and_every_refusal_has_its_code() {
         "the client learns what to reload"
     );
     let t = step(&app, &t, &team.red, CompleteRed, |r| {
-        r.executed_at = Some(ts(1_780_000_000));
+        r.executed_at = t.created_at;
     })
     .await
     .unwrap()
@@ -283,7 +287,7 @@ async fn a_test_walks_the_workflow_and_every_refusal_has_its_code() {
 
     let t = step(&app, &t, &team.blue, CompleteBlue, |r| {
         r.outcome = Outcome::Detected as i32;
-        r.detected_at = Some(ts(1_780_000_090));
+        r.detected_at = t.created_at;
     })
     .await
     .unwrap()
@@ -302,7 +306,7 @@ async fn a_test_walks_the_workflow_and_every_refusal_has_its_code() {
     );
     let t = step(&app, &t, &team.blue, CompleteBlue, |r| {
         r.outcome = Outcome::Blocked as i32;
-        r.detected_at = Some(ts(1_780_000_060));
+        r.detected_at = t.created_at;
     })
     .await
     .unwrap()
@@ -337,15 +341,7 @@ async fn a_test_walks_the_workflow_and_every_refusal_has_its_code() {
         (v.test_id.as_str(), pb::TestState::Planned as i32)
     );
     let retest2 = {
-        let r = validate(
-            &app,
-            &team,
-            retest,
-            Outcome::NotDetected,
-            1_780_100_000,
-            &[],
-        )
-        .await;
+        let r = validate(&app, &team, retest, Outcome::NotDetected, &[]).await;
         step(&app, &r.test.unwrap(), &team.lead, Retest, |_| {})
             .await
             .unwrap()
@@ -377,7 +373,7 @@ async fn validating_an_undetected_test_opens_a_remediation_that_moves_to_complet
     import_bundle(&app, CATALOG).await;
     let team = team(&app).await;
     let test = create_test(&app, &team, "T1003").await;
-    let done = validate(&app, &team, test, Outcome::Logged, 1_780_000_000, &[]).await;
+    let done = validate(&app, &team, test, Outcome::Logged, &[]).await;
     let r = done.remediation.unwrap();
     assert_eq!((r.state, r.version), (pb::RemediationState::Open as i32, 1));
     let mut c = client(&app);
@@ -437,7 +433,6 @@ async fn aggregates_count_effective_tests_per_chain_now_and_as_of_the_past() {
         &team,
         create_test(&app, &team, "T1059.001").await,
         Outcome::Detected,
-        1_780_000_000,
         &[("rule-a", true), ("rule-b", false)],
     )
     .await
@@ -454,7 +449,6 @@ async fn aggregates_count_effective_tests_per_chain_now_and_as_of_the_past() {
         &team,
         retest,
         Outcome::NotDetected,
-        1_780_000_500,
         &[("rule-c", true)],
     )
     .await;
@@ -464,7 +458,6 @@ async fn aggregates_count_effective_tests_per_chain_now_and_as_of_the_past() {
         &team,
         create_test(&app, &team, "T1059.001").await,
         Outcome::Blocked,
-        1_780_001_000,
         &[("rule-a", true)],
     )
     .await;
@@ -574,21 +567,27 @@ async fn campaigns_group_tests_clone_recur_and_report() {
         .into_inner();
     let campaign = created.campaign.unwrap();
     assert_eq!(campaign.test_count, 3);
-    validate(
+    let detected = validate(
         &app,
         &team,
         created.tests[0].clone(),
         Outcome::Detected,
-        1_780_000_000,
         &[("rule-a", true)],
     )
-    .await;
+    .await
+    .test
+    .unwrap();
+    let seconds = |t: Option<prost_types::Timestamp>| {
+        let t = t.unwrap();
+        t.seconds as f64 + f64::from(t.nanos) / 1e9
+    };
+    let time_to_detect = seconds(detected.detected_at) - seconds(detected.executed_at);
+    assert!(time_to_detect > 0.0);
     validate(
         &app,
         &team,
         created.tests[1].clone(),
         Outcome::NotDetected,
-        1_780_000_000,
         &[],
     )
     .await;
@@ -622,13 +621,10 @@ async fn campaigns_group_tests_clone_recur_and_report() {
     assert_eq!(report.rows.len(), 3);
     let row = &report.rows[0];
     assert_eq!(
-        (
-            row.technique_name.as_str(),
-            row.time_to_detect_seconds,
-            row.triggered_rule_ids.len()
-        ),
-        ("PowerShell", 120.0, 1)
+        (row.technique_name.as_str(), row.triggered_rule_ids.len()),
+        ("PowerShell", 1)
     );
+    assert!((row.time_to_detect_seconds - time_to_detect).abs() < 1e-6);
     assert!(report.rows[1].remediation.is_some());
     let execution = report
         .summary
@@ -638,7 +634,9 @@ async fn campaigns_group_tests_clone_recur_and_report() {
     assert_eq!(execution.tests, 2);
     assert!(
         report.markdown.contains(
-            "| T1059.001 | PowerShell | execution | validated | detected | 120 | 1 | — |"
+            &format!(
+                "| T1059.001 | PowerShell | execution | validated | detected | {time_to_detect:.0} | 1 | — |"
+            )
         ),
         "{}",
         report.markdown
@@ -829,7 +827,7 @@ async fn with_metrics_down_transitions_succeed_and_every_event_arrives_once_when
     let team = team(&app).await;
     for technique in ["T1059.001", "T1003"] {
         let test = create_test(&app, &team, technique).await;
-        validate(&app, &team, test, Outcome::NotDetected, 1_780_000_000, &[]).await;
+        validate(&app, &team, test, Outcome::NotDetected, &[]).await;
     }
     // Two tests: created, red started, red executed, blue started, blue
     // completed, validated, remediation opened: 7 events each. The relay
@@ -913,7 +911,6 @@ async fn generating_a_campaign_from_a_threat_actor_takes_its_untested_and_gap_te
         &team,
         create_test(&app, &team, "T1059.001").await,
         Outcome::Blocked,
-        1_780_000_000,
         &[],
     )
     .await;
@@ -1010,7 +1007,6 @@ pub async fn workload(app: &TestApp, team: &Team, n: usize) -> (pb::Campaign, St
             team,
             test.clone(),
             outcome,
-            1_780_000_000 + i as i64,
             &[("rule-a", true), ("rule-b", i % 3 == 0)],
         )
         .await;
@@ -1022,7 +1018,7 @@ pub async fn workload(app: &TestApp, team: &Team, n: usize) -> (pb::Campaign, St
                     .unwrap()
                     .retest
                     .unwrap();
-                last = validate(app, team, r, Outcome::Blocked, 1_780_000_500, &[])
+                last = validate(app, team, r, Outcome::Blocked, &[])
                     .await
                     .test
                     .unwrap();
@@ -1200,7 +1196,6 @@ async fn tallies_kept_on_write_survive_concurrent_transitions_of_one_technique()
                 team,
                 test,
                 outcomes[i % 4],
-                1_780_000_000 + i as i64,
                 &[(["r1", "r2", "r3"][i % 3], true)],
             )
             .await
@@ -1260,7 +1255,7 @@ async fn detection_results_stale_tests_and_list_filters() {
         .test
         .unwrap();
     let t = step(&app, &t, &team.red, CompleteRed, |r| {
-        r.executed_at = Some(ts(1_780_000_000));
+        r.executed_at = t.created_at;
     })
     .await
     .unwrap()
@@ -1322,7 +1317,7 @@ async fn detection_results_stale_tests_and_list_filters() {
     .unwrap();
     let t = step(&app, &t, &team.blue, CompleteBlue, |r| {
         r.outcome = Outcome::Detected as i32;
-        r.detected_at = Some(ts(1_780_000_060));
+        r.detected_at = t.created_at;
     })
     .await
     .unwrap()
@@ -1373,17 +1368,10 @@ async fn detection_results_stale_tests_and_list_filters() {
         .unwrap()
         .retest
         .unwrap();
-    let again = validate(
-        &app,
-        &team,
-        retest.clone(),
-        Outcome::Blocked,
-        1_780_000_100,
-        &[],
-    )
-    .await
-    .test
-    .unwrap();
+    let again = validate(&app, &team, retest.clone(), Outcome::Blocked, &[])
+        .await
+        .test
+        .unwrap();
     let now_stale = c
         .list_stale_tests(stale(ts(again.validated_at.unwrap().seconds + 1)))
         .await

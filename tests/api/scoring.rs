@@ -93,7 +93,6 @@ pub async fn tests(app: &TestApp, team: &Team) -> i64 {
         team,
         create_test(app, team, "T1059.001").await,
         Outcome::Detected,
-        1_780_000_000,
         &[("r1", true), ("r2", false)],
     )
     .await
@@ -104,13 +103,12 @@ pub async fn tests(app: &TestApp, team: &Team) -> i64 {
         .unwrap()
         .retest
         .unwrap();
-    validate(app, team, retest, Outcome::NotDetected, 1_780_000_100, &[]).await;
+    validate(app, team, retest, Outcome::NotDetected, &[]).await;
     let last = validate(
         app,
         team,
         create_test(app, team, "T1059.001").await,
         Outcome::Blocked,
-        1_780_000_200,
         &[("r2", true)],
     )
     .await
@@ -441,7 +439,7 @@ async fn the_cache_serves_without_peers_until_a_transition_invalidates_it() {
         "a cached score calls no peer"
     );
 
-    validate(&app, &team, test, Outcome::Blocked, 1_780_000_000, &[]).await;
+    validate(&app, &team, test, Outcome::Blocked, &[]).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let now = scoring

@@ -39,6 +39,10 @@ impl Micros {
     pub const MAX: Micros = Micros(i64::MAX);
     /// 1970-01-01T00:00:00Z.
     pub const EPOCH: Micros = Micros(0);
+    /// 2000-01-01T00:00:00Z: the earliest instant a workflow event may
+    /// claim. Earlier ones are typing mistakes (year 1, a Unix 0), not
+    /// history a purple team could have.
+    pub const PLAUSIBLE_FROM: Micros = Micros(946_684_800_000_000);
 
     /// The instant `micros` microseconds after the epoch.
     pub const fn from_micros(micros: i64) -> Self {

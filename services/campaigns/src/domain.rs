@@ -158,6 +158,9 @@ pub struct TestRow {
     pub red_assignee_id: String,
     pub blue_assignee_id: String,
     pub executed_at: Option<Micros>,
+    /// The latest execution the test ever had, kept across rejections so a
+    /// re-execution cannot be backdated before it.
+    pub last_executed_at: Option<Micros>,
     pub detected_at: Option<Micros>,
     pub validated_at: Option<Micros>,
     pub red_notes: String,
@@ -431,6 +434,7 @@ pub fn new_rows(
                 red_assignee_id: n.red_assignee_id.clone(),
                 blue_assignee_id: n.blue_assignee_id.clone(),
                 executed_at: None,
+                last_executed_at: None,
                 detected_at: None,
                 validated_at: None,
                 red_notes: String::new(),
@@ -467,6 +471,8 @@ pub struct Plan {
     pub becomes_effective: bool,
     /// Retest: the new planned test to create.
     pub retest: Option<TestRow>,
+    /// A rejection: the test's detection results are void.
+    pub void_results: bool,
 }
 
 /// Checks an action against the test, the actor's role and the version,
@@ -497,145 +503,209 @@ pub fn plan(
         )));
     }
 
-    let mut after = test.clone();
-    after.updated_at = now;
-    let mut events = Vec::new();
-    let mut open_remediation = false;
-    let mut becomes_effective = false;
-    let mut retest = None;
+    let mut plan = Plan {
+        after: TestRow {
+            updated_at: now,
+            ..test.clone()
+        },
+        events: Vec::new(),
+        open_remediation: false,
+        becomes_effective: false,
+        retest: None,
+        void_results: false,
+    };
     match action {
-        Action::StartRed => {
-            after.state = State::RedInProgress;
-            events.push(EventDraft::new(EventKind::TestRedStarted, now));
-        }
-        Action::CompleteRed => {
-            let executed_at = input.executed_at.unwrap_or(now);
-            if executed_at > now {
-                return Err(CampaignError::invalid("executed_at", "is in the future"));
-            }
-            after.state = State::RedComplete;
-            after.executed_at = Some(executed_at);
-            after.red_notes = input.notes.clone();
-            events.push(EventDraft::new(EventKind::TestRedExecuted, executed_at));
-        }
-        Action::StartBlue => {
-            after.state = State::BlueInProgress;
-            events.push(EventDraft::new(EventKind::TestBlueStarted, now));
-        }
-        Action::CompleteBlue => {
-            let outcome = match input.outcome {
-                Outcome::Unspecified => return Err(CampaignError::invalid("outcome", "required")),
-                outcome => outcome,
-            };
-            let detected_at = match (outcome.is_detection(), input.detected_at) {
-                (true, None) => {
-                    return Err(CampaignError::invalid(
-                        "detected_at",
-                        "required when the outcome is blocked or detected",
-                    ));
-                }
-                (true, Some(at)) if at > now => {
-                    return Err(CampaignError::invalid("detected_at", "is in the future"));
-                }
-                (true, Some(at)) => Some(at),
-                (false, _) => None,
-            };
-            if let (Some(detected), Some(executed)) = (detected_at, test.executed_at)
-                && detected < executed
-            {
-                return Err(CampaignError::invalid(
-                    "detected_at",
-                    "is before the execution",
-                ));
-            }
-            after.state = State::BlueComplete;
-            after.outcome = Some(outcome);
-            after.detected_at = detected_at;
-            after.blue_notes = input.notes.clone();
-            events.push(EventDraft::new(EventKind::TestBlueCompleted, now).outcome(outcome));
-            if let Some(at) = detected_at {
-                events.push(EventDraft::new(EventKind::TestDetected, at).outcome(outcome));
-            }
-        }
+        Action::StartRed => plan.moves(State::RedInProgress, EventKind::TestRedStarted, now),
+        Action::CompleteRed => complete_red(test, input, now, &mut plan)?,
+        Action::StartBlue => plan.moves(State::BlueInProgress, EventKind::TestBlueStarted, now),
+        Action::CompleteBlue => complete_blue(test, input, now, &mut plan)?,
         Action::Validate => {
-            after.state = State::Validated;
-            after.validated_at = Some(now);
+            plan.after.validated_at = Some(now);
             let outcome = test.outcome.unwrap_or(Outcome::NotDetected);
-            events.push(EventDraft::new(EventKind::TestValidated, now).outcome(outcome));
-            becomes_effective = true;
-            open_remediation = !outcome.is_detection();
+            plan.moves(State::Validated, EventKind::TestValidated, now);
+            plan.events[0].outcome = Some(outcome);
+            plan.becomes_effective = true;
+            plan.open_remediation = !outcome.is_detection();
         }
-        Action::RejectRed | Action::RejectBlue => {
-            if input.reason.trim().is_empty() {
-                return Err(CampaignError::invalid("reason", "required"));
-            }
-            let red = action == Action::RejectRed;
-            after.state = if red {
-                State::RedInProgress
-            } else {
-                State::BlueInProgress
-            };
-            after.rejection_reason = input.reason.clone();
-            if red {
-                // Red redoes the attack: blue's work on it is void.
-                after.executed_at = None;
-                after.outcome = None;
-                after.detected_at = None;
-            } else {
-                after.outcome = None;
-                after.detected_at = None;
-            }
-            let mut event = EventDraft::new(EventKind::TestRejected, now);
-            event.side = if red { "red" } else { "blue" };
-            event
-                .attributes
-                .insert("reason".into(), input.reason.clone());
-            event
-                .attributes
-                .insert("from_state".into(), test.state.key().into());
-            events.push(event);
-        }
-        Action::Cancel => {
-            after.state = State::Cancelled;
-            events.push(EventDraft::new(EventKind::TestCancelled, now));
-        }
+        Action::RejectRed | Action::RejectBlue => reject(test, action, input, now, &mut plan)?,
+        Action::Cancel => plan.moves(State::Cancelled, EventKind::TestCancelled, now),
         Action::Retest => {
-            let new = TestRow {
-                test_id: new_test_id(),
-                state: State::Planned,
-                outcome: None,
-                retest_of: Some(test.chain_id.clone()),
-                chain_id: test.chain_id.clone(),
-                version: 1,
-                executed_at: None,
-                detected_at: None,
-                validated_at: None,
-                red_notes: String::new(),
-                blue_notes: String::new(),
-                rejection_reason: String::new(),
-                created_at: now,
-                updated_at: now,
-                ..test.clone()
-            };
-            retest = Some(new);
-            after = test.clone();
+            plan.after = test.clone();
+            plan.retest = Some(retest_of(test, now, new_test_id()));
         }
     }
-    Ok(Plan {
-        after,
-        events,
-        open_remediation,
-        becomes_effective,
-        retest,
-    })
+    Ok(plan)
+}
+
+impl Plan {
+    /// The test moves to `state`, emitting `kind` at `at`.
+    fn moves(&mut self, state: State, kind: EventKind, at: Micros) {
+        self.after.state = state;
+        self.events.push(EventDraft::new(kind, at));
+    }
+}
+
+/// Refuses an instant no purple team could have recorded: before
+/// 2000-01-01, after now, or before the test existed.
+fn plausible(
+    field: &str,
+    at: Micros,
+    test: &TestRow,
+    now: Micros,
+) -> Result<Micros, CampaignError> {
+    if at > now {
+        return Err(CampaignError::invalid(field, "is in the future"));
+    }
+    if at < Micros::PLAUSIBLE_FROM {
+        return Err(CampaignError::invalid(
+            field,
+            "is before 2000-01-01, not a plausible instant",
+        ));
+    }
+    if at < test.created_at {
+        return Err(CampaignError::invalid(
+            field,
+            "is before the test was created",
+        ));
+    }
+    Ok(at)
+}
+
+/// Red executed: when (now by default; never backdated before an earlier
+/// execution of the same test) and notes.
+fn complete_red(
+    test: &TestRow,
+    input: &Input,
+    now: Micros,
+    plan: &mut Plan,
+) -> Result<(), CampaignError> {
+    let executed_at = plausible("executed_at", input.executed_at.unwrap_or(now), test, now)?;
+    if test
+        .last_executed_at
+        .is_some_and(|previous| executed_at < previous)
+    {
+        return Err(CampaignError::invalid(
+            "executed_at",
+            "is before the test's previous execution",
+        ));
+    }
+    plan.after.executed_at = Some(executed_at);
+    plan.after.last_executed_at = Some(executed_at);
+    plan.after.red_notes.clone_from(&input.notes);
+    plan.moves(State::RedComplete, EventKind::TestRedExecuted, executed_at);
+    Ok(())
+}
+
+/// Blue recorded an outcome, and for blocked or detected when it detected
+/// the attack (not before the execution).
+fn complete_blue(
+    test: &TestRow,
+    input: &Input,
+    now: Micros,
+    plan: &mut Plan,
+) -> Result<(), CampaignError> {
+    let outcome = match input.outcome {
+        Outcome::Unspecified => return Err(CampaignError::invalid("outcome", "required")),
+        outcome => outcome,
+    };
+    let detected_at = match (outcome.is_detection(), input.detected_at) {
+        (true, None) => {
+            return Err(CampaignError::invalid(
+                "detected_at",
+                "required when the outcome is blocked or detected",
+            ));
+        }
+        (true, Some(at)) => Some(plausible("detected_at", at, test, now)?),
+        (false, _) => None,
+    };
+    if let (Some(detected), Some(executed)) = (detected_at, test.executed_at)
+        && detected < executed
+    {
+        return Err(CampaignError::invalid(
+            "detected_at",
+            "is before the execution",
+        ));
+    }
+    plan.after.outcome = Some(outcome);
+    plan.after.detected_at = detected_at;
+    plan.after.blue_notes.clone_from(&input.notes);
+    plan.moves(State::BlueComplete, EventKind::TestBlueCompleted, now);
+    plan.events[0].outcome = Some(outcome);
+    if let Some(at) = detected_at {
+        plan.events
+            .push(EventDraft::new(EventKind::TestDetected, at).outcome(outcome));
+    }
+    Ok(())
+}
+
+/// A purple lead sends one side back. Red redoes the attack, so blue's
+/// work on it is void too; blue redoes its analysis. Either way the
+/// rejected submission's detection results and detection instant stop
+/// counting (docs/design.md §3).
+fn reject(
+    test: &TestRow,
+    action: Action,
+    input: &Input,
+    now: Micros,
+    plan: &mut Plan,
+) -> Result<(), CampaignError> {
+    if input.reason.trim().is_empty() {
+        return Err(CampaignError::invalid("reason", "required"));
+    }
+    let red = action == Action::RejectRed;
+    plan.after.rejection_reason.clone_from(&input.reason);
+    if red {
+        plan.after.executed_at = None;
+    }
+    plan.after.outcome = None;
+    plan.after.detected_at = None;
+    plan.void_results = true;
+    let (state, side) = if red {
+        (State::RedInProgress, "red")
+    } else {
+        (State::BlueInProgress, "blue")
+    };
+    plan.moves(state, EventKind::TestRejected, now);
+    let event = &mut plan.events[0];
+    event.side = side;
+    event
+        .attributes
+        .insert("reason".into(), input.reason.clone());
+    event
+        .attributes
+        .insert("from_state".into(), test.state.key().into());
+    Ok(())
+}
+
+/// A new planned test in the validated test's chain.
+fn retest_of(test: &TestRow, now: Micros, test_id: String) -> TestRow {
+    TestRow {
+        test_id,
+        state: State::Planned,
+        outcome: None,
+        retest_of: Some(test.chain_id.clone()),
+        chain_id: test.chain_id.clone(),
+        version: 1,
+        executed_at: None,
+        last_executed_at: None,
+        detected_at: None,
+        validated_at: None,
+        red_notes: String::new(),
+        blue_notes: String::new(),
+        rejection_reason: String::new(),
+        created_at: now,
+        updated_at: now,
+        ..test.clone()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An instant `micros` after a plausible origin (2026).
     fn at(micros: i64) -> Micros {
-        Micros::from_micros(micros)
+        Micros::from_micros(1_780_000_000_000_000 + micros)
     }
 
     fn test_in(state: State) -> TestRow {
@@ -653,6 +723,7 @@ mod tests {
             red_assignee_id: String::new(),
             blue_assignee_id: String::new(),
             executed_at: Some(at(100)),
+            last_executed_at: Some(at(100)),
             detected_at: None,
             validated_at: None,
             red_notes: String::new(),
@@ -746,8 +817,8 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                (EventKind::TestBlueCompleted, Micros::from_micros(1_000)),
-                (EventKind::TestDetected, Micros::from_micros(500))
+                (EventKind::TestBlueCompleted, at(1_000)),
+                (EventKind::TestDetected, at(500))
             ]
         );
         assert_eq!(plan.after.state, State::BlueComplete);

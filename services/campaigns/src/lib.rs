@@ -35,6 +35,11 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         "technique tallies",
         include_str!("../migrations/0003_tallies.sql"),
     ),
+    MigrationFile::same(
+        4,
+        "last execution",
+        include_str!("../migrations/0004_last_execution.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database and starts its outbox

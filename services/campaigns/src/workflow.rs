@@ -150,8 +150,12 @@ impl Workflow {
             open_remediation,
             becomes_effective,
             retest,
+            void_results,
         } = domain::plan(&test, action, role, expected_version, &input, now, new_id)?;
 
+        if void_results {
+            self.store.void_results(&mut tx, &test.test_id).await?;
+        }
         if action == Action::CompleteBlue {
             let results: Vec<DetectionResult> = input
                 .results

@@ -40,7 +40,7 @@ pub struct NewEvent {
 }
 
 /// The earliest instant an event may claim (2000-01-01T00:00:00Z).
-pub const EARLIEST: Micros = Micros::from_micros(946_684_800_000_000);
+pub const EARLIEST: Micros = Micros::PLAUSIBLE_FROM;
 /// How far ahead of the receiver's clock an event may be (clock skew).
 const MAX_SKEW: i64 = MICROS_PER_DAY;
 /// The longest id (event, test, technique, campaign, remediation, actor).

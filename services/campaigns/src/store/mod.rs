@@ -38,13 +38,13 @@ macro_rules! test_columns {
         "t.test_id, t.technique_id, t.template_id, t.campaign_id, t.title, t.state, t.outcome, \
          t.retest_of, t.chain_id, t.version, t.red_assignee_id, t.blue_assignee_id, t.executed_at, \
          t.detected_at, t.validated_at, t.red_notes, t.blue_notes, t.rejection_reason, t.created_at, \
-         t.updated_at"
+         t.updated_at, t.last_executed_at"
     };
 }
 pub(crate) use test_columns;
 
 /// How many columns [`test_row`] reads.
-pub const TEST_COLUMN_COUNT: usize = 20;
+pub const TEST_COLUMN_COUNT: usize = 21;
 
 /// A test from the columns of [`test_columns!`], starting at column 0.
 pub fn test_row(row: &AnyRow) -> Result<TestRow, sqlx::Error> {
@@ -72,5 +72,6 @@ pub fn test_row(row: &AnyRow) -> Result<TestRow, sqlx::Error> {
         rejection_reason: row.try_get(17)?,
         created_at: row.try_get(18)?,
         updated_at: row.try_get(19)?,
+        last_executed_at: row.try_get(20)?,
     })
 }

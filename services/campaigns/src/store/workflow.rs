@@ -65,8 +65,12 @@ const TEST_AND_ROLE: &str = concat!(
 
 const UPDATE_TEST: &str = "
     UPDATE tests SET state = $3, outcome = $4, executed_at = $5, detected_at = $6, validated_at = $7,
-           red_notes = $8, blue_notes = $9, rejection_reason = $10, updated_at = $11, version = version + 1
+           red_notes = $8, blue_notes = $9, rejection_reason = $10, updated_at = $11,
+           last_executed_at = $12, version = version + 1
     WHERE test_id = $1 AND version = $2";
+
+/// A rejected submission's detection results stop counting.
+const VOID_RESULTS: &str = "DELETE FROM detection_results WHERE test_id = $1";
 
 const SET_EFFECTIVE: &str = "
     INSERT INTO chain_effective (chain_id, technique_id, test_id, validated_at) VALUES ($1, $2, $3, $4)
@@ -374,9 +378,24 @@ impl CampaignStore {
             .bind(after.blue_notes.clone())
             .bind(after.rejection_reason.clone())
             .bind(after.updated_at)
+            .bind(after.last_executed_at)
             .execute(&mut **tx)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes a test's detection results (its submission was rejected).
+    pub async fn void_results(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        test_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        self.db
+            .stmt(VOID_RESULTS)
+            .bind(test_id.to_owned())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// Makes a validated test its chain's effective test.

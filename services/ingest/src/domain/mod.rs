@@ -9,7 +9,7 @@ pub mod views;
 
 pub use rows::*;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use purple_runtime::time::Micros;
 use serde::Serialize;
@@ -134,9 +134,25 @@ pub struct Parsed {
     pub control_techniques: BTreeSet<(String, String)>,
     pub cves: Vec<CveRow>,
     pub skipped: Vec<Skipped>,
+    /// Keys already added, per entity: duplicates are found in constant
+    /// time, so a hostile file of repeated items cannot make parsing
+    /// quadratic.
+    seen: HashMap<(&'static str, String), usize>,
 }
 
 impl Parsed {
+    /// The position of `key` among the `entity` rows added so far, or
+    /// None (and `position` is recorded for it) the first time it is seen.
+    pub fn seen(&mut self, entity: &'static str, key: &str, position: usize) -> Option<usize> {
+        match self.seen.entry((entity, key.to_owned())) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(position);
+                None
+            }
+        }
+    }
+
     /// Records an unusable item.
     pub fn skip(&mut self, file: &str, location: impl Into<String>, reason: impl Into<String>) {
         self.skipped.push(Skipped {

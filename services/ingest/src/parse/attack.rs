@@ -84,8 +84,25 @@ impl StixObject {
     }
 }
 
-/// Adds the bundle's objects.
+/// Adds the bundle's objects: its tactics, techniques, actors and
+/// mitigations, then the actors' uses of techniques.
 pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseError> {
+    let objects = bundle_objects(file, bytes)?;
+    // The release: STIX 2.1 bundles carry it on their collection object.
+    if let Some(version) = objects
+        .iter()
+        .find(|o| o.kind == "x-mitre-collection")
+        .and_then(|o| o.x_mitre_version.clone())
+    {
+        parsed.attack_version = Some(version);
+    }
+    let attack_ids = rows(file, &objects, parsed);
+    uses(file, &objects, &attack_ids, parsed);
+    Ok(())
+}
+
+/// The objects of a STIX bundle that holds ATT&CK techniques or tactics.
+fn bundle_objects(file: &str, bytes: &[u8]) -> Result<Vec<StixObject>, ParseError> {
     let text = text(file, bytes)?;
     if !text.trim_start().starts_with('{') {
         return Err(ParseError::new(
@@ -102,8 +119,8 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
             format!("a STIX bundle has type \"bundle\", not {:?}", bundle.kind),
         ));
     }
-    let objects = bundle.objects;
-    if !objects
+    if !bundle
+        .objects
         .iter()
         .any(|o| o.kind == "attack-pattern" || o.kind == "x-mitre-tactic")
     {
@@ -113,18 +130,12 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
             "the bundle has no ATT&CK techniques or tactics",
         ));
     }
+    Ok(bundle.objects)
+}
 
-    // The release: STIX 2.1 bundles carry it on their collection object.
-    if let Some(version) = objects
-        .iter()
-        .find(|o| o.kind == "x-mitre-collection")
-        .and_then(|o| o.x_mitre_version.clone())
-    {
-        parsed.attack_version = Some(version);
-    }
-    let version = parsed.attack_version.clone().unwrap_or_default();
-
-    let tactic_order: HashMap<&str, i64> = objects
+/// Each tactic's position in the kill chain, from the (live) matrix.
+fn tactic_order(objects: &[StixObject]) -> HashMap<&str, i64> {
+    objects
         .iter()
         .find(|o| o.kind == "x-mitre-matrix" && !o.revoked)
         .map(|m| {
@@ -134,10 +145,20 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
                 .map(|(i, r)| (r.as_str(), i as i64 + 1))
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
 
+/// Adds a row per tactic, technique, actor and mitigation; returns the
+/// ATT&CK id of each technique and actor by STIX id, for the relationships.
+fn rows<'o>(
+    file: &str,
+    objects: &'o [StixObject],
+    parsed: &mut Parsed,
+) -> HashMap<&'o str, String> {
+    let order = tactic_order(objects);
+    let version = parsed.attack_version.clone().unwrap_or_default();
     let mut attack_ids: HashMap<&str, String> = HashMap::new();
-    for object in &objects {
+    for object in objects {
         let place = || format!("object {}", object.id);
         match object.kind.as_str() {
             "x-mitre-tactic" | "attack-pattern" | "intrusion-set" | "course-of-action" => {}
@@ -151,24 +172,10 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
             );
             continue;
         };
-        let (revoked, deprecated) = object.flags();
         match object.kind.as_str() {
-            "x-mitre-tactic" => parsed.tactics.push(
-                TacticRow {
-                    tactic_id: attack_id.to_owned(),
-                    stix_id: object.id.clone(),
-                    short_name: object.x_mitre_shortname.clone().unwrap_or_default(),
-                    name: object.name.clone(),
-                    description: object.description.clone(),
-                    ordinal: tactic_order.get(object.id.as_str()).copied().unwrap_or(0),
-                    revoked,
-                    deprecated,
-                    content_hash: String::new(),
-                }
-                .hashed(),
-            ),
+            "x-mitre-tactic" => parsed.tactics.push(tactic_row(object, attack_id, &order)),
             "attack-pattern" => {
-                let Some(technique_id) = normalize_technique_id(attack_id) else {
+                let Some(row) = technique_row(object, attack_id, &version) else {
                     parsed.skip(
                         file,
                         place(),
@@ -176,70 +183,108 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
                     );
                     continue;
                 };
-                let tactics: Vec<&str> = object
-                    .kill_chain_phases
-                    .iter()
-                    .filter(|p| p.kill_chain_name == "mitre-attack")
-                    .map(|p| p.phase_name.as_str())
-                    .collect();
-                let is_sub = object.x_mitre_is_subtechnique || technique_id.contains('.');
-                attack_ids.insert(object.id.as_str(), technique_id.clone());
-                parsed.techniques.push(
-                    TechniqueRow {
-                        parent_id: is_sub
-                            .then(|| parent_of(&technique_id).map(str::to_owned))
-                            .flatten(),
-                        technique_id,
-                        stix_id: object.id.clone(),
-                        name: object.name.clone(),
-                        description: object.description.clone(),
-                        is_subtechnique: is_sub,
-                        tactics: json_list(&tactics),
-                        platforms: json_list(&object.x_mitre_platforms),
-                        revoked,
-                        deprecated,
-                        attack_version: version.clone(),
-                        content_hash: String::new(),
-                    }
-                    .hashed(),
-                );
+                attack_ids.insert(object.id.as_str(), row.technique_id.clone());
+                parsed.techniques.push(row);
             }
             "intrusion-set" => {
                 attack_ids.insert(object.id.as_str(), attack_id.to_owned());
-                let aliases: Vec<&String> = object
-                    .aliases
-                    .iter()
-                    .filter(|a| **a != object.name)
-                    .collect();
-                parsed.actors.push(
-                    ActorRow {
-                        actor_id: attack_id.to_owned(),
-                        stix_id: object.id.clone(),
-                        name: object.name.clone(),
-                        aliases: json_list(&aliases),
-                        description: object.description.clone(),
-                        revoked,
-                        deprecated,
-                        content_hash: String::new(),
-                    }
-                    .hashed(),
-                );
+                parsed.actors.push(actor_row(object, attack_id));
             }
-            _ => parsed.mitigations.push(
-                MitigationRow {
-                    mitigation_id: attack_id.to_owned(),
-                    stix_id: object.id.clone(),
-                    name: object.name.clone(),
-                    description: object.description.clone(),
-                    revoked,
-                    deprecated,
-                    content_hash: String::new(),
-                }
-                .hashed(),
-            ),
+            _ => parsed.mitigations.push(mitigation_row(object, attack_id)),
         }
     }
+    attack_ids
+}
 
+fn tactic_row(object: &StixObject, attack_id: &str, order: &HashMap<&str, i64>) -> TacticRow {
+    let (revoked, deprecated) = object.flags();
+    TacticRow {
+        tactic_id: attack_id.to_owned(),
+        stix_id: object.id.clone(),
+        short_name: object.x_mitre_shortname.clone().unwrap_or_default(),
+        name: object.name.clone(),
+        description: object.description.clone(),
+        ordinal: order.get(object.id.as_str()).copied().unwrap_or(0),
+        revoked,
+        deprecated,
+        content_hash: String::new(),
+    }
+    .hashed()
+}
+
+/// A technique or sub-technique; None when its id is not Tnnnn[.nnn].
+fn technique_row(object: &StixObject, attack_id: &str, version: &str) -> Option<TechniqueRow> {
+    let technique_id = normalize_technique_id(attack_id)?;
+    let (revoked, deprecated) = object.flags();
+    let tactics: Vec<&str> = object
+        .kill_chain_phases
+        .iter()
+        .filter(|p| p.kill_chain_name == "mitre-attack")
+        .map(|p| p.phase_name.as_str())
+        .collect();
+    let is_sub = object.x_mitre_is_subtechnique || technique_id.contains('.');
+    Some(
+        TechniqueRow {
+            parent_id: is_sub
+                .then(|| parent_of(&technique_id).map(str::to_owned))
+                .flatten(),
+            technique_id,
+            stix_id: object.id.clone(),
+            name: object.name.clone(),
+            description: object.description.clone(),
+            is_subtechnique: is_sub,
+            tactics: json_list(&tactics),
+            platforms: json_list(&object.x_mitre_platforms),
+            revoked,
+            deprecated,
+            attack_version: version.to_owned(),
+            content_hash: String::new(),
+        }
+        .hashed(),
+    )
+}
+
+fn actor_row(object: &StixObject, attack_id: &str) -> ActorRow {
+    let (revoked, deprecated) = object.flags();
+    let aliases: Vec<&String> = object
+        .aliases
+        .iter()
+        .filter(|a| **a != object.name)
+        .collect();
+    ActorRow {
+        actor_id: attack_id.to_owned(),
+        stix_id: object.id.clone(),
+        name: object.name.clone(),
+        aliases: json_list(&aliases),
+        description: object.description.clone(),
+        revoked,
+        deprecated,
+        content_hash: String::new(),
+    }
+    .hashed()
+}
+
+fn mitigation_row(object: &StixObject, attack_id: &str) -> MitigationRow {
+    let (revoked, deprecated) = object.flags();
+    MitigationRow {
+        mitigation_id: attack_id.to_owned(),
+        stix_id: object.id.clone(),
+        name: object.name.clone(),
+        description: object.description.clone(),
+        revoked,
+        deprecated,
+        content_hash: String::new(),
+    }
+    .hashed()
+}
+
+/// Adds each live `uses` relationship from an actor to a technique.
+fn uses(
+    file: &str,
+    objects: &[StixObject],
+    attack_ids: &HashMap<&str, String>,
+    parsed: &mut Parsed,
+) {
     for relation in objects.iter().filter(|o| o.kind == "relationship") {
         if relation.relationship_type.as_deref() != Some("uses")
             || relation.revoked
@@ -269,5 +314,4 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
             ),
         }
     }
-    Ok(())
 }

@@ -27,46 +27,15 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
         column("D3FEND Tactic"),
     ) {
         (Some(off), Some(def), _, _) => {
-            let label = column("def_tech_label");
-            let tactic = column("def_tactic_label");
-            for (row, record) in reader.records().enumerate() {
-                let record = record.map_err(|e| ParseError::csv(file, &e))?;
-                let get = |i: Option<usize>| i.and_then(|i| record.get(i)).unwrap_or("").trim();
-                add_pair(
-                    file,
-                    &format!("row {}", row + 2),
-                    get(Some(off)),
-                    get(Some(def)),
-                    get(label),
-                    get(tactic),
-                    parsed,
-                );
-            }
-            Ok(())
+            let columns = PairColumns {
+                off,
+                def,
+                label: column("def_tech_label"),
+                tactic: column("def_tactic_label"),
+            };
+            parse_pairs(file, reader, &columns, parsed)
         }
-        (_, _, Some(id), Some(tactic)) => {
-            for (row, record) in reader.records().enumerate() {
-                let record = record.map_err(|e| ParseError::csv(file, &e))?;
-                let defense_id = record.get(id).unwrap_or("").trim();
-                // The name sits in whichever hierarchy column is filled.
-                let name = (2..5)
-                    .filter_map(|i| record.get(i))
-                    .map(str::trim)
-                    .find(|n| !n.is_empty());
-                match (defense_id, name) {
-                    ("", _) | (_, None) => {
-                        parsed.skip(file, format!("row {}", row + 2), "no D3FEND id or name");
-                    }
-                    (defense_id, Some(name)) => add_defense(
-                        defense_id,
-                        name,
-                        record.get(tactic).unwrap_or("").trim(),
-                        parsed,
-                    ),
-                }
-            }
-            Ok(())
-        }
+        (_, _, Some(id), Some(tactic)) => parse_catalogue(file, reader, id, tactic, parsed),
         _ => Err(ParseError::new(
             file,
             "line 1",
@@ -75,13 +44,73 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
     }
 }
 
+/// Where the pairs file keeps each field.
+struct PairColumns {
+    off: usize,
+    def: usize,
+    label: Option<usize>,
+    tactic: Option<usize>,
+}
+
+/// The ATT&CK→D3FEND pairs: one technique pair (and its defense) a row.
+fn parse_pairs(
+    file: &str,
+    mut reader: csv::Reader<&[u8]>,
+    columns: &PairColumns,
+    parsed: &mut Parsed,
+) -> Result<(), ParseError> {
+    for (row, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| ParseError::csv(file, &e))?;
+        let get = |i: Option<usize>| i.and_then(|i| record.get(i)).unwrap_or("").trim();
+        add_pair(
+            file,
+            &format!("row {}", row + 2),
+            get(Some(columns.off)),
+            get(Some(columns.def)),
+            get(columns.label),
+            get(columns.tactic),
+            parsed,
+        );
+    }
+    Ok(())
+}
+
+/// The defensive technique catalogue: one defense a row.
+fn parse_catalogue(
+    file: &str,
+    mut reader: csv::Reader<&[u8]>,
+    id: usize,
+    tactic: usize,
+    parsed: &mut Parsed,
+) -> Result<(), ParseError> {
+    for (row, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| ParseError::csv(file, &e))?;
+        let defense_id = record.get(id).unwrap_or("").trim();
+        // The name sits in whichever hierarchy column is filled.
+        let name = (2..5)
+            .filter_map(|i| record.get(i))
+            .map(str::trim)
+            .find(|n| !n.is_empty());
+        match (defense_id, name) {
+            ("", _) | (_, None) => {
+                parsed.skip(file, format!("row {}", row + 2), "no D3FEND id or name");
+            }
+            (defense_id, Some(name)) => add_defense(
+                defense_id,
+                name,
+                record.get(tactic).unwrap_or("").trim(),
+                parsed,
+            ),
+        }
+    }
+    Ok(())
+}
+
 fn add_defense(defense_id: &str, name: &str, tactic: &str, parsed: &mut Parsed) {
-    // A later, fuller row (with a tactic) wins over an earlier one.
-    if let Some(existing) = parsed
-        .defenses
-        .iter_mut()
-        .find(|d| d.defense_id == defense_id)
-    {
+    let position = parsed.defenses.len();
+    if let Some(at) = parsed.seen("defense", defense_id, position) {
+        // A later, fuller row (with a tactic) wins over an earlier one.
+        let existing = &mut parsed.defenses[at];
         if existing.tactic.is_empty() && !tactic.is_empty() {
             *existing = DefenseRow {
                 tactic: tactic.to_owned(),

@@ -53,7 +53,8 @@ fn add(
         );
         return;
     };
-    if !parsed.controls.iter().any(|c| c.control_id == control) {
+    let position = parsed.controls.len();
+    if parsed.seen("control", control, position).is_none() {
         parsed.controls.push(
             ControlRow {
                 control_id: control.to_owned(),

@@ -118,7 +118,8 @@ fn add_rule(
     for cve in &cves {
         parsed.rule_cves.insert((id.to_owned(), cve.clone()));
     }
-    if parsed.rules.iter().any(|r| r.rule_id == id) {
+    let position = parsed.rules.len();
+    if parsed.seen("rule", id, position).is_some() {
         parsed.skip(
             file,
             format!("rule {id}"),

@@ -170,126 +170,148 @@ pub async fn apply(
         changes: &mut changes,
     };
     match kind {
-        Kind::Attack => {
-            w.entities(&TACTICS, &parsed.tactics).await?;
-            let changed = w.entities(&TECHNIQUES, &parsed.techniques).await?;
-            w.changes.invalidated.extend(changed);
-            w.entities(&ACTORS, &parsed.actors).await?;
-            w.entities(&MITIGATIONS, &parsed.mitigations).await?;
-            let scope = keys(&parsed.actors);
-            let (added, removed) = w
-                .pairs(
-                    &ACTOR_TECHNIQUES,
-                    "actor_technique",
-                    &scope,
-                    &parsed.actor_techniques,
-                )
-                .await?;
-            w.changes
-                .invalidated
-                .extend(added.into_iter().chain(removed).map(|(_, t)| t));
-        }
-        Kind::D3fend => {
-            let known = w.known_techniques().await?;
-            w.entities(&DEFENSES, &parsed.defenses).await?;
-            let scope: BTreeSet<String> = parsed
-                .technique_defenses
-                .iter()
-                .map(|(t, _)| t.clone())
-                .collect();
-            w.unresolved(
-                &known,
-                parsed
-                    .technique_defenses
-                    .iter()
-                    .map(|(t, d)| (format!("defense {d}"), t)),
-            );
-            let (added, removed) = w
-                .pairs(
-                    &TECHNIQUE_DEFENSES,
-                    "technique_defense",
-                    &scope,
-                    &parsed.technique_defenses,
-                )
-                .await?;
-            w.changes
-                .invalidated
-                .extend(added.into_iter().chain(removed).map(|(t, _)| t));
-        }
-        Kind::Sigma | Kind::Elastic => {
-            let known = w.known_techniques().await?;
-            let changed: HashSet<String> = w
-                .entities(&RULES, &parsed.rules)
-                .await?
-                .into_iter()
-                .collect();
-            let scope = keys(&parsed.rules);
-            w.unresolved(
-                &known,
-                parsed
-                    .rule_techniques
-                    .iter()
-                    .map(|(r, t)| (format!("rule {r}"), t)),
-            );
-            let (added, removed) = w
-                .pairs(
-                    &RULE_TECHNIQUES,
-                    "rule_technique",
-                    &scope,
-                    &parsed.rule_techniques,
-                )
-                .await?;
-            w.pairs(&RULE_CVES, "rule_cve", &scope, &parsed.rule_cves)
-                .await?;
-            // A rule whose enabled flag or mappings changed moves C of its techniques.
-            let touched = parsed
-                .rule_techniques
-                .iter()
-                .filter(|(r, _)| changed.contains(r))
-                .cloned();
-            w.changes.invalidated.extend(
-                added
-                    .into_iter()
-                    .chain(removed)
-                    .chain(touched)
-                    .map(|(_, t)| t),
-            );
-        }
-        Kind::Atomic | Kind::Caldera | Kind::Lolbas => {
-            let known = w.known_techniques().await?;
-            w.unresolved(
-                &known,
-                parsed
-                    .templates
-                    .iter()
-                    .map(|t| (format!("template {}", t.template_id), &t.technique_id)),
-            );
-            w.entities(&TEMPLATES, &parsed.templates).await?;
-        }
-        Kind::Nist => {
-            let known = w.known_techniques().await?;
-            w.entities(&CONTROLS, &parsed.controls).await?;
-            let scope = keys(&parsed.controls);
-            w.unresolved(
-                &known,
-                parsed
-                    .control_techniques
-                    .iter()
-                    .map(|(c, t)| (format!("control {c}"), t)),
-            );
-            w.pairs(
-                &CONTROL_TECHNIQUES,
-                "control_technique",
-                &scope,
-                &parsed.control_techniques,
-            )
-            .await?;
-        }
+        Kind::Attack => w.attack(parsed).await?,
+        Kind::D3fend => w.d3fend(parsed).await?,
+        Kind::Sigma | Kind::Elastic => w.rules(parsed).await?,
+        Kind::Atomic | Kind::Caldera | Kind::Lolbas => w.templates(parsed).await?,
+        Kind::Nist => w.controls(parsed).await?,
         Kind::Cve => {
             w.entities(&CVES, &parsed.cves).await?;
         }
     }
     Ok(changes)
+}
+
+impl Writer<'_, '_> {
+    /// Tactics, techniques, actors, mitigations and the actors' uses.
+    async fn attack(&mut self, parsed: &Parsed) -> Result<(), sqlx::Error> {
+        self.entities(&TACTICS, &parsed.tactics).await?;
+        let changed = self.entities(&TECHNIQUES, &parsed.techniques).await?;
+        self.changes.invalidated.extend(changed);
+        self.entities(&ACTORS, &parsed.actors).await?;
+        self.entities(&MITIGATIONS, &parsed.mitigations).await?;
+        let scope = keys(&parsed.actors);
+        let (added, removed) = self
+            .pairs(
+                &ACTOR_TECHNIQUES,
+                "actor_technique",
+                &scope,
+                &parsed.actor_techniques,
+            )
+            .await?;
+        self.changes
+            .invalidated
+            .extend(added.into_iter().chain(removed).map(|(_, t)| t));
+        Ok(())
+    }
+
+    /// Defensive techniques and the technique → defense pairs.
+    async fn d3fend(&mut self, parsed: &Parsed) -> Result<(), sqlx::Error> {
+        let known = self.known_techniques().await?;
+        self.entities(&DEFENSES, &parsed.defenses).await?;
+        let scope: BTreeSet<String> = parsed
+            .technique_defenses
+            .iter()
+            .map(|(t, _)| t.clone())
+            .collect();
+        self.unresolved(
+            &known,
+            parsed
+                .technique_defenses
+                .iter()
+                .map(|(t, d)| (format!("defense {d}"), t)),
+        );
+        let (added, removed) = self
+            .pairs(
+                &TECHNIQUE_DEFENSES,
+                "technique_defense",
+                &scope,
+                &parsed.technique_defenses,
+            )
+            .await?;
+        self.changes
+            .invalidated
+            .extend(added.into_iter().chain(removed).map(|(t, _)| t));
+        Ok(())
+    }
+
+    /// Detection rules with their technique and CVE mappings.
+    async fn rules(&mut self, parsed: &Parsed) -> Result<(), sqlx::Error> {
+        let known = self.known_techniques().await?;
+        let changed: HashSet<String> = self
+            .entities(&RULES, &parsed.rules)
+            .await?
+            .into_iter()
+            .collect();
+        let scope = keys(&parsed.rules);
+        self.unresolved(
+            &known,
+            parsed
+                .rule_techniques
+                .iter()
+                .map(|(r, t)| (format!("rule {r}"), t)),
+        );
+        let (added, removed) = self
+            .pairs(
+                &RULE_TECHNIQUES,
+                "rule_technique",
+                &scope,
+                &parsed.rule_techniques,
+            )
+            .await?;
+        self.pairs(&RULE_CVES, "rule_cve", &scope, &parsed.rule_cves)
+            .await?;
+        // A rule whose enabled flag or mappings changed moves C of its techniques.
+        let touched = parsed
+            .rule_techniques
+            .iter()
+            .filter(|(r, _)| changed.contains(r))
+            .cloned();
+        self.changes.invalidated.extend(
+            added
+                .into_iter()
+                .chain(removed)
+                .chain(touched)
+                .map(|(_, t)| t),
+        );
+        Ok(())
+    }
+
+    /// Test templates.
+    async fn templates(&mut self, parsed: &Parsed) -> Result<(), sqlx::Error> {
+        let known = self.known_techniques().await?;
+        self.unresolved(
+            &known,
+            parsed
+                .templates
+                .iter()
+                .map(|t| (format!("template {}", t.template_id), &t.technique_id)),
+        );
+        self.entities(&TEMPLATES, &parsed.templates).await?;
+        Ok(())
+    }
+
+    /// Compliance controls and their technique mappings.
+    async fn controls(&mut self, parsed: &Parsed) -> Result<(), sqlx::Error> {
+        let known = self.known_techniques().await?;
+        self.entities(&CONTROLS, &parsed.controls).await?;
+        let scope = keys(&parsed.controls);
+        self.unresolved(
+            &known,
+            parsed
+                .control_techniques
+                .iter()
+                .map(|(c, t)| (format!("control {c}"), t)),
+        );
+        self.pairs(
+            &CONTROL_TECHNIQUES,
+            "control_technique",
+            &scope,
+            &parsed.control_techniques,
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 fn keys<E: Entity>(rows: &[E]) -> BTreeSet<String> {
