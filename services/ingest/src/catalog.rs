@@ -12,25 +12,13 @@ use crate::{
     domain::{
         Report,
         views::{
-            CatalogInput, Control, Cve, Defense, Rule, Tactic, Technique, Template, ThreatActor,
+            CatalogInput, Control, Cve, Defense, Rule, Tactic, Technique, TechniqueQuery, Template,
+            ThreatActor,
         },
     },
     error::IngestError,
     store::CatalogStore,
 };
-
-/// Which techniques a list returns.
-#[derive(Clone, Debug, Default)]
-pub struct TechniqueQuery {
-    /// Only techniques of this tactic (short name); "" for all.
-    pub tactic: String,
-    /// Only techniques on this platform (case-insensitive); "" for all.
-    pub platform: String,
-    /// 0 both, 1 techniques only, 2 sub-techniques only.
-    pub subtechniques: i64,
-    /// Revoked and deprecated techniques too.
-    pub include_revoked: bool,
-}
 
 /// The sort key of the technique list: the ATT&CK id.
 pub const TECHNIQUE_KEY_LEN: usize = 1;

@@ -11,11 +11,12 @@ use purple_runtime::{
 };
 
 use crate::{
-    catalog::{ACTOR_KEY_LEN, RUN_KEY_LEN, TECHNIQUE_KEY_LEN, TechniqueQuery},
+    catalog::{ACTOR_KEY_LEN, RUN_KEY_LEN, TECHNIQUE_KEY_LEN},
     domain::{
         Kind, Report,
         views::{
-            CatalogInput, Control, Cve, Defense, Rule, Tactic, Technique, Template, ThreatActor,
+            CatalogInput, Control, Cve, Defense, Rule, Subtechniques, Tactic, Technique,
+            TechniqueQuery, Template, ThreatActor,
         },
     },
     error::IngestError,
@@ -125,9 +126,9 @@ pub fn technique_query(
     r: &pb::ListTechniquesRequest,
 ) -> Result<(TechniqueQuery, Page), IngestError> {
     let subtechniques = match pb::SubtechniqueFilter::try_from(r.subtechniques) {
-        Ok(pb::SubtechniqueFilter::Unspecified) => 0,
-        Ok(pb::SubtechniqueFilter::Exclude) => 1,
-        Ok(pb::SubtechniqueFilter::Only) => 2,
+        Ok(pb::SubtechniqueFilter::Unspecified) => Subtechniques::Both,
+        Ok(pb::SubtechniqueFilter::Exclude) => Subtechniques::Exclude,
+        Ok(pb::SubtechniqueFilter::Only) => Subtechniques::Only,
         Err(_) => {
             return Err(IngestError::invalid(
                 "subtechniques",
@@ -142,7 +143,7 @@ pub fn technique_query(
         include_revoked: r.include_revoked,
     };
     let filters = format!(
-        "{}|{}|{}|{}",
+        "{}|{}|{:?}|{}",
         query.tactic, query.platform, query.subtechniques, query.include_revoked
     );
     let page = Page::parse(r.page_size, &r.page_token, 100, &filters, TECHNIQUE_KEY_LEN)?;

@@ -5,6 +5,31 @@
 
 use purple_runtime::time::Micros;
 
+/// Which levels of the technique tree a list returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Subtechniques {
+    /// Techniques and sub-techniques.
+    #[default]
+    Both,
+    /// Top-level techniques only.
+    Exclude,
+    /// Sub-techniques only.
+    Only,
+}
+
+/// Which techniques a list returns.
+#[derive(Clone, Debug, Default)]
+pub struct TechniqueQuery {
+    /// Only techniques of this tactic (short name); "" for all.
+    pub tactic: String,
+    /// Only techniques on this platform (case-insensitive); "" for all.
+    pub platform: String,
+    /// Techniques, sub-techniques or both.
+    pub subtechniques: Subtechniques,
+    /// Revoked and deprecated techniques too.
+    pub include_revoked: bool,
+}
+
 /// An ATT&CK technique or sub-technique.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Technique {

@@ -7,8 +7,10 @@ use purple_runtime::{paging::Page, time::Micros};
 use sqlx::{Row, any::AnyRow};
 
 use super::CatalogStore;
+
 use crate::domain::views::{
-    CatalogInput, Control, Cve, Defense, Rule, Tactic, Technique, Template, ThreatActor,
+    CatalogInput, Control, Cve, Defense, Rule, Subtechniques, Tactic, Technique, Template,
+    ThreatActor,
 };
 
 macro_rules! technique_select {
@@ -231,7 +233,7 @@ impl CatalogStore {
         &self,
         tactic: &str,
         platform: &str,
-        subtechniques: i64,
+        subtechniques: Subtechniques,
         include_revoked: bool,
         page: &Page,
     ) -> Result<Vec<Technique>, sqlx::Error> {
@@ -239,7 +241,11 @@ impl CatalogStore {
             .stmt(LIST_TECHNIQUES)
             .bind(tactic.to_owned())
             .bind(platform.to_owned())
-            .bind(subtechniques)
+            .bind(match subtechniques {
+                Subtechniques::Both => 0_i64,
+                Subtechniques::Exclude => 1,
+                Subtechniques::Only => 2,
+            })
             .bind(i64::from(include_revoked))
             .bind(page.limit())
             .bind(page.has_cursor())
