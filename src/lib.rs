@@ -5,13 +5,23 @@
 
 pub mod cli;
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use purple_runtime::{
-    Database, ServiceContext, ServiceName, Settings, clients::Peers, server::GrpcServer,
+    Database, ServiceContext, ServiceName, Settings,
+    auth::{
+        bootstrap,
+        credentials::ServiceCredentials,
+        gate::Gate,
+        tokens::{Minter, Verifier},
+    },
+    clients::{PeerTls, Peers},
+    server::{Exposure, GrpcServer},
+    settings::Toggle,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// The migrations of a service.
 pub fn migrations(service: ServiceName) -> &'static purple_runtime::Migrations {
@@ -46,6 +56,80 @@ pub async fn migrate(
     Ok(databases)
 }
 
+/// The peers a service calls (docs/design.md §1).
+pub fn peers_of(service: ServiceName) -> &'static [ServiceName] {
+    match service {
+        ServiceName::Ingest => &[ServiceName::Scoring],
+        ServiceName::Campaigns => &[
+            ServiceName::Ingest,
+            ServiceName::Scoring,
+            ServiceName::Metrics,
+        ],
+        ServiceName::Scoring => &[ServiceName::Ingest, ServiceName::Campaigns],
+        ServiceName::Metrics => &[],
+    }
+}
+
+/// Refuses a process whose services call a peer it neither hosts nor
+/// knows the address of (rather than dialling itself and answering
+/// UNAVAILABLE at the first call).
+fn check_peers(settings: &Settings, services: &[ServiceName]) -> anyhow::Result<()> {
+    for service in services {
+        for peer in peers_of(*service) {
+            if !services.contains(peer) && settings.peers.addr(*peer).is_none() {
+                anyhow::bail!(
+                    "{} calls {}, which this process does not serve: set --{}-addr",
+                    service.as_str(),
+                    peer.as_str(),
+                    peer.as_str()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The server's TLS, when a certificate is configured.
+fn server_tls(settings: &Settings) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let tls = &settings.tls;
+    let (Some(cert), Some(key)) = (&tls.tls_cert_file, &tls.tls_key_file) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &tls.tls_client_ca_file {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(config))
+}
+
+/// Who this process is to its peers: a mounted service token, one minted
+/// from the signing key, or none (with a warning when peers are remote).
+fn service_credentials(
+    settings: &Settings,
+    minter: Option<Minter>,
+    services: &[ServiceName],
+) -> anyhow::Result<ServiceCredentials> {
+    if let Some(path) = &settings.auth.service_token_file {
+        return ServiceCredentials::from_file(path.clone())
+            .with_context(|| format!("reading the service token {}", path.display()));
+    }
+    let names: Vec<&str> = services.iter().map(|s| s.as_str()).collect();
+    Ok(match minter {
+        Some(minter) => {
+            ServiceCredentials::minted(Arc::new(minter), format!("service:{}", names.join("+")))
+        }
+        None => {
+            tracing::warn!(
+                "no --service-token-file and no signing key: calls to peers carry no credentials"
+            );
+            ServiceCredentials::none()
+        }
+    })
+}
+
 /// A bound, migrated server, ready to run.
 pub struct Application {
     server: GrpcServer,
@@ -58,19 +142,54 @@ impl Application {
     /// Binds the listener, migrates each hosted service's database and
     /// builds the services.
     pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Result<Self> {
-        let mut server = GrpcServer::bind(settings.listen, settings.limits.clone())
+        check_peers(&settings, services)?;
+        let embedded = bootstrap::ensure(&settings.auth, &settings.storage.data_dir)
+            .context("preparing the data directory's signing key")?;
+        let verifier = Verifier::new(&settings.auth, embedded.as_deref())?;
+        let minter = Minter::new(&settings.auth, embedded.as_deref())?;
+        let credentials = service_credentials(&settings, minter, services)?;
+        let tls = server_tls(&settings)?;
+        let tls_on = tls.is_some();
+        if tls_on && settings.tls.tls_ca_file.is_none() {
+            anyhow::bail!(
+                "TLS is on: set --tls-ca-file to the CA that signed --tls-cert-file, so this process can call the services it hosts"
+            );
+        }
+        let embedded_storage = services
+            .iter()
+            .all(|s| settings.storage.postgres_url(*s).is_none());
+        let reflection = match settings.auth.reflection {
+            Toggle::On => true,
+            Toggle::Off => false,
+            Toggle::Auto => embedded_storage,
+        };
+        let exposure = Exposure {
+            gate: Gate::new(
+                verifier,
+                settings.limits.concurrency_limit,
+                settings.limits.max_concurrent_imports,
+            ),
+            tls,
+            reflection,
+        };
+        let mut server = GrpcServer::bind(settings.listen, settings.limits.clone(), exposure)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         let local = server.local_addr()?;
+        let peer_tls =
+            PeerTls::from_settings(&settings.tls).context("reading the TLS CA bundle")?;
         let peers = Peers::new(
             &settings.peers,
-            local,
+            (local, tls_on),
+            &peer_tls,
+            credentials.clone(),
             settings.limits.max_message_bytes,
             settings.limits.peer_timeout(),
         )?;
         let databases = migrate(&settings, services).await?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        tasks.spawn(credentials.refresh(shutdown.clone()));
         for (service, db) in services.iter().zip(&databases) {
             let ctx = ServiceContext {
                 db: db.clone(),

@@ -28,9 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        // RPCs of issues not yet landed answer UNIMPLEMENTED instead of
-        // forcing placeholder handlers.
-        .generate_default_stubs(true)
+        // Undecodable requests are the caller's mistake (INVALID_ARGUMENT).
+        .codec_path("crate::codec::StrictCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -5,28 +5,116 @@ pub mod import;
 pub mod layer;
 pub mod metrics;
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Args;
-use purple_runtime::tracecontext::TraceInjector;
-use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use purple_runtime::{auth::bootstrap, tracecontext::TraceInjector};
+use tonic::{
+    metadata::AsciiMetadataValue,
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Channel, ClientTlsConfig},
+};
 
-/// Where the server is.
+/// Where the server is and who is asking.
 #[derive(Args, Clone, Debug)]
 pub struct ServerArg {
-    /// The server to talk to.
+    /// The server to talk to (https:// for TLS).
     #[arg(long, env = "PURPLE_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
+
+    /// The bearer token to send. Default: --token-file, else the admin
+    /// token the embedded server created in --data-dir.
+    #[arg(long, env = "PURPLE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// A file holding the bearer token.
+    #[arg(long, env = "PURPLE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// The embedded server's data directory, where it wrote admin.token.
+    #[arg(long, env = "PURPLE_DATA_DIR", default_value = "./purple-data")]
+    pub data_dir: PathBuf,
+
+    /// PEM CA bundle that signs the server's certificate (https only).
+    #[arg(long, env = "PURPLE_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// What a client subcommand's calls carry: the trace context and the
+/// bearer token.
+#[derive(Clone, Debug)]
+pub struct ClientInterceptor {
+    token: Option<AsciiMetadataValue>,
+}
+
+impl tonic::service::Interceptor for ClientInterceptor {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut request = TraceInjector.call(request)?;
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl ServerArg {
-    /// A traced channel to the server.
-    pub async fn connect(&self) -> anyhow::Result<InterceptedService<Channel, TraceInjector>> {
-        let channel = Channel::from_shared(self.server.clone())?
+    /// The token to present: --token, --token-file, or the data
+    /// directory's admin token; None when there is none.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(token) = &self.token {
+            return Ok(Some(token.trim().to_owned()));
+        }
+        let path = match &self.token_file {
+            Some(path) => path.clone(),
+            None => {
+                let embedded = bootstrap::admin_token_path(&self.data_dir);
+                if !embedded.exists() {
+                    return Ok(None);
+                }
+                embedded
+            }
+        };
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the token {}", path.display()))?;
+        Ok(Some(token.trim().to_owned()))
+    }
+
+    /// A traced, authenticated channel to the server.
+    pub async fn connect(&self) -> anyhow::Result<InterceptedService<Channel, ClientInterceptor>> {
+        let mut endpoint = Channel::from_shared(self.server.clone())?;
+        if self.server.starts_with("https://") {
+            let mut tls = client_tls(self.tls_ca_file.as_deref())?;
+            if let Some(host) = endpoint.uri().host() {
+                tls = tls.domain_name(host);
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.server))?;
-        Ok(InterceptedService::new(channel, TraceInjector))
+        let token = self
+            .token()?
+            .map(|t| format!("Bearer {t}").parse())
+            .transpose()
+            .context("the token is not valid header text")?;
+        Ok(InterceptedService::new(
+            channel,
+            ClientInterceptor { token },
+        ))
     }
+}
+
+/// TLS for the client: the CA bundle that signed the server's certificate.
+fn client_tls(ca: Option<&std::path::Path>) -> anyhow::Result<ClientTlsConfig> {
+    let ca =
+        ca.context("an https:// server needs --tls-ca-file, the CA that signed its certificate")?;
+    let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+    Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
 }
 
 /// An instant from the command line: RFC 3339, or a date (midnight UTC).

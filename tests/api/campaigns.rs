@@ -7,9 +7,9 @@ use purple_api::{
     common::v1::{Outcome, Role},
     ingest::v1::{ImportKind, ImportRequest, ingest_service_client::IngestServiceClient},
 };
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
-use crate::helpers::{Cost, TestApp, Trace, reason, spawn_app, ts};
+use crate::helpers::{AuthChannel, Cost, TestApp, Trace, reason, spawn_app, ts};
 use tonic_types::StatusExt;
 
 /// Techniques T1059 (with sub-technique T1059.001), T1003 and T1105, used
@@ -54,8 +54,15 @@ pub async fn import_bundle(app: &TestApp, bundle: &str) {
         .unwrap();
 }
 
-pub fn client(app: &TestApp) -> CampaignsServiceClient<Channel> {
+/// A client with the test's all-roles token.
+pub fn client(app: &TestApp) -> CampaignsServiceClient<AuthChannel> {
     CampaignsServiceClient::new(app.channel.clone())
+}
+
+/// A client acting as one of the team (its token: that user's id and
+/// role).
+pub fn as_user(app: &TestApp, user_id: &str) -> CampaignsServiceClient<AuthChannel> {
+    CampaignsServiceClient::new(app.as_user(user_id))
 }
 
 /// The people of a purple team.
@@ -86,6 +93,9 @@ pub async fn team(app: &TestApp) -> Team {
         .unwrap()
         .into_inner()
         .users;
+    for u in &users {
+        app.register(&u.user_id, Role::try_from(u.role).unwrap());
+    }
     Team {
         admin: users[0].user_id.clone(),
         lead: users[1].user_id.clone(),
@@ -95,7 +105,7 @@ pub async fn team(app: &TestApp) -> Team {
 }
 
 pub async fn create_test(app: &TestApp, team: &Team, technique: &str) -> pb::Test {
-    client(app)
+    as_user(app, &team.lead)
         .create_tests(pb::CreateTestsRequest {
             actor_id: team.lead.clone(),
             tests: vec![pb::NewTest {
@@ -127,7 +137,7 @@ pub async fn step(
         ..Default::default()
     };
     adjust(&mut request);
-    client(app)
+    as_user(app, actor)
         .transition_test(request)
         .await
         .map(tonic::Response::into_inner)
@@ -205,10 +215,32 @@ async fn a_test_walks_the_workflow_and_every_refusal_has_its_code() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+    // A viewer may not act; a red tech may not act as someone else.
     let err = step(&app, &test, "nobody", StartRed, |_| {})
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = as_user(&app, &team.red)
+        .transition_test(pb::TransitionTestRequest {
+            test_id: test.test_id.clone(),
+            action: StartRed as i32,
+            actor_id: team.lead.clone(),
+            expected_version: test.version,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "a forged actor_id");
+    let err = CampaignsServiceClient::new(app.bare.clone())
+        .transition_test(pb::TransitionTestRequest {
+            test_id: test.test_id.clone(),
+            action: StartRed as i32,
+            expected_version: test.version,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "no token");
     let err = step(
         &app,
         &pb::Test {
@@ -376,7 +408,7 @@ async fn validating_an_undetected_test_opens_a_remediation_that_moves_to_complet
     let done = validate(&app, &team, test, Outcome::Logged, &[]).await;
     let r = done.remediation.unwrap();
     assert_eq!((r.state, r.version), (pb::RemediationState::Open as i32, 1));
-    let mut c = client(&app);
+    let mut c = as_user(&app, &team.blue);
     let move_to = |to: pb::RemediationState, version: i64| pb::TransitionRemediationRequest {
         remediation_id: r.remediation_id.clone(),
         actor_id: team.blue.clone(),
@@ -548,7 +580,7 @@ async fn campaigns_group_tests_clone_recur_and_report() {
     import_bundle(&app, CATALOG).await;
     let team = team(&app).await;
     let mut c = client(&app);
-    let created = c
+    let created = as_user(&app, &team.lead)
         .create_campaign(pb::CreateCampaignRequest {
             actor_id: team.lead.clone(),
             name: "Q3".into(),
@@ -642,7 +674,7 @@ async fn campaigns_group_tests_clone_recur_and_report() {
         report.markdown
     );
 
-    let clone = c
+    let clone = as_user(&app, &team.lead)
         .clone_campaign(pb::CloneCampaignRequest {
             actor_id: team.lead.clone(),
             campaign_id: campaign.campaign_id.clone(),
@@ -665,7 +697,7 @@ async fn campaigns_group_tests_clone_recur_and_report() {
             .all(|t| t.state == pb::TestState::Planned as i32)
     );
 
-    let err = c
+    let err = as_user(&app, &team.lead)
         .set_campaign_schedule(pb::SetCampaignScheduleRequest {
             actor_id: team.lead.clone(),
             campaign_id: campaign.campaign_id.clone(),
@@ -677,7 +709,7 @@ async fn campaigns_group_tests_clone_recur_and_report() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let scheduled = c
+    let scheduled = as_user(&app, &team.lead)
         .set_campaign_schedule(pb::SetCampaignScheduleRequest {
             actor_id: team.lead.clone(),
             campaign_id: campaign.campaign_id.clone(),
@@ -709,20 +741,34 @@ async fn campaigns_group_tests_clone_recur_and_report() {
         .unwrap()
         .into_inner();
     assert!(again.created.is_empty(), "the next run moved a day on");
-    let inbox = c
-        .list_notifications(pb::ListNotificationsRequest {
-            user_id: team.red.clone(),
-            ..Default::default()
-        })
+    // The red tech reads their own inbox; nobody else may (but an admin).
+    let inbox = as_user(&app, &team.red)
+        .list_notifications(pb::ListNotificationsRequest::default())
         .await
         .unwrap()
         .into_inner()
         .notifications;
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].campaign_id, ran.created[0].campaign_id);
-    let marked = c
+    let err = as_user(&app, &team.blue)
+        .list_notifications(pb::ListNotificationsRequest {
+            user_id: team.red.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = as_user(&app, &team.blue)
         .mark_notifications_read(pb::MarkNotificationsReadRequest {
             user_id: team.red.clone(),
+            notification_ids: vec![inbox[0].notification_id.clone()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "a forged owner");
+    let marked = as_user(&app, &team.red)
+        .mark_notifications_read(pb::MarkNotificationsReadRequest {
+            user_id: String::new(),
             notification_ids: vec![inbox[0].notification_id.clone()],
         })
         .await
@@ -730,26 +776,43 @@ async fn campaigns_group_tests_clone_recur_and_report() {
         .into_inner();
     assert_eq!(marked.marked, 1);
 
-    c.add_worklog(pb::AddWorklogRequest {
-        worklog: Some(pb::Worklog {
-            test_id: created.tests[0].test_id.clone(),
-            user_id: team.red.clone(),
-            minutes: 30,
-            ..Default::default()
-        }),
-    })
-    .await
-    .unwrap();
-    c.add_worklog(pb::AddWorklogRequest {
-        worklog: Some(pb::Worklog {
-            test_id: created.tests[0].test_id.clone(),
-            user_id: team.blue.clone(),
-            minutes: 45,
-            ..Default::default()
-        }),
-    })
-    .await
-    .unwrap();
+    as_user(&app, &team.red)
+        .add_worklog(pb::AddWorklogRequest {
+            worklog: Some(pb::Worklog {
+                test_id: created.tests[0].test_id.clone(),
+                user_id: team.red.clone(),
+                minutes: 30,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    as_user(&app, &team.blue)
+        .add_worklog(pb::AddWorklogRequest {
+            worklog: Some(pb::Worklog {
+                test_id: created.tests[0].test_id.clone(),
+                minutes: 45,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let err = as_user(&app, &team.blue)
+        .add_worklog(pb::AddWorklogRequest {
+            worklog: Some(pb::Worklog {
+                test_id: created.tests[0].test_id.clone(),
+                user_id: team.red.clone(),
+                minutes: 5,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "time logged as someone else"
+    );
     let logs = c
         .list_worklogs(pb::ListWorklogsRequest {
             test_id: created.tests[0].test_id.clone(),
@@ -774,7 +837,7 @@ async fn creating_tests_checks_techniques_in_one_batch_and_refuses_unknown_ones(
             ..Default::default()
         })
         .collect();
-    client(&app)
+    as_user(&app, &team.lead)
         .create_tests(trace.request(pb::CreateTestsRequest {
             actor_id: team.lead.clone(),
             tests,
@@ -783,7 +846,7 @@ async fn creating_tests_checks_techniques_in_one_batch_and_refuses_unknown_ones(
         .unwrap();
     let cost = Cost::of(&app.trace(&trace).await);
     assert_eq!(cost.rpcs, 2, "the request and one GetTechniquesByIds");
-    let err = client(&app)
+    let err = as_user(&app, &team.lead)
         .create_tests(pb::CreateTestsRequest {
             actor_id: team.lead.clone(),
             tests: vec![pb::NewTest {
@@ -916,7 +979,7 @@ async fn generating_a_campaign_from_a_threat_actor_takes_its_untested_and_gap_te
     .await;
     create_test(&app, &team, "T1105").await;
     let trace = Trace::new("purple.campaigns.v1.CampaignsService/GenerateCampaignFromThreatActor");
-    let generated = client(&app)
+    let generated = as_user(&app, &team.lead)
         .generate_campaign_from_threat_actor(trace.request(
             pb::GenerateCampaignFromThreatActorRequest {
                 actor_id: team.lead.clone(),
@@ -962,8 +1025,8 @@ async fn generating_a_campaign_from_a_threat_actor_takes_its_untested_and_gap_te
     // The role check; the aggregate campaigns serves to scoring; then the
     // campaign, its tests, their events and the technique tallies (lock and
     // refresh) in one transaction.
-    assert_eq!(cost.statements.get("campaigns"), Some(&7), "{cost:?}");
-    let err = client(&app)
+    assert_eq!(cost.statements.get("campaigns"), Some(&6), "{cost:?}");
+    let err = as_user(&app, &team.lead)
         .generate_campaign_from_threat_actor(pb::GenerateCampaignFromThreatActorRequest {
             actor_id: team.lead.clone(),
             threat_actor_id: "G9999".into(),
@@ -978,8 +1041,7 @@ async fn generating_a_campaign_from_a_threat_actor_takes_its_untested_and_gap_te
 /// retested into one long chain; returns the campaign and a test of the chain.
 pub async fn workload(app: &TestApp, team: &Team, n: usize) -> (pb::Campaign, String) {
     let techniques = ["T1059.001", "T1003", "T1105", "T1059"];
-    let mut c = client(app);
-    let created = c
+    let created = as_user(app, &team.lead)
         .create_campaign(pb::CreateCampaignRequest {
             actor_id: team.lead.clone(),
             name: format!("load {n}"),
@@ -1093,22 +1155,23 @@ async fn campaign_reads_and_writes_cost_the_same_at_two_sizes() {
             clone_campaign,
             "CloneCampaign",
             pb::CloneCampaignRequest {
-                actor_id: team.lead.clone(),
+                actor_id: String::new(),
                 campaign_id: id.clone(),
                 name: String::new()
             }
         );
-        c.set_campaign_schedule(pb::SetCampaignScheduleRequest {
-            actor_id: team.lead.clone(),
-            campaign_id: id.clone(),
-            schedule: Some(pb::Schedule {
-                interval_seconds: 3_600,
-                next_run_at: Some(ts(1_780_000_000)),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+        as_user(&app, &team.lead)
+            .set_campaign_schedule(pb::SetCampaignScheduleRequest {
+                actor_id: team.lead.clone(),
+                campaign_id: id.clone(),
+                schedule: Some(pb::Schedule {
+                    interval_seconds: 3_600,
+                    next_run_at: Some(ts(1_780_000_000)),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
         cost!(
             run_due_campaigns,
             "RunDueCampaigns",
@@ -1143,7 +1206,7 @@ async fn generating_from_a_large_actor_costs_what_a_small_one_does() {
         let team = team(&app).await;
         let trace =
             Trace::new("purple.campaigns.v1.CampaignsService/GenerateCampaignFromThreatActor");
-        let generated = client(&app)
+        let generated = as_user(&app, &team.lead)
             .generate_campaign_from_threat_actor(trace.request(
                 pb::GenerateCampaignFromThreatActorRequest {
                     actor_id: team.lead.clone(),
@@ -1267,7 +1330,7 @@ async fn detection_results_stale_tests_and_list_filters() {
         triggered,
         ..Default::default()
     };
-    let err = c
+    let err = as_user(&app, &team.blue)
         .record_detection_results(pb::RecordDetectionResultsRequest {
             actor_id: team.blue.clone(),
             results: vec![result(&t.test_id, "rule-x", true)],
@@ -1280,7 +1343,7 @@ async fn detection_results_stale_tests_and_list_filters() {
         .unwrap()
         .test
         .unwrap();
-    let err = c
+    let err = as_user(&app, &team.red)
         .record_detection_results(pb::RecordDetectionResultsRequest {
             actor_id: team.red.clone(),
             results: vec![result(&t.test_id, "rule-x", true)],
@@ -1288,7 +1351,7 @@ async fn detection_results_stale_tests_and_list_filters() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let err = c
+    let err = as_user(&app, &team.blue)
         .record_detection_results(pb::RecordDetectionResultsRequest {
             actor_id: team.blue.clone(),
             results: vec![result("missing", "rule-x", true)],
@@ -1296,7 +1359,7 @@ async fn detection_results_stale_tests_and_list_filters() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let recorded = c
+    let recorded = as_user(&app, &team.blue)
         .record_detection_results(pb::RecordDetectionResultsRequest {
             actor_id: team.blue.clone(),
             results: vec![
@@ -1309,12 +1372,13 @@ async fn detection_results_stale_tests_and_list_filters() {
         .into_inner();
     assert_eq!(recorded.recorded, 2);
     // A later result for the same rule replaces the earlier one.
-    c.record_detection_results(pb::RecordDetectionResultsRequest {
-        actor_id: team.blue.clone(),
-        results: vec![result(&t.test_id, "rule-x", true)],
-    })
-    .await
-    .unwrap();
+    as_user(&app, &team.blue)
+        .record_detection_results(pb::RecordDetectionResultsRequest {
+            actor_id: team.blue.clone(),
+            results: vec![result(&t.test_id, "rule-x", true)],
+        })
+        .await
+        .unwrap();
     let t = step(&app, &t, &team.blue, CompleteBlue, |r| {
         r.outcome = Outcome::Detected as i32;
         r.detected_at = t.created_at;
@@ -1453,7 +1517,7 @@ async fn detection_results_stale_tests_and_list_filters() {
         reds.iter().map(|u| u.user_id.as_str()).collect::<Vec<_>>(),
         [team.red.as_str()]
     );
-    let err = c
+    let err = as_user(&app, &team.lead)
         .create_users(pb::CreateUsersRequest {
             actor_id: team.lead.clone(),
             users: vec![pb::User {
@@ -1477,7 +1541,7 @@ async fn the_scheduler_inside_the_service_runs_due_campaigns_by_itself() {
     import_bundle(&app, CATALOG).await;
     let team = team(&app).await;
     let mut c = client(&app);
-    let campaign = c
+    let campaign = as_user(&app, &team.lead)
         .create_campaign(pb::CreateCampaignRequest {
             actor_id: team.lead.clone(),
             name: "weekly".into(),
@@ -1498,17 +1562,18 @@ async fn the_scheduler_inside_the_service_runs_due_campaigns_by_itself() {
         seconds: chrono::Utc::now().timestamp() - 60,
         nanos: 0,
     };
-    c.set_campaign_schedule(pb::SetCampaignScheduleRequest {
-        actor_id: team.lead.clone(),
-        campaign_id: campaign.campaign_id.clone(),
-        schedule: Some(pb::Schedule {
-            interval_seconds: 7 * 86_400,
-            next_run_at: Some(due),
-            ..Default::default()
-        }),
-    })
-    .await
-    .unwrap();
+    as_user(&app, &team.lead)
+        .set_campaign_schedule(pb::SetCampaignScheduleRequest {
+            actor_id: team.lead.clone(),
+            campaign_id: campaign.campaign_id.clone(),
+            schedule: Some(pb::Schedule {
+                interval_seconds: 7 * 86_400,
+                next_run_at: Some(due),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let campaigns = c

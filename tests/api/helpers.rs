@@ -1,18 +1,46 @@
 //! `spawn_app()`: a fresh server per test, and what tests use to read the
 //! trace of one request.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
+use purple_api::common::v1::Role;
 use purple_runtime::{
     ServiceName, Settings,
+    auth::tokens::Minter,
     telemetry::{self, CollectedSpan, SpanCollector},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{
     Request,
-    metadata::MetadataValue,
+    metadata::{AsciiMetadataValue, MetadataValue},
+    service::interceptor::InterceptedService,
     transport::{Channel, Endpoint},
 };
+
+/// Puts a bearer token on every request of a channel.
+#[derive(Clone, Debug)]
+pub struct Bearer(Option<AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry one caller's token.
+pub type AuthChannel = InterceptedService<Channel, Bearer>;
+
+/// The subject of the test's all-roles token.
+pub const TESTER: &str = "tester";
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -21,8 +49,16 @@ use tonic_health::pb::{
 pub struct TestApp {
     /// Where it listens.
     pub addr: std::net::SocketAddr,
-    /// A connected channel.
-    pub channel: Channel,
+    /// A connected channel whose calls carry a token with every role
+    /// (admin, purple_lead, red_tech, blue_tech, service) for [`TESTER`]:
+    /// what tests that are not about identity use.
+    pub channel: AuthChannel,
+    /// The channel without any token.
+    pub bare: Channel,
+    /// Signs tokens with the server's key.
+    pub minter: Arc<Minter>,
+    /// The role of each user a test created, for [`TestApp::as_user`].
+    users: Arc<Mutex<HashMap<String, Role>>>,
     /// Every span of this process.
     pub spans: SpanCollector,
     stop: Option<oneshot::Sender<()>>,
@@ -30,10 +66,16 @@ pub struct TestApp {
     _data_dir: tempfile::TempDir,
 }
 
-/// Settings for an isolated server: port 0, a temporary data directory, and
-/// on PostgreSQL a schema prefix of its own.
+/// Settings for an isolated server: port 0, a temporary data directory
+/// (with the token signing secret), and on PostgreSQL a schema prefix of
+/// its own.
 pub fn test_settings(data_dir: &std::path::Path) -> Settings {
     let mut settings = Settings::defaults();
+    let secret = data_dir.join("test-jwt-secret");
+    if !secret.exists() {
+        std::fs::write(&secret, "purple-test-secret-0123456789abcdef").unwrap();
+    }
+    settings.auth.jwt_secret_file = Some(secret);
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.storage.data_dir = data_dir.to_path_buf();
     settings.storage.database_url = std::env::var("PURPLE_TEST_DATABASE_URL").ok();
@@ -69,6 +111,7 @@ pub async fn spawn_services(
     let data_dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(data_dir.path());
     adjust(&mut settings);
+    let settings_auth = settings.auth.clone();
     let app = purple::Application::build(settings, services)
         .await
         .expect("the application builds");
@@ -77,17 +120,23 @@ pub async fn spawn_services(
     let handle = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
+    let bare = Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_lazy();
+    let minter = Arc::new(Minter::new(&settings_auth, None).unwrap().unwrap());
     let test_app = TestApp {
         addr,
-        channel,
+        channel: InterceptedService::new(bare.clone(), Bearer(None)),
+        bare,
+        minter,
+        users: Arc::new(Mutex::new(HashMap::new())),
         spans,
         stop: Some(stop),
         handle: Some(handle),
         _data_dir: data_dir,
     };
+    let mut test_app = test_app;
+    test_app.channel = test_app.with_token(&test_app.omni_token());
     for service in services {
         test_app.wait_until_serving(service.grpc_name()).await;
     }
@@ -95,9 +144,64 @@ pub async fn spawn_services(
 }
 
 impl TestApp {
+    /// A token for `subject` holding every role but viewer.
+    fn omni_token(&self) -> String {
+        // A multi-role token, as an identity provider issues one: the role
+        // claim is a list.
+        self.minter.mint_roles(
+            TESTER,
+            &[
+                Role::Admin,
+                Role::PurpleLead,
+                Role::RedTech,
+                Role::BlueTech,
+                Role::Service,
+            ],
+            "Tester",
+            Duration::from_secs(3_600),
+        )
+    }
+
+    /// The channel with this token on every call.
+    pub fn with_token(&self, token: &str) -> AuthChannel {
+        InterceptedService::new(
+            self.bare.clone(),
+            Bearer(Some(format!("Bearer {token}").parse().unwrap())),
+        )
+    }
+
+    /// A token for `subject` with `role`, valid for an hour.
+    pub fn token(&self, subject: &str, role: Role) -> String {
+        self.minter
+            .mint(subject, role, subject, Duration::from_secs(3_600))
+    }
+
+    /// The channel of a caller with one role.
+    pub fn as_role(&self, subject: &str, role: Role) -> AuthChannel {
+        self.with_token(&self.token(subject, role))
+    }
+
+    /// Remembers a user's role, for [`TestApp::as_user`].
+    pub fn register(&self, user_id: &str, role: Role) {
+        self.users.lock().unwrap().insert(user_id.to_owned(), role);
+    }
+
+    /// The channel of a user a test created (its id and role in the
+    /// token); an unknown id acts as a viewer.
+    pub fn as_user(&self, user_id: &str) -> AuthChannel {
+        let role = self
+            .users
+            .lock()
+            .unwrap()
+            .get(user_id)
+            .copied()
+            .unwrap_or(Role::Viewer);
+        self.as_role(user_id, role)
+    }
+
     /// Polls health until `service` is SERVING (no sleeping on a guess).
     pub async fn wait_until_serving(&self, service: &str) {
-        let mut health = HealthClient::new(self.channel.clone());
+        let mut health = HealthClient::new(self.bare.clone());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let status = health
@@ -120,7 +224,7 @@ impl TestApp {
     /// A future that resolves once overall health reports NOT_SERVING (the
     /// first step of a shutdown), polling rather than guessing a delay.
     pub fn not_serving_waiter(&self) -> impl std::future::Future<Output = ()> + use<> {
-        let mut health = HealthClient::new(self.channel.clone());
+        let mut health = HealthClient::new(self.bare.clone());
         async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             loop {

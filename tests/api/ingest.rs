@@ -13,9 +13,9 @@ use purple_api::ingest::v1::{
     ingest_service_client::IngestServiceClient,
 };
 use purple_ingest::domain::Kind;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 
-use crate::helpers::{Cost, TestApp, Trace, spawn_app, spawn_app_with};
+use crate::helpers::{AuthChannel, Cost, TestApp, Trace, spawn_app, spawn_app_with};
 
 pub fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,7 +27,7 @@ pub const ATTACK_18: &str = "attack/v18.1/stix21/enterprise-attack-18.1.json.gz"
 const ATTACK_18_STIX20: &str = "attack/v18.1/stix20/enterprise-attack.json.gz";
 const ATTACK_17: &str = "attack/v17.1/stix21/enterprise-attack-17.1.json.gz";
 
-fn client(app: &TestApp) -> IngestServiceClient<Channel> {
+fn client(app: &TestApp) -> IngestServiceClient<AuthChannel> {
     IngestServiceClient::new(app.channel.clone())
 }
 

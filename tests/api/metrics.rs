@@ -14,9 +14,9 @@ use purple_api::{
         RecordEventsRequest, metrics_service_client::MetricsServiceClient,
     },
 };
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
-use crate::helpers::{Cost, TestApp, Trace, spawn_app, ts};
+use crate::helpers::{AuthChannel, Cost, TestApp, Trace, spawn_app, ts};
 
 const B: i64 = 1_772_409_600; // 2026-03-02T00:00:00Z, a Monday
 const H: i64 = 3_600;
@@ -232,11 +232,11 @@ fn window(from: i64, to: i64) -> Option<MetricFilter> {
     })
 }
 
-fn client(app: &TestApp) -> MetricsServiceClient<Channel> {
+fn client(app: &TestApp) -> MetricsServiceClient<AuthChannel> {
     MetricsServiceClient::new(app.channel.clone())
 }
 
-async fn seeded() -> (TestApp, MetricsServiceClient<Channel>) {
+async fn seeded() -> (TestApp, MetricsServiceClient<AuthChannel>) {
     let app = spawn_app().await;
     let mut metrics = client(&app);
     let recorded = metrics
@@ -746,6 +746,10 @@ async fn purple_metrics_prints_the_summary_as_a_table() {
             "2026-03-23T00:00:00Z",
         ])
         .args(["--server", &format!("http://{}", app.addr)])
+        .env(
+            "PURPLE_TOKEN",
+            app.token("viewer-1", purple_api::common::v1::Role::Viewer),
+        )
         .output()
         .await
         .unwrap();

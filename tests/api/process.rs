@@ -44,7 +44,22 @@ async fn a_dead_collector_slows_nothing_and_sigterm_exits_zero_within_five_secon
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let mut ingest = IngestServiceClient::new(channel.clone());
+    // The embedded default made its own signing key and an admin token,
+    // readable by its owner only.
+    let token_file = dir.path().join("admin.token");
+    let token = std::fs::read_to_string(&token_file).expect("admin.token was created");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let bearer: tonic::metadata::AsciiMetadataValue =
+        format!("Bearer {}", token.trim()).parse().unwrap();
+    let mut ingest =
+        IngestServiceClient::with_interceptor(channel.clone(), move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        });
     let mut slowest = Duration::ZERO;
     for _ in 0..50 {
         let start = Instant::now();

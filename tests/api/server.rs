@@ -10,12 +10,15 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-use crate::helpers::spawn_app;
+use purple_runtime::settings::Toggle;
+
+use crate::helpers::{spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn health_is_serving_overall_and_per_service() {
     let app = spawn_app().await;
-    let mut health = HealthClient::new(app.channel.clone());
+    // Health needs no token: probes and load balancers have none.
+    let mut health = HealthClient::new(app.bare.clone());
     for service in std::iter::once("").chain(SERVICE_NAMES) {
         let status = health
             .check(HealthCheckRequest {
@@ -38,9 +41,9 @@ async fn health_is_serving_overall_and_per_service() {
 }
 
 #[tokio::test]
-async fn reflection_lists_the_four_services_and_health() {
-    let app = spawn_app().await;
-    let mut reflection = ServerReflectionClient::new(app.channel.clone());
+async fn reflection_lists_the_four_services_and_health_without_a_token() {
+    let app = spawn_app_with(|s| s.auth.reflection = Toggle::On).await;
+    let mut reflection = ServerReflectionClient::new(app.bare.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -64,6 +67,20 @@ async fn reflection_lists_the_four_services_and_health() {
         );
     }
     app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn reflection_can_be_turned_off() {
+    let app = spawn_app_with(|s| s.auth.reflection = Toggle::Off).await;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let err = ServerReflectionClient::new(app.bare.clone())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
 }
 
 #[tokio::test]

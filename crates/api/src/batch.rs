@@ -13,23 +13,39 @@ pub const MAX_BATCH_IDS: usize = 1_000;
 /// overlap round trips, few enough not to flood a peer's connection pool.
 pub const DEFAULT_FANOUT: usize = 4;
 
-/// A batch over the limit: INVALID_ARGUMENT naming the field and the limit,
-/// so a caller knows to chunk.
+/// The longest id a batch read accepts: longer than any ATT&CK id, UUID or
+/// identity-provider subject, short enough that echoing missing ids back
+/// stays small.
+pub const MAX_ID_LEN: usize = 256;
+
+/// A batch a server refuses: over the limit (INVALID_ARGUMENT naming the
+/// field and the limit, so a caller knows to chunk), or holding an id no
+/// stored thing can have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchTooLarge {
-    /// The repeated field.
+    /// The repeated field (with the item's index for a bad id).
     pub field: String,
     /// How many items it had.
     pub len: usize,
+    /// Set when one id is unusable rather than the batch too long.
+    pub bad_id: Option<&'static str>,
 }
 
 impl BatchTooLarge {
     /// Why, without the field name.
     pub fn reason(&self) -> String {
-        format!(
-            "{} items exceed the batch limit of {MAX_BATCH_IDS}; split the request into chunks",
-            self.len
-        )
+        match self.bad_id {
+            Some(why) => why.to_owned(),
+            None => format!(
+                "{} items exceed the batch limit of {MAX_BATCH_IDS}; split the request into chunks",
+                self.len
+            ),
+        }
+    }
+
+    /// Whether the batch was too long (rather than holding a bad id).
+    pub fn is_over_limit(&self) -> bool {
+        self.bad_id.is_none()
     }
 }
 
@@ -53,7 +69,34 @@ pub fn check_batch_len(field: &str, len: usize) -> Result<(), BatchTooLarge> {
         return Err(BatchTooLarge {
             field: field.to_owned(),
             len,
+            bad_id: None,
         });
+    }
+    Ok(())
+}
+
+/// Refuses a batch of ids larger than [`MAX_BATCH_IDS`], or with an id
+/// that is empty, longer than [`MAX_ID_LEN`] or holds a control character
+/// (a NUL byte, which PostgreSQL cannot store, among them).
+pub fn check_ids(field: &str, ids: &[String]) -> Result<(), BatchTooLarge> {
+    check_batch_len(field, ids.len())?;
+    for (i, id) in ids.iter().enumerate() {
+        let bad = if id.is_empty() {
+            Some("an id is empty")
+        } else if id.len() > MAX_ID_LEN {
+            Some("an id is longer than 256 bytes")
+        } else if id.chars().any(char::is_control) {
+            Some("an id holds a control character")
+        } else {
+            None
+        };
+        if bad.is_some() {
+            return Err(BatchTooLarge {
+                field: format!("{field}[{i}]"),
+                len: ids.len(),
+                bad_id: bad,
+            });
+        }
     }
     Ok(())
 }
@@ -164,6 +207,16 @@ mod tests {
         })
         .await;
         assert_eq!(out, Err("boom"));
+    }
+
+    #[test]
+    fn bad_ids_are_named_by_index() {
+        let ids = vec!["T1059".to_owned(), "a\0b".to_owned()];
+        let err = check_ids("technique_ids", &ids).unwrap_err();
+        assert_eq!(err.field, "technique_ids[1]");
+        assert!(!err.is_over_limit());
+        assert!(check_ids("technique_ids", &["x".repeat(257)]).is_err());
+        assert!(check_ids("technique_ids", &["T1059".to_owned()]).is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! helper that splits a large id set into calls the server accepts.
 
 pub mod batch;
+pub mod codec;
 mod vocabulary;
 
 /// Shared messages (`purple.common.v1`).

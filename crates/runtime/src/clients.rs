@@ -31,17 +31,61 @@ use purple_api::{
 use tonic::{
     Status,
     service::interceptor::InterceptedService,
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 use crate::{
-    settings::{PeerSettings, ServiceName},
+    auth::credentials::ServiceCredentials,
+    settings::{PeerSettings, ServiceName, TlsSettings},
     time::{Micros, timestamp},
     tracecontext::TraceInjector,
 };
 
-/// A channel that carries the caller's trace.
-pub type TracedChannel = InterceptedService<Channel, TraceInjector>;
+/// What every peer call carries: the caller's trace context and this
+/// service's credentials.
+#[derive(Clone, Debug)]
+pub struct PeerInterceptor {
+    credentials: ServiceCredentials,
+}
+
+impl tonic::service::Interceptor for PeerInterceptor {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut request = TraceInjector.call(request)?;
+        self.credentials.apply(request.metadata_mut());
+        Ok(request)
+    }
+}
+
+/// A channel that carries the caller's trace and this service's identity.
+pub type TracedChannel = InterceptedService<Channel, PeerInterceptor>;
+
+/// TLS for connections to peers: the CA that signs their certificates and,
+/// for peers that require mutual TLS, this process's own certificate.
+#[derive(Clone, Debug, Default)]
+pub struct PeerTls {
+    config: Option<ClientTlsConfig>,
+}
+
+impl PeerTls {
+    /// From the TLS settings: a CA bundle to trust, and the server's own
+    /// certificate and key as the client identity.
+    pub fn from_settings(tls: &TlsSettings) -> std::io::Result<Self> {
+        let Some(ca) = &tls.tls_ca_file else {
+            return Ok(Self::default());
+        };
+        let mut config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+        if let (Some(cert), Some(key)) = (&tls.tls_cert_file, &tls.tls_key_file) {
+            config = config.identity(Identity::from_pem(
+                std::fs::read(cert)?,
+                std::fs::read(key)?,
+            ));
+        }
+        Ok(Self {
+            config: Some(config),
+        })
+    }
+}
 
 /// A failed call to a peer: which peer, and the status it answered (or
 /// the transport's, when it could not be reached).
@@ -70,6 +114,7 @@ pub struct Peers {
     metrics: Channel,
     max_message_bytes: usize,
     deadline: Duration,
+    interceptor: PeerInterceptor,
 }
 
 /// A peer address that cannot be used.
@@ -82,30 +127,46 @@ pub struct PeerAddrError {
 }
 
 impl Peers {
-    /// Channels to every peer: the configured address, or `local` (this
-    /// process's own port) for a peer served in this process. Each call
-    /// gives up after `deadline`.
+    /// Channels to every peer: the configured address, or this process's
+    /// own port for a peer served in this process (`local`: its address,
+    /// and whether it speaks TLS). Each call gives up after `deadline` and
+    /// carries `credentials`.
     pub fn new(
         settings: &PeerSettings,
-        local: SocketAddr,
+        local: (SocketAddr, bool),
+        tls: &PeerTls,
+        credentials: ServiceCredentials,
         max_message_bytes: usize,
         deadline: Duration,
     ) -> Result<Self, PeerAddrError> {
         let channel = |service: ServiceName| -> Result<Channel, PeerAddrError> {
-            let addr = settings
-                .addr(service)
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("http://{local}"));
-            let endpoint = Endpoint::from_shared(addr)
-                .map_err(|source| PeerAddrError {
-                    service: service.as_str(),
-                    source,
-                })?
+            let error = |source| PeerAddrError {
+                service: service.as_str(),
+                source,
+            };
+            let (addr, local_tls) = match settings.addr(service) {
+                Some(addr) => (addr.to_owned(), false),
+                None if local.1 => (format!("https://{}", local.0), true),
+                None => (format!("http://{}", local.0), false),
+            };
+            let mut endpoint = Endpoint::from_shared(addr.clone())
+                .map_err(error)?
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(deadline)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_while_idle(true);
+            if addr.starts_with("https://")
+                && let Some(config) = &tls.config
+            {
+                let mut config = config.clone();
+                if local_tls {
+                    // This process's own certificate names the host it is
+                    // served as, not the loopback address dialled here.
+                    config = config.domain_name("localhost");
+                }
+                endpoint = endpoint.tls_config(config).map_err(error)?;
+            }
             Ok(endpoint.connect_lazy())
         };
         Ok(Self {
@@ -115,15 +176,19 @@ impl Peers {
             metrics: channel(ServiceName::Metrics)?,
             max_message_bytes,
             deadline,
+            interceptor: PeerInterceptor { credentials },
         })
     }
 
     /// The ingest service.
     pub fn ingest(&self) -> IngestPeer {
         IngestPeer {
-            client: IngestServiceClient::with_interceptor(self.ingest.clone(), TraceInjector)
-                .max_decoding_message_size(self.max_message_bytes)
-                .max_encoding_message_size(self.max_message_bytes),
+            client: IngestServiceClient::with_interceptor(
+                self.ingest.clone(),
+                self.interceptor.clone(),
+            )
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes),
             deadline: self.deadline,
         }
     }
@@ -131,9 +196,12 @@ impl Peers {
     /// The campaigns service.
     pub fn campaigns(&self) -> CampaignsPeer {
         CampaignsPeer {
-            client: CampaignsServiceClient::with_interceptor(self.campaigns.clone(), TraceInjector)
-                .max_decoding_message_size(self.max_message_bytes)
-                .max_encoding_message_size(self.max_message_bytes),
+            client: CampaignsServiceClient::with_interceptor(
+                self.campaigns.clone(),
+                self.interceptor.clone(),
+            )
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes),
             deadline: self.deadline,
         }
     }
@@ -141,9 +209,12 @@ impl Peers {
     /// The scoring service.
     pub fn scoring(&self) -> ScoringPeer {
         ScoringPeer {
-            client: ScoringServiceClient::with_interceptor(self.scoring.clone(), TraceInjector)
-                .max_decoding_message_size(self.max_message_bytes)
-                .max_encoding_message_size(self.max_message_bytes),
+            client: ScoringServiceClient::with_interceptor(
+                self.scoring.clone(),
+                self.interceptor.clone(),
+            )
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes),
             deadline: self.deadline,
         }
     }
@@ -151,9 +222,12 @@ impl Peers {
     /// The metrics service.
     pub fn metrics(&self) -> MetricsPeer {
         MetricsPeer {
-            client: MetricsServiceClient::with_interceptor(self.metrics.clone(), TraceInjector)
-                .max_decoding_message_size(self.max_message_bytes)
-                .max_encoding_message_size(self.max_message_bytes),
+            client: MetricsServiceClient::with_interceptor(
+                self.metrics.clone(),
+                self.interceptor.clone(),
+            )
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes),
             deadline: self.deadline,
         }
     }

@@ -5,6 +5,7 @@
 //! the gRPC server assembly with health, reflection, limits and graceful
 //! shutdown.
 
+pub mod auth;
 pub mod clients;
 pub mod context;
 pub mod db;

@@ -1,10 +1,16 @@
 //! The gRPC server every Purple process runs: the services it hosts plus
-//! `grpc.health.v1.Health` and server reflection (v1 and v1alpha, so both
-//! grpcurl and buf work), with a request deadline, a global concurrency
-//! limit, and a shutdown that goes health NOT_SERVING, stops accepting,
-//! drains in-flight requests for a bounded time, then returns.
+//! `grpc.health.v1.Health` and, when enabled, server reflection (v1 and
+//! v1alpha, so both grpcurl and buf work), behind the gate (authentication,
+//! roles, admission: `auth::gate`), with TLS when a certificate is
+//! configured, a request deadline, and a per-connection bound on streams.
+//!
+//! Shutdown drains before it closes: health goes NOT_SERVING (probes and
+//! load balancers stop sending), the listener keeps accepting while the
+//! requests in flight finish — including the calls this process makes to
+//! the services it hosts itself — and only then does the server stop
+//! accepting and close its connections.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr};
+use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -13,11 +19,16 @@ use tonic::{
     codegen::http,
     server::NamedService,
     service::{Routes, RoutesBuilder},
+    transport::ServerTlsConfig,
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::Service;
 
-use crate::{settings::LimitSettings, tracecontext};
+use crate::{
+    auth::gate::{Gate, GateLayer},
+    settings::LimitSettings,
+    tracecontext,
+};
 
 /// Accepted connections with Nagle's algorithm off: tonic sets TCP_NODELAY
 /// only on listeners it binds itself, and without it small responses wait
@@ -35,6 +46,17 @@ fn incoming(
     })
 }
 
+/// How a server is exposed: its gate, its TLS, whether it serves
+/// reflection.
+pub struct Exposure {
+    /// Authentication, roles and admission.
+    pub gate: Gate,
+    /// TLS (and client-certificate verification) when configured.
+    pub tls: Option<ServerTlsConfig>,
+    /// Whether to serve reflection.
+    pub reflection: bool,
+}
+
 /// A bound listener and the services it will serve.
 pub struct GrpcServer {
     listener: TcpListener,
@@ -42,12 +64,17 @@ pub struct GrpcServer {
     names: Vec<&'static str>,
     limits: LimitSettings,
     health: HealthReporter,
+    exposure: Exposure,
 }
 
 impl GrpcServer {
     /// Binds the address now, so the real port (for `:0`) is known before
     /// the services that call back into it are built.
-    pub async fn bind(addr: SocketAddr, limits: LimitSettings) -> std::io::Result<Self> {
+    pub async fn bind(
+        addr: SocketAddr,
+        limits: LimitSettings,
+        exposure: Exposure,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
@@ -58,12 +85,19 @@ impl GrpcServer {
             names: Vec::new(),
             limits,
             health,
+            exposure,
         })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The health reporter, for services whose health follows a
+    /// dependency (their database).
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
     }
 
     /// Hosts a service; its health is reported under its full name.
@@ -82,18 +116,22 @@ impl GrpcServer {
     }
 
     /// Serves until `shutdown` resolves, then drains for at most the grace
-    /// period.
+    /// period before closing.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(purple_api::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(purple_api::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
-        self.routes.add_service(reflection_v1);
-        self.routes.add_service(reflection_v1alpha);
+        if self.exposure.reflection {
+            let reflection_v1 = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(purple_api::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()?;
+            let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(purple_api::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+                .build_v1alpha()?;
+            self.routes.add_service(reflection_v1);
+            self.routes.add_service(reflection_v1alpha);
+        }
 
         for name in &self.names {
             self.health
@@ -106,13 +144,18 @@ impl GrpcServer {
 
         let routes: Routes = self.routes.routes();
         let grace = self.limits.shutdown_grace();
-        let draining = tokio_util::sync::CancellationToken::new();
-        let signal = {
-            let (health, names, draining) =
-                (self.health.clone(), self.names.clone(), draining.clone());
+        let in_flight = self.exposure.gate.in_flight();
+        let closing = tokio_util::sync::CancellationToken::new();
+        let drained = {
+            let (health, names, closing) =
+                (self.health.clone(), self.names.clone(), closing.clone());
+            let in_flight = in_flight.clone();
             async move {
                 shutdown.await;
-                tracing::info!("shutting down: health NOT_SERVING, draining in-flight requests");
+                tracing::info!(
+                    in_flight = in_flight.count(),
+                    "shutting down: health NOT_SERVING, draining in-flight requests"
+                );
                 for name in names {
                     health
                         .set_service_status(name, ServingStatus::NotServing)
@@ -121,34 +164,43 @@ impl GrpcServer {
                 health
                     .set_service_status("", ServingStatus::NotServing)
                     .await;
-                draining.cancel();
+                let idle = in_flight.wait_idle(grace).await;
+                if !idle {
+                    tracing::warn!(
+                        ?grace,
+                        still_in_flight = in_flight.count(),
+                        "grace period over; closing with requests in flight"
+                    );
+                }
+                closing.cancel();
             }
         };
 
         let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.exposure.tls.take() {
+            builder = builder.tls_config(tls)?;
+        }
         if self.limits.max_connection_age_secs > 0 {
             builder = builder
-                .max_connection_age(std::time::Duration::from_secs(
-                    self.limits.max_connection_age_secs,
-                ))
+                .max_connection_age(Duration::from_secs(self.limits.max_connection_age_secs))
                 .max_connection_age_grace(self.limits.request_timeout());
         }
         let serve = builder
             .timeout(self.limits.request_timeout())
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .max_concurrent_streams(self.limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .trace_fn(tracecontext::server_span)
-            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                self.limits.concurrency_limit,
-            ))
+            .layer(GateLayer::new(self.exposure.gate.clone()))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming(self.listener), signal);
+            .serve_with_incoming_shutdown(incoming(self.listener), drained);
         tokio::pin!(serve);
         tokio::select! {
             result = &mut serve => result?,
-            () = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(?grace, "grace period over; dropping requests still in flight");
-            }
+            // Connections that linger after the drain (an idle client that
+            // never reads its GOAWAY) do not hold the process.
+            () = async { closing.cancelled().await; tokio::time::sleep(Duration::from_secs(1)).await } => {}
         }
+        tracing::info!(still_in_flight = in_flight.count(), "server stopped");
         Ok(())
     }
 }

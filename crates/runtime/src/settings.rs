@@ -67,6 +67,12 @@ pub struct Settings {
 
     #[command(flatten)]
     pub domain: DomainSettings,
+
+    #[command(flatten)]
+    pub auth: AuthSettings,
+
+    #[command(flatten)]
+    pub tls: TlsSettings,
 }
 
 /// Where each service keeps its tables.
@@ -166,9 +172,26 @@ pub struct LimitSettings {
     #[arg(long, env = "PURPLE_MAX_IMPORT_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_import_bytes: usize,
 
-    /// Requests handled at once by the whole server; more wait.
+    /// Requests handled at once by the whole server; more are refused with
+    /// RESOURCE_EXHAUSTED (health checks are never limited).
     #[arg(long, env = "PURPLE_CONCURRENCY_LIMIT", default_value_t = 256)]
     pub concurrency_limit: usize,
+
+    /// Concurrent requests (HTTP/2 streams) on one client connection.
+    #[arg(long, env = "PURPLE_MAX_CONCURRENT_STREAMS", default_value_t = 64)]
+    pub max_concurrent_streams: u32,
+
+    /// Imports (uploads) in progress at once, whole server.
+    #[arg(long, env = "PURPLE_MAX_CONCURRENT_IMPORTS", default_value_t = 4)]
+    pub max_concurrent_imports: usize,
+
+    /// Bytes that all uploads in progress may hold in memory together.
+    #[arg(long, env = "PURPLE_MAX_UPLOAD_BUFFER_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub max_upload_buffer_bytes: usize,
+
+    /// An upload that sends nothing for this many seconds is abandoned.
+    #[arg(long, env = "PURPLE_UPLOAD_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    pub upload_idle_timeout_secs: u64,
 
     /// Close each client connection gracefully after this many seconds (0:
     /// never), so long-lived HTTP/2 connections re-spread over the pods
@@ -224,6 +247,139 @@ pub struct DomainSettings {
     /// milliseconds.
     #[arg(long, env = "PURPLE_RELAY_INTERVAL_MS", default_value_t = 500)]
     pub relay_interval_ms: u64,
+}
+
+/// Who may call (SECURITY.md): the keys that verify bearer tokens, the
+/// claims they carry, the token this process presents to its peers, and
+/// whether reflection is served.
+#[derive(Args, Clone, Debug)]
+pub struct AuthSettings {
+    /// File holding a shared HS256 secret (at least 32 bytes) that signs and
+    /// verifies tokens. With no key setting at all, the data directory's
+    /// own secret is used (created on first start).
+    #[arg(long, env = "PURPLE_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// PEM public key (RSA: RS256/384/512, EC: ES256/384) that verifies
+    /// tokens issued elsewhere.
+    #[arg(long, env = "PURPLE_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// JWKS file (an OIDC provider's keys, chosen by `kid`) that verifies
+    /// tokens.
+    #[arg(long, env = "PURPLE_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// PEM private key (RSA or EC) that signs the tokens this deployment
+    /// mints (`purple token mint`, service identities).
+    #[arg(long, env = "PURPLE_JWT_PRIVATE_KEY_FILE")]
+    pub jwt_private_key_file: Option<PathBuf>,
+
+    /// The `iss` every token must carry.
+    #[arg(long, env = "PURPLE_JWT_ISSUER", default_value = "purple")]
+    pub jwt_issuer: String,
+
+    /// The `aud` every token must carry.
+    #[arg(long, env = "PURPLE_JWT_AUDIENCE", default_value = "purple")]
+    pub jwt_audience: String,
+
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "PURPLE_JWT_LEEWAY_SECS", default_value_t = 60)]
+    pub jwt_leeway_secs: u64,
+
+    /// The claim naming the user (a dotted path for nested claims).
+    #[arg(long, env = "PURPLE_JWT_SUBJECT_CLAIM", default_value = "sub")]
+    pub jwt_subject_claim: String,
+
+    /// The claim holding the role or roles (a string, space-separated
+    /// string or array; a dotted path such as `realm_access.roles`).
+    #[arg(long, env = "PURPLE_JWT_ROLE_CLAIM", default_value = "role")]
+    pub jwt_role_claim: String,
+
+    /// The claim holding a display name.
+    #[arg(long, env = "PURPLE_JWT_NAME_CLAIM", default_value = "name")]
+    pub jwt_name_claim: String,
+
+    /// A prefix role values carry (e.g. `purple-` for `purple-admin`).
+    #[arg(long, env = "PURPLE_JWT_ROLE_PREFIX", default_value = "")]
+    pub jwt_role_prefix: String,
+
+    /// File holding the token this process presents to its peers (a
+    /// `service` role token, mounted from a Secret). Without it, a process
+    /// that can sign mints its own.
+    #[arg(long, env = "PURPLE_SERVICE_TOKEN_FILE")]
+    pub service_token_file: Option<PathBuf>,
+
+    /// Serve gRPC reflection: `auto` serves it on the embedded default
+    /// (SQLite) only.
+    #[arg(long, env = "PURPLE_REFLECTION", value_enum, default_value = "auto")]
+    pub reflection: Toggle,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_private_key_file: None,
+            jwt_issuer: "purple".into(),
+            jwt_audience: "purple".into(),
+            jwt_leeway_secs: 60,
+            jwt_subject_claim: "sub".into(),
+            jwt_role_claim: "role".into(),
+            jwt_name_claim: "name".into(),
+            jwt_role_prefix: String::new(),
+            service_token_file: None,
+            reflection: Toggle::Auto,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Whether a verification key is configured (otherwise the data
+    /// directory's secret is).
+    pub fn has_verification_key(&self) -> bool {
+        self.jwt_secret_file.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwt_jwks_file.is_some()
+    }
+}
+
+/// On, off, or decided by the deployment's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Toggle {
+    /// On for the embedded default, off otherwise.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+/// Transport security: the server's certificate, client certificates
+/// (mutual TLS), and the CA that signs the peers' certificates.
+#[derive(Args, Clone, Debug, Default)]
+pub struct TlsSettings {
+    /// PEM certificate chain this server presents (TLS on when set, with
+    /// --tls-key-file); also the client certificate for peers that
+    /// require mutual TLS.
+    #[arg(long, env = "PURPLE_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "PURPLE_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA bundle: clients must present a certificate it signed (mutual
+    /// TLS).
+    #[arg(long, env = "PURPLE_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// PEM CA bundle that signs the peers' server certificates (for
+    /// https:// peer addresses).
+    #[arg(long, env = "PURPLE_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Settings {

@@ -57,6 +57,9 @@ pub fn invalid_argument(field: &str, reason: &str) -> Status {
 /// INVALID_ARGUMENT for a batch over the limit: the field, and an
 /// `ErrorInfo` whose metadata names the limit.
 pub fn batch_limit(err: &purple_api::batch::BatchTooLarge) -> Status {
+    if !err.is_over_limit() {
+        return invalid_argument(&err.field, &err.reason());
+    }
     let mut details = ErrorDetails::with_bad_request_violation(&err.field, err.reason());
     details.set_error_info(
         reason::BATCH_LIMIT_EXCEEDED,
@@ -153,6 +156,17 @@ pub fn from_sqlx(what: &str, err: &sqlx::Error) -> Status {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             unavailable(what, err)
         }
+        // Text the database cannot hold (PostgreSQL refuses NUL bytes):
+        // the request's data, not the server, is at fault.
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("22021" | "22P05" | "22P02")) =>
+        {
+            tracing::info!(cause = %err, "{what}: the request's text was refused");
+            invalid_argument(
+                "request",
+                "a text field holds a character that cannot be stored (a NUL byte)",
+            )
+        }
         _ => internal(what, err),
     }
 }
@@ -198,6 +212,7 @@ mod tests {
         let batch = batch_limit(&purple_api::batch::BatchTooLarge {
             field: "ids".into(),
             len: 1_001,
+            bad_id: None,
         });
         let details = batch.get_error_details();
         assert_eq!(

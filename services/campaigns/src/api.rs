@@ -4,6 +4,7 @@
 //! once, through `CampaignError`.
 
 use purple_api::campaigns::v1::{self as pb, campaigns_service_server::CampaignsService};
+use purple_runtime::auth;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -12,6 +13,7 @@ use crate::{
     domain::Input,
     error::CampaignError,
     people::People,
+    relay::Relay,
     report::Reports,
     schedule::Scheduler,
     workflow::Workflow,
@@ -24,6 +26,7 @@ pub struct CampaignsApi {
     pub(crate) scheduler: Scheduler,
     pub(crate) reports: Reports,
     pub(crate) people: People,
+    pub(crate) relay: Relay,
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
@@ -34,9 +37,11 @@ impl CampaignsService for CampaignsApi {
         &self,
         request: Request<pb::CreateUsersRequest>,
     ) -> Rpc<pb::CreateUsersResponse> {
+        let caller = auth::caller(&request)?;
         let r = request.into_inner();
+        let actor = convert::actor(caller, &r.actor_id)?;
         let users = convert::new_users(r.users)?;
-        let users = self.people.create_users(&r.actor_id, users).await?;
+        let users = self.people.create_users(&actor, users).await?;
         Ok(Response::new(pb::CreateUsersResponse {
             users: users.into_iter().map(convert::user_pb).collect(),
         }))
@@ -58,10 +63,12 @@ impl CampaignsService for CampaignsApi {
         &self,
         request: Request<pb::CreateTestsRequest>,
     ) -> Rpc<pb::CreateTestsResponse> {
+        let caller = auth::caller(&request)?;
         let r = request.into_inner();
+        let actor = convert::actor(caller, &r.actor_id)?;
         let tests = self
             .workflow
-            .create_tests(&r.actor_id, convert::new_tests(r.tests))
+            .create_tests(&actor, convert::new_tests(r.tests))
             .await?;
         Ok(Response::new(pb::CreateTestsResponse {
             tests: tests_pb(tests),
@@ -97,12 +104,14 @@ impl CampaignsService for CampaignsApi {
         &self,
         request: Request<pb::TransitionTestRequest>,
     ) -> Rpc<pb::TransitionTestResponse> {
+        let caller = auth::caller(&request)?;
         let mut r = request.into_inner();
+        let actor = convert::actor(caller, &r.actor_id)?;
         let action = convert::action(r.action)?;
         let input = Input::try_from(&mut r)?;
         let done = self
             .workflow
-            .transition(&r.test_id, action, &r.actor_id, r.expected_version, input)
+            .transition(&r.test_id, action, &actor, r.expected_version, input)
             .await?;
         Ok(Response::new(pb::TransitionTestResponse {
             test: Some(convert::test_pb(done.test)),
@@ -115,9 +124,11 @@ impl CampaignsService for CampaignsApi {
         &self,
         request: Request<pb::RecordDetectionResultsRequest>,
     ) -> Rpc<pb::RecordDetectionResultsResponse> {
+        let caller = auth::caller(&request)?;
         let r = request.into_inner();
+        let actor = convert::actor(caller, &r.actor_id)?;
         let results = convert::results(r.results)?;
-        let recorded = self.workflow.record_results(&r.actor_id, results).await?;
+        let recorded = self.workflow.record_results(&actor, results).await?;
         Ok(Response::new(pb::RecordDetectionResultsResponse {
             recorded: recorded as i32,
         }))
@@ -165,15 +176,12 @@ impl CampaignsService for CampaignsApi {
         &self,
         request: Request<pb::CreateCampaignRequest>,
     ) -> Rpc<pb::CreateCampaignResponse> {
+        let caller = auth::caller(&request)?;
         let r = request.into_inner();
+        let actor = convert::actor(caller, &r.actor_id)?;
         let (campaign, tests) = self
             .campaigns
-            .create(
-                &r.actor_id,
-                r.name,
-                r.description,
-                convert::new_tests(r.tests),
-            )
+            .create(&actor, r.name, r.description, convert::new_tests(r.tests))
             .await?;
         Ok(Response::new(pb::CreateCampaignResponse {
             campaign: Some(convert::campaign_pb(campaign)),
@@ -229,10 +237,12 @@ impl CampaignsService for CampaignsApi {
         &self,
         request: Request<pb::GenerateCampaignFromThreatActorRequest>,
     ) -> Rpc<pb::GenerateCampaignFromThreatActorResponse> {
+        let caller = auth::caller(&request)?;
         let r = request.into_inner();
+        let actor = convert::actor(caller, &r.actor_id)?;
         let generated = self
             .campaigns
-            .generate_from_actor(&r.actor_id, r.threat_actor_id.trim(), r.name, r.platform)
+            .generate_from_actor(&actor, r.threat_actor_id.trim(), r.name, r.platform)
             .await?;
         Ok(Response::new(pb::GenerateCampaignFromThreatActorResponse {
             campaign: Some(convert::campaign_pb(generated.campaign)),
@@ -245,10 +255,12 @@ impl CampaignsService for CampaignsApi {
         &self,
         request: Request<pb::CloneCampaignRequest>,
     ) -> Rpc<pb::CloneCampaignResponse> {
+        let caller = auth::caller(&request)?;
         let r = request.into_inner();
+        let actor = convert::actor(caller, &r.actor_id)?;
         let (campaign, tests) = self
             .campaigns
-            .clone_campaign(&r.actor_id, &r.campaign_id, r.name)
+            .clone_campaign(&actor, &r.campaign_id, r.name)
             .await?;
         Ok(Response::new(pb::CloneCampaignResponse {
             campaign: Some(convert::campaign_pb(campaign)),
@@ -260,11 +272,13 @@ impl CampaignsService for CampaignsApi {
         &self,
         request: Request<pb::SetCampaignScheduleRequest>,
     ) -> Rpc<pb::SetCampaignScheduleResponse> {
+        let caller = auth::caller(&request)?;
         let r = request.into_inner();
+        let actor = convert::actor(caller, &r.actor_id)?;
         let (recurrence, first) = convert::schedule(r.schedule)?;
         let campaign = self
             .scheduler
-            .set_schedule(&r.actor_id, &r.campaign_id, recurrence, first)
+            .set_schedule(&actor, &r.campaign_id, recurrence, first)
             .await?;
         Ok(Response::new(pb::SetCampaignScheduleResponse {
             campaign: Some(convert::campaign_pb(campaign)),
@@ -317,18 +331,14 @@ impl CampaignsService for CampaignsApi {
         &self,
         request: Request<pb::TransitionRemediationRequest>,
     ) -> Rpc<pb::TransitionRemediationResponse> {
+        let caller = auth::caller(&request)?;
         let r = request.into_inner();
+        let actor = convert::actor(caller, &r.actor_id)?;
         let to = convert::remediation_state("to", r.to)?
             .ok_or_else(|| CampaignError::invalid("to", "required"))?;
         let after = self
             .workflow
-            .transition_remediation(
-                &r.remediation_id,
-                &r.actor_id,
-                to,
-                r.expected_version,
-                r.notes,
-            )
+            .transition_remediation(&r.remediation_id, &actor, to, r.expected_version, r.notes)
             .await?;
         Ok(Response::new(pb::TransitionRemediationResponse {
             remediation: Some(convert::remediation_pb(after)),
@@ -339,6 +349,7 @@ impl CampaignsService for CampaignsApi {
         &self,
         request: Request<pb::ListNotificationsRequest>,
     ) -> Rpc<pb::ListNotificationsResponse> {
+        let caller = auth::caller(&request)?;
         let r = request.get_ref();
         let page = convert::timed_page(
             r.page_size,
@@ -347,7 +358,7 @@ impl CampaignsService for CampaignsApi {
         )?;
         let (rows, next_page_token) = self
             .people
-            .list_notifications(&r.user_id, r.unread_only, &page)
+            .list_notifications(&caller, &r.user_id, r.unread_only, &page)
             .await?;
         Ok(Response::new(pb::ListNotificationsResponse {
             notifications: rows.into_iter().map(convert::notification_pb).collect(),
@@ -359,11 +370,11 @@ impl CampaignsService for CampaignsApi {
         &self,
         request: Request<pb::MarkNotificationsReadRequest>,
     ) -> Rpc<pb::MarkNotificationsReadResponse> {
+        let caller = auth::caller(&request)?;
         let r = request.get_ref();
-        let marked = self
-            .people
-            .mark_read(&r.user_id, &r.notification_ids)
-            .await?;
+        #[allow(deprecated)]
+        let actor = convert::actor(caller, &r.user_id)?;
+        let marked = self.people.mark_read(&actor, &r.notification_ids).await?;
         Ok(Response::new(pb::MarkNotificationsReadResponse {
             marked: marked as i32,
         }))
@@ -373,13 +384,15 @@ impl CampaignsService for CampaignsApi {
         &self,
         request: Request<pb::AddWorklogRequest>,
     ) -> Rpc<pb::AddWorklogResponse> {
+        let caller = auth::caller(&request)?;
         let w = request
             .into_inner()
             .worklog
             .ok_or_else(|| CampaignError::invalid("worklog", "required"))?;
+        let actor = convert::actor(caller, &w.user_id)?;
         let row = self
             .people
-            .add_worklog(&w.user_id, &w.test_id, i64::from(w.minutes), w.note)
+            .add_worklog(&actor, &w.test_id, i64::from(w.minutes), w.note)
             .await?;
         Ok(Response::new(pb::AddWorklogResponse {
             worklog: Some(convert::worklog_pb(row)),
@@ -403,6 +416,18 @@ impl CampaignsService for CampaignsApi {
         Ok(Response::new(pb::ListWorklogsResponse {
             worklogs: rows.into_iter().map(convert::worklog_pb).collect(),
             total_minutes,
+            next_page_token,
+        }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Rpc<pb::ListDeadLettersResponse> {
+        let page = convert::dead_letter_page(request.get_ref())?;
+        let (rows, next_page_token) = self.relay.dead_letters(&page).await?;
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            dead_letters: rows.into_iter().map(convert::dead_letter_pb).collect(),
             next_page_token,
         }))
     }

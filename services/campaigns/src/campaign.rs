@@ -6,8 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use purple_api::{batch::check_batch_len, common::v1::Role};
+use purple_api::{batch::check_ids, common::v1::Role};
 use purple_runtime::{
+    auth::Caller,
     paging::Page,
     time::{Micros, now_micros},
 };
@@ -16,8 +17,9 @@ use crate::{
     clients::PeerClients,
     domain::{self, Event, NewTest, TestRow},
     error::CampaignError,
+    people::Directory,
     store::{CampaignStore, campaigns::CampaignRow, people::NotificationRow},
-    workflow::{check_new_tests, foreign_key, new_id, require},
+    workflow::{check_new_tests, foreign_key, new_id, shown},
 };
 
 /// A generated campaign and the techniques left out.
@@ -38,6 +40,7 @@ const PLANNERS: [Role; 2] = [Role::PurpleLead, Role::Admin];
 pub struct Campaigns {
     pub(crate) store: CampaignStore,
     pub(crate) peers: PeerClients,
+    pub(crate) directory: Directory,
 }
 
 /// A new campaign row (no schedule, no tests yet).
@@ -157,12 +160,15 @@ impl Campaigns {
     /// A campaign, with tests.
     pub async fn create(
         &self,
-        actor_id: &str,
+        actor: &Caller,
         name: String,
         description: String,
         new: Vec<NewTest>,
     ) -> Result<(CampaignRow, Vec<TestRow>), CampaignError> {
-        require(&self.store, actor_id, &PLANNERS, "creating a campaign").await?;
+        self.directory
+            .acting(actor, &PLANNERS, "creating a campaign")
+            .await?;
+        let actor_id = actor.subject.as_str();
         if name.trim().is_empty() {
             return Err(CampaignError::invalid("name", "required"));
         }
@@ -209,18 +215,24 @@ impl Campaigns {
     /// then one transaction.
     pub async fn generate_from_actor(
         &self,
-        actor_id: &str,
+        actor: &Caller,
         threat_actor_id: &str,
         name: String,
         platform: String,
     ) -> Result<Generated, CampaignError> {
-        require(&self.store, actor_id, &PLANNERS, "generating a campaign").await?;
+        self.directory
+            .acting(actor, &PLANNERS, "generating a campaign")
+            .await?;
+        let actor_id = actor.subject.as_str();
         let techniques = self
             .peers
             .actor_techniques(threat_actor_id)
             .await?
             .ok_or_else(|| {
-                CampaignError::NotFound(format!("threat actor {threat_actor_id} does not exist"))
+                CampaignError::NotFound(format!(
+                    "threat actor {} does not exist",
+                    shown(threat_actor_id)
+                ))
             })?;
         let wanted = self.peers.untested_or_gap(&techniques).await?;
         let (targets, skipped): (Vec<String>, Vec<String>) =
@@ -282,11 +294,14 @@ impl Campaigns {
     /// A copy of a campaign and its tests: one read, one write transaction.
     pub async fn clone_campaign(
         &self,
-        actor_id: &str,
+        actor: &Caller,
         campaign_id: &str,
         name: String,
     ) -> Result<(CampaignRow, Vec<TestRow>), CampaignError> {
-        require(&self.store, actor_id, &PLANNERS, "cloning a campaign").await?;
+        self.directory
+            .acting(actor, &PLANNERS, "cloning a campaign")
+            .await?;
+        let actor_id = actor.subject.as_str();
         let source = self.one(campaign_id).await?;
         let ids = [campaign_id.to_owned()];
         let tests = self.store.tests_of_campaigns(&ids).await?;
@@ -335,7 +350,7 @@ impl Campaigns {
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, CampaignRow>, CampaignError> {
-        check_batch_len("campaign_ids", ids.len())?;
+        check_ids("campaign_ids", ids)?;
         Ok(self.store.campaigns_by_ids(ids).await?)
     }
 

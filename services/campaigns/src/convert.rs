@@ -11,6 +11,7 @@ use purple_api::{
     common::v1::{Outcome, Role},
 };
 use purple_runtime::{
+    auth::Caller,
     paging::Page,
     time::{Micros, from_timestamp, timestamp, timestamp_opt},
 };
@@ -31,6 +32,19 @@ use crate::{
     },
     workflow::{STALE_KEY_LEN, TEST_KEY_LEN},
 };
+
+/// The acting user: the token's subject. A request that still names an
+/// actor (the deprecated `actor_id` fields) must name that same user; a
+/// forged one is refused.
+pub fn actor(caller: Caller, claimed: &str) -> Result<Caller, CampaignError> {
+    if claimed.is_empty() || claimed == caller.subject {
+        Ok(caller)
+    } else {
+        Err(CampaignError::Forbidden(
+            "actor_id names another user: the acting user is the token's subject".into(),
+        ))
+    }
+}
 
 /// An enum field's value, refusing numbers this build does not know.
 fn known<E: TryFrom<i32>>(field: &str, value: i32) -> Result<E, CampaignError> {
@@ -172,6 +186,7 @@ pub fn new_users(users: Vec<pb::User>) -> Result<Vec<NewUser>, CampaignError> {
         .map(|(i, u)| {
             Ok(NewUser {
                 role: role(&format!("users[{i}].role"), u.role)?,
+                user_id: u.user_id,
                 display_name: u.display_name,
             })
         })
@@ -234,6 +249,29 @@ pub fn campaign_page(r: &pb::ListCampaignsRequest) -> Result<Page, CampaignError
         "",
         CAMPAIGN_KEY_LEN,
     )?)
+}
+
+/// The dead-letter list's page.
+pub fn dead_letter_page(r: &pb::ListDeadLettersRequest) -> Result<Page, CampaignError> {
+    Ok(Page::parse(
+        r.page_size,
+        &r.page_token,
+        100,
+        "",
+        crate::relay::DEAD_LETTER_KEY_LEN,
+    )?)
+}
+
+/// A dead letter on the wire.
+pub fn dead_letter_pb(d: crate::store::outbox::DeadLetter) -> pb::DeadLetter {
+    pb::DeadLetter {
+        event_kind: d.event.as_ref().map_or(0, |e| e.kind as i32),
+        test_id: d.event.map(|e| e.test_id).unwrap_or_default(),
+        event_id: d.event_id,
+        receiver: d.receiver,
+        reason: d.reason,
+        dead_at: Some(timestamp(d.dead_at)),
+    }
 }
 
 /// The user list's role filter and page.

@@ -64,9 +64,9 @@ pub fn role_list(roles: &[Role]) -> String {
         .join(" or ")
 }
 
-/// Refuses a role not in `roles`.
-pub fn require_role(role: Role, roles: &[Role], what: &str) -> Result<(), CampaignError> {
-    if roles.contains(&role) {
+/// Refuses a caller who holds none of `roles`.
+pub fn require_role(held: &[Role], roles: &[Role], what: &str) -> Result<(), CampaignError> {
+    if held.iter().any(|r| roles.contains(r)) {
         Ok(())
     } else {
         Err(CampaignError::Forbidden(format!(
@@ -127,7 +127,7 @@ impl Action {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Action::StartRed => "start_red",
             Action::CompleteRed => "complete_red",
@@ -447,17 +447,6 @@ pub fn new_rows(
         .collect()
 }
 
-/// Who may create users: anyone while there are none (bootstrap), an
-/// admin afterwards.
-pub fn may_create_users(existing_users: i64, role: Option<Role>) -> Result<(), CampaignError> {
-    if existing_users > 0 && role != Some(Role::Admin) {
-        return Err(CampaignError::Forbidden(
-            "creating users needs the role admin".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// What an accepted transition changes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -482,13 +471,13 @@ pub struct Plan {
 pub fn plan(
     test: &TestRow,
     action: Action,
-    role: Role,
+    roles: &[Role],
     expected_version: i64,
     input: &Input,
     now: Micros,
     new_test_id: impl FnOnce() -> String,
 ) -> Result<Plan, CampaignError> {
-    require_role(role, action.roles(), action.name())?;
+    require_role(roles, action.roles(), action.name())?;
     if expected_version != test.version {
         return Err(CampaignError::Stale {
             expected: expected_version,
@@ -734,8 +723,13 @@ mod tests {
         }
     }
 
-    fn run(state: State, action: Action, role: Role, input: Input) -> Result<Plan, CampaignError> {
-        plan(&test_in(state), action, role, 3, &input, at(1_000), || {
+    fn run(
+        state: State,
+        action: Action,
+        roles: &[Role],
+        input: Input,
+    ) -> Result<Plan, CampaignError> {
+        plan(&test_in(state), action, roles, 3, &input, at(1_000), || {
             "new".into()
         })
     }
@@ -746,7 +740,7 @@ mod tests {
             run(
                 State::Planned,
                 Action::StartRed,
-                Role::BlueTech,
+                &[Role::BlueTech],
                 Input::default()
             ),
             Err(CampaignError::Forbidden(_))
@@ -755,7 +749,7 @@ mod tests {
             plan(
                 &test_in(State::Planned),
                 Action::StartRed,
-                Role::RedTech,
+                &[Role::RedTech],
                 2,
                 &Input::default(),
                 at(1_000),
@@ -770,7 +764,7 @@ mod tests {
             run(
                 State::Validated,
                 Action::Cancel,
-                Role::Admin,
+                &[Role::Admin],
                 Input::default()
             ),
             Err(CampaignError::WrongState(_))
@@ -779,7 +773,7 @@ mod tests {
             run(
                 State::BlueComplete,
                 Action::RejectBlue,
-                Role::PurpleLead,
+                &[Role::PurpleLead],
                 Input::default()
             ),
             Err(CampaignError::Invalid { .. })
@@ -788,7 +782,7 @@ mod tests {
             run(
                 State::BlueInProgress,
                 Action::CompleteBlue,
-                Role::BlueTech,
+                &[Role::BlueTech],
                 Input::default()
             ),
             Err(CampaignError::Invalid { .. })
@@ -805,7 +799,7 @@ mod tests {
         let plan = run(
             State::BlueInProgress,
             Action::CompleteBlue,
-            Role::BlueTech,
+            &[Role::BlueTech],
             input,
         )
         .unwrap();
@@ -831,7 +825,7 @@ mod tests {
         let plan = plan(
             &logged,
             Action::Validate,
-            Role::PurpleLead,
+            &[Role::PurpleLead],
             3,
             &Input::default(),
             at(2_000),
@@ -855,7 +849,7 @@ mod tests {
         plan(
             test,
             Action::Retest,
-            Role::PurpleLead,
+            &[Role::PurpleLead],
             3,
             &Input::default(),
             at(3_000),
@@ -875,7 +869,7 @@ mod tests {
         let plan = plan(
             &done,
             Action::RejectRed,
-            Role::PurpleLead,
+            &[Role::PurpleLead],
             3,
             &input,
             at(4_000),

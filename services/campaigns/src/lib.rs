@@ -40,6 +40,11 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         "last execution",
         include_str!("../migrations/0004_last_execution.sql"),
     ),
+    MigrationFile::same(
+        5,
+        "dead letters",
+        include_str!("../migrations/0005_dead_letters.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database and starts its outbox
@@ -47,17 +52,21 @@ pub const MIGRATIONS: Migrations = Migrations(&[
 pub fn build(ctx: ServiceContext) -> anyhow::Result<CampaignsServiceServer<api::CampaignsApi>> {
     let store = store::CampaignStore::new(ctx.db.clone());
     let peers = clients::PeerClients::new(&ctx.peers);
+    let directory = people::Directory::new(store.clone());
     let campaigns = campaign::Campaigns {
         store: store.clone(),
         peers: peers.clone(),
+        directory: directory.clone(),
     };
     let scheduler = schedule::Scheduler {
         store: store.clone(),
+        directory: directory.clone(),
     };
     let api = api::CampaignsApi {
         workflow: workflow::Workflow {
             store: store.clone(),
             peers: peers.clone(),
+            directory: directory.clone(),
             stale_after_days: ctx.settings.domain.stale_test_days,
         },
         reports: report::Reports {
@@ -67,9 +76,14 @@ pub fn build(ctx: ServiceContext) -> anyhow::Result<CampaignsServiceServer<api::
         },
         people: people::People {
             store: store.clone(),
+            directory,
         },
         scheduler: scheduler.clone(),
         campaigns,
+        relay: relay::Relay {
+            store: store.clone(),
+            peers: peers.clone(),
+        },
     };
     let interval = Duration::from_millis(ctx.settings.domain.relay_interval_ms.max(10));
     ctx.tasks.spawn(relay::run_relay(

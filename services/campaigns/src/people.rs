@@ -1,9 +1,17 @@
-//! The people side of campaigns: users and their roles, their
-//! notifications, worklogs, and the remediation list. Who may create users
-//! is a rule of the domain ([`domain::may_create_users`]).
+//! The people side of campaigns: who acts ([`Directory`]: the users a
+//! token names, made on first use), users an admin creates ahead of their
+//! first token, notifications, worklogs, and the remediation list.
 
-use purple_api::{batch::check_batch_len, common::v1::Role};
-use purple_runtime::{paging::Page, time::now_micros};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use purple_api::{
+    batch::{check_batch_len, check_ids},
+    common::v1::Role,
+};
+use purple_runtime::{auth::Caller, paging::Page, time::now_micros};
 
 use crate::{
     domain::{self, Remediation, RemediationState},
@@ -12,15 +20,86 @@ use crate::{
         CampaignStore,
         people::{NotificationRow, UserRow, WorklogRow},
     },
-    workflow::{new_id, role_of},
+    workflow::new_id,
 };
 
 /// A user to create.
 #[derive(Clone, Debug)]
 pub struct NewUser {
+    /// The id its tokens will carry as subject; a new one when empty.
+    pub user_id: String,
     pub display_name: String,
     /// None when the request named no role.
     pub role: Option<Role>,
+}
+
+/// The most users the directory remembers as already stored; past it, it
+/// forgets and checks again (one upsert per mutation), so memory stays
+/// bounded.
+const KNOWN_USERS: usize = 100_000;
+
+/// Who acts. A caller is the subject of a verified token; the first time a
+/// subject acts, it becomes a user (id = subject, role = the token's), and
+/// a role changed at the identity provider is carried over. Remembering
+/// whom it has stored saves that statement on every later mutation.
+#[derive(Clone, Debug)]
+pub struct Directory {
+    store: CampaignStore,
+    known: Arc<Mutex<HashMap<String, Role>>>,
+}
+
+impl Directory {
+    /// The directory over the campaigns store.
+    pub fn new(store: CampaignStore) -> Self {
+        Self {
+            store,
+            known: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Requires the caller to hold one of `roles` for `what`, and makes
+    /// sure it is a user.
+    pub async fn acting(
+        &self,
+        caller: &Caller,
+        roles: &[Role],
+        what: &str,
+    ) -> Result<(), CampaignError> {
+        domain::require_role(&caller.roles, roles, what)?;
+        self.ensure(caller).await
+    }
+
+    /// Makes sure a person calling is a user (services are not).
+    pub async fn ensure(&self, caller: &Caller) -> Result<(), CampaignError> {
+        if caller.is_service() {
+            return Ok(());
+        }
+        let role = caller.primary_role();
+        if self.known().get(&caller.subject) == Some(&role) {
+            return Ok(());
+        }
+        self.store
+            .upsert_user(&caller.subject, &caller.name, role, now_micros())
+            .await?;
+        self.remember([(caller.subject.clone(), role)]);
+        Ok(())
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Role>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember(&self, users: impl IntoIterator<Item = (String, Role)>) {
+        let mut known = self.known();
+        for (id, role) in users {
+            if known.len() >= KNOWN_USERS {
+                known.clear();
+            }
+            known.insert(id, role);
+        }
+    }
 }
 
 /// The sort key of the user list: (display name, id).
@@ -38,19 +117,29 @@ const MAX_NOTE_LEN: usize = 10_000;
 #[derive(Clone, Debug)]
 pub struct People {
     pub(crate) store: CampaignStore,
+    pub(crate) directory: Directory,
+}
+
+/// A user id or subject: what an identity provider may issue.
+fn valid_user_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)
 }
 
 impl People {
-    /// Creates users in one statement: anyone may create the first users,
-    /// an admin afterwards.
+    /// Creates users in one statement (an admin's, as the roles table
+    /// says): each with the id its tokens will carry, or a new one.
     pub async fn create_users(
         &self,
-        actor_id: &str,
+        caller: &Caller,
         users: Vec<NewUser>,
     ) -> Result<Vec<UserRow>, CampaignError> {
         check_batch_len("users", users.len())?;
-        let (count, role) = self.store.user_count_and_role(actor_id).await?;
-        domain::may_create_users(count, role)?;
+        if users.is_empty() {
+            return Err(CampaignError::invalid("users", "at least one user"));
+        }
+        self.directory
+            .acting(caller, &[Role::Admin], "creating users")
+            .await?;
         let now = now_micros();
         let rows = users
             .into_iter()
@@ -66,15 +155,34 @@ impl People {
                         "required, at most 200 characters, without NUL",
                     ));
                 }
+                let user_id = if u.user_id.is_empty() {
+                    new_id()
+                } else if valid_user_id(&u.user_id) {
+                    u.user_id
+                } else {
+                    return Err(CampaignError::invalid(
+                        format!("users[{i}].user_id"),
+                        "at most 256 characters, without control characters",
+                    ));
+                };
                 Ok(UserRow {
-                    user_id: new_id(),
+                    user_id,
                     display_name: name.to_owned(),
                     role,
                     created_at: now,
                 })
             })
             .collect::<Result<Vec<_>, CampaignError>>()?;
-        self.store.insert_users(&rows).await?;
+        let mut ids: Vec<&str> = rows.iter().map(|u| u.user_id.as_str()).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(CampaignError::invalid("users", "a user id appears twice"));
+        }
+        self.store.insert_users(&rows).await.map_err(|e| {
+            crate::workflow::unique(e, "users", "a user with that id already exists")
+        })?;
+        self.directory
+            .remember(rows.iter().map(|u| (u.user_id.clone(), u.role)));
         Ok(rows)
     }
 
@@ -109,16 +217,24 @@ impl People {
         Ok((rows, next))
     }
 
-    /// A page of a user's notifications, newest first, and the next token.
+    /// A page of a user's notifications (the caller's own; an admin may
+    /// read anyone's), newest first, and the next token.
     pub async fn list_notifications(
         &self,
+        caller: &Caller,
         user_id: &str,
         unread_only: bool,
         page: &Page,
     ) -> Result<(Vec<NotificationRow>, String), CampaignError> {
-        if user_id.is_empty() {
-            return Err(CampaignError::invalid("user_id", "required"));
-        }
+        let user_id = if user_id.is_empty() {
+            caller.subject.as_str()
+        } else if user_id == caller.subject || caller.has(Role::Admin) {
+            user_id
+        } else {
+            return Err(CampaignError::Forbidden(
+                "a user reads only their own notifications".into(),
+            ));
+        };
         let mut rows = self
             .store
             .list_notifications(user_id, unread_only, page)
@@ -129,16 +245,16 @@ impl People {
         Ok((rows, next))
     }
 
-    /// Marks a user's notifications read; how many changed.
-    pub async fn mark_read(&self, user_id: &str, ids: &[String]) -> Result<u64, CampaignError> {
-        check_batch_len("notification_ids", ids.len())?;
-        Ok(self.store.mark_read(user_id, ids).await?)
+    /// Marks the caller's notifications read; how many changed.
+    pub async fn mark_read(&self, caller: &Caller, ids: &[String]) -> Result<u64, CampaignError> {
+        check_ids("notification_ids", ids)?;
+        Ok(self.store.mark_read(&caller.subject, ids).await?)
     }
 
-    /// Logs time on a test.
+    /// Logs the caller's time on a test.
     pub async fn add_worklog(
         &self,
-        user_id: &str,
+        caller: &Caller,
         test_id: &str,
         minutes: i64,
         note: String,
@@ -155,11 +271,17 @@ impl People {
                 "longer than 10,000 bytes",
             ));
         }
-        role_of(&self.store, user_id).await?;
+        if minutes > 24 * 60 {
+            return Err(CampaignError::invalid(
+                "worklog.minutes",
+                "at most a day (1,440) per entry",
+            ));
+        }
+        self.directory.ensure(caller).await?;
         let row = WorklogRow {
             worklog_id: new_id(),
             test_id: test_id.to_owned(),
-            user_id: user_id.to_owned(),
+            user_id: caller.subject.clone(),
             minutes,
             note,
             logged_at: now_micros(),

@@ -13,7 +13,11 @@ use purple_runtime::time::now_micros;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{clients::PeerClients, schedule::Scheduler, store::CampaignStore};
+use crate::{
+    clients::PeerClients,
+    schedule::Scheduler,
+    store::{CampaignStore, outbox::DeadLetter},
+};
 
 /// Events per delivery batch: the receivers' batch limit.
 const BATCH: i64 = MAX_BATCH_IDS as i64;
@@ -57,7 +61,30 @@ impl Backoff {
     }
 }
 
+/// The sort key of the dead-letter list: (dead_at, event id), newest
+/// first.
+pub const DEAD_LETTER_KEY_LEN: usize = 2;
+
+/// The index of the event a permanent refusal names (`events[3].kind: …`).
+fn refused_event(status: &tonic::Status) -> Option<usize> {
+    if status.code() != tonic::Code::InvalidArgument {
+        return None;
+    }
+    let rest = status.message().strip_prefix("events[")?;
+    rest[..rest.find(']')?].parse().ok()
+}
+
 impl Relay {
+    /// A page of dead letters, newest first, and the next token.
+    pub async fn dead_letters(
+        &self,
+        page: &purple_runtime::paging::Page,
+    ) -> Result<(Vec<DeadLetter>, String), crate::error::CampaignError> {
+        let mut rows = self.store.dead_letters(page).await?;
+        let next = page.finish(&mut rows, |d| vec![d.dead_at.into(), (&d.event_id).into()]);
+        Ok((rows, next))
+    }
+
     /// Delivers what is pending to metrics; Ok(true) when something was
     /// sent.
     async fn deliver_metrics(&self) -> Result<bool, String> {
@@ -70,10 +97,30 @@ impl Relay {
             return Ok(false);
         }
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-        self.peers
-            .record_events(events)
-            .await
-            .map_err(|e| format!("metrics: {:?} {}", e.status.code(), e.status.message()))?;
+        if let Err(e) = self.peers.record_events(events.clone()).await {
+            // Metrics checks every event of a batch before it stores any,
+            // and names the first it refuses (`events[i].field: why`): set
+            // that one aside and carry on with the rest.
+            if let Some(refused) = refused_event(&e.status).and_then(|i| events.get(i)) {
+                let reason = e.status.message().to_owned();
+                tracing::warn!(
+                    event_id = %refused.event_id,
+                    kind = refused.kind.key().unwrap_or(""),
+                    %reason,
+                    "metrics refused an event for good; set aside as a dead letter"
+                );
+                self.store
+                    .dead_letter(&refused.event_id, "metrics", &reason, now_micros())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(true);
+            }
+            return Err(format!(
+                "metrics: {:?} {}",
+                e.status.code(),
+                e.status.message()
+            ));
+        }
         self.store
             .mark_metrics_delivered(&ids, now_micros())
             .await

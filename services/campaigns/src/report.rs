@@ -10,7 +10,7 @@ use std::{
     fmt::Write,
 };
 
-use purple_api::{batch::check_batch_len, common::v1::Outcome};
+use purple_api::{batch::check_ids, common::v1::Outcome};
 
 use crate::{
     campaign::Campaigns,
@@ -106,7 +106,7 @@ impl Reports {
     /// Progress of many campaigns in one statement; unknown ids are left
     /// out.
     pub async fn progress(&self, ids: &[String]) -> Result<Vec<Progress>, CampaignError> {
-        check_batch_len("campaign_ids", ids.len())?;
+        check_ids("campaign_ids", ids)?;
         let counts = self.store.progress(ids).await?;
         Ok(counts
             .into_iter()

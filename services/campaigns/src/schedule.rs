@@ -6,13 +6,17 @@
 use std::{collections::BTreeSet, str::FromStr};
 
 use purple_api::common::v1::Role;
-use purple_runtime::time::{MICROS_PER_DAY, MICROS_PER_SECOND, Micros, now_micros};
+use purple_runtime::{
+    auth::Caller,
+    time::{MICROS_PER_DAY, MICROS_PER_SECOND, Micros, now_micros},
+};
 
 use crate::{
     campaign::{CampaignWrite, copies, write_campaigns},
     error::CampaignError,
+    people::Directory,
     store::{CampaignStore, campaigns::CampaignRow, people::NotificationRow},
-    workflow::{new_id, require},
+    workflow::{new_id, shown},
 };
 
 /// How a campaign recurs.
@@ -95,6 +99,7 @@ impl Recurrence {
 #[derive(Clone, Debug)]
 pub struct Scheduler {
     pub(crate) store: CampaignStore,
+    pub(crate) directory: Directory,
 }
 
 impl Scheduler {
@@ -102,18 +107,18 @@ impl Scheduler {
     /// unless given.
     pub async fn set_schedule(
         &self,
-        actor_id: &str,
+        actor: &Caller,
         campaign_id: &str,
         recurrence: Option<Recurrence>,
         first_run: Option<Micros>,
     ) -> Result<CampaignRow, CampaignError> {
-        require(
-            &self.store,
-            actor_id,
-            &[Role::PurpleLead, Role::Admin],
-            "scheduling a campaign",
-        )
-        .await?;
+        self.directory
+            .acting(
+                actor,
+                &[Role::PurpleLead, Role::Admin],
+                "scheduling a campaign",
+            )
+            .await?;
         let now = now_micros();
         let (interval, cron, next) = match &recurrence {
             None => (None, None, None),
@@ -131,14 +136,15 @@ impl Scheduler {
             .await?
         {
             return Err(CampaignError::NotFound(format!(
-                "campaign {campaign_id} does not exist"
+                "campaign {} does not exist",
+                shown(campaign_id)
             )));
         }
         self.store
             .campaigns_by_ids(&[campaign_id.to_owned()])
             .await?
             .remove(campaign_id)
-            .ok_or_else(|| CampaignError::NotFound(campaign_id.to_owned()))
+            .ok_or_else(|| CampaignError::NotFound(shown(campaign_id)))
     }
 
     /// Clones every due campaign and notifies the red techs who work them

@@ -6,8 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use purple_api::{batch::check_batch_len, common::v1::Role};
+use purple_api::{
+    batch::{check_batch_len, check_ids},
+    common::v1::Role,
+};
 use purple_runtime::{
+    auth::Caller,
     paging::Page,
     time::{MICROS_PER_DAY, Micros, now_micros},
 };
@@ -19,6 +23,7 @@ use crate::{
         RemediationState, TestRow,
     },
     error::CampaignError,
+    people::Directory,
     store::{
         CampaignStore,
         workflow::{Aggregate, TestFilter},
@@ -42,6 +47,7 @@ pub const STALE_KEY_LEN: usize = 2;
 pub struct Workflow {
     pub(crate) store: CampaignStore,
     pub(crate) peers: PeerClients,
+    pub(crate) directory: Directory,
     /// A validated test older than this is stale.
     pub(crate) stale_after_days: u32,
 }
@@ -49,26 +55,6 @@ pub struct Workflow {
 /// A new id for a test, campaign, event or anything else campaigns creates.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-/// The role of an acting user; UNAUTHENTICATED when unknown.
-pub async fn role_of(store: &CampaignStore, actor_id: &str) -> Result<Role, CampaignError> {
-    store
-        .role_of(actor_id)
-        .await?
-        .ok_or_else(|| CampaignError::Unauthenticated(format!("actor_id: no user {actor_id:?}")))
-}
-
-/// Requires the acting user to have one of `roles`.
-pub async fn require(
-    store: &CampaignStore,
-    actor_id: &str,
-    roles: &[Role],
-    what: &str,
-) -> Result<Role, CampaignError> {
-    let role = role_of(store, actor_id).await?;
-    domain::require_role(role, roles, what)?;
-    Ok(role)
 }
 
 /// Refuses an empty or oversized list of new tests, or one without a
@@ -94,16 +80,13 @@ impl Workflow {
     /// of their techniques).
     pub async fn create_tests(
         &self,
-        actor_id: &str,
+        actor: &Caller,
         new: Vec<NewTest>,
     ) -> Result<Vec<TestRow>, CampaignError> {
-        require(
-            &self.store,
-            actor_id,
-            &[Role::PurpleLead, Role::Admin],
-            "creating tests",
-        )
-        .await?;
+        self.directory
+            .acting(actor, &[Role::PurpleLead, Role::Admin], "creating tests")
+            .await?;
+        let actor_id = actor.subject.as_str();
         check_new_tests(&new, false)?;
         let techniques: BTreeSet<String> = new.iter().map(|t| t.technique_id.clone()).collect();
         let names = self.peers.technique_names(&techniques).await?;
@@ -130,19 +113,18 @@ impl Workflow {
         &self,
         test_id: &str,
         action: Action,
-        actor_id: &str,
+        actor: &Caller,
         expected_version: i64,
         input: Input,
     ) -> Result<Transitioned, CampaignError> {
+        // The role first: a caller without one learns nothing of the test.
+        domain::require_role(&actor.roles, action.roles(), action.name())?;
+        self.directory.ensure(actor).await?;
+        let actor_id = actor.subject.as_str();
         let now = now_micros();
         let mut tx = self.store.db().begin().await?;
-        let (test, role) = self
-            .store
-            .test_and_role(&mut tx, test_id, actor_id)
-            .await?
-            .ok_or_else(|| CampaignError::NotFound(format!("test {test_id} does not exist")))?;
-        let role = role.ok_or_else(|| {
-            CampaignError::Unauthenticated(format!("actor_id: no user {actor_id:?}"))
+        let test = self.store.test(&mut tx, test_id).await?.ok_or_else(|| {
+            CampaignError::NotFound(format!("test {} does not exist", shown(test_id)))
         })?;
         let Plan {
             after,
@@ -151,7 +133,15 @@ impl Workflow {
             becomes_effective,
             retest,
             void_results,
-        } = domain::plan(&test, action, role, expected_version, &input, now, new_id)?;
+        } = domain::plan(
+            &test,
+            action,
+            &actor.roles,
+            expected_version,
+            &input,
+            now,
+            new_id,
+        )?;
 
         if void_results {
             self.store.void_results(&mut tx, &test.test_id).await?;
@@ -236,16 +226,16 @@ impl Workflow {
     /// completed, in one statement.
     pub async fn record_results(
         &self,
-        actor_id: &str,
+        actor: &Caller,
         results: Vec<DetectionResult>,
     ) -> Result<usize, CampaignError> {
-        require(
-            &self.store,
-            actor_id,
-            &[Role::BlueTech, Role::PurpleLead],
-            "recording detection results",
-        )
-        .await?;
+        self.directory
+            .acting(
+                actor,
+                &[Role::BlueTech, Role::PurpleLead],
+                "recording detection results",
+            )
+            .await?;
         check_batch_len("results", results.len())?;
         for (i, r) in results.iter().enumerate() {
             if r.test_id.is_empty() || r.rule_id.is_empty() {
@@ -265,11 +255,17 @@ impl Workflow {
         let states = self.store.states_of(&mut tx, &ids).await?;
         for id in &ids {
             match states.get(id).map(String::as_str) {
-                None => return Err(CampaignError::NotFound(format!("test {id} does not exist"))),
+                None => {
+                    return Err(CampaignError::NotFound(format!(
+                        "test {} does not exist",
+                        shown(id)
+                    )));
+                }
                 Some("blue_in_progress" | "blue_complete") => {}
                 Some(state) => {
                     return Err(CampaignError::WrongState(format!(
-                        "detection results of test {id} need blue_in_progress or blue_complete, not {state}"
+                        "detection results of test {} need blue_in_progress or blue_complete, not {state}",
+                        shown(id)
                     )));
                 }
             }
@@ -285,18 +281,15 @@ impl Workflow {
     pub async fn transition_remediation(
         &self,
         remediation_id: &str,
-        actor_id: &str,
+        actor: &Caller,
         to: RemediationState,
         expected_version: i64,
         notes: String,
     ) -> Result<Remediation, CampaignError> {
-        require(
-            &self.store,
-            actor_id,
-            &REMEDIATION_ROLES,
-            "working a remediation",
-        )
-        .await?;
+        self.directory
+            .acting(actor, &REMEDIATION_ROLES, "working a remediation")
+            .await?;
+        let actor_id = actor.subject.as_str();
         let now = now_micros();
         let mut tx = self.store.db().begin().await?;
         let current = self
@@ -304,7 +297,10 @@ impl Workflow {
             .remediation(&mut tx, remediation_id)
             .await?
             .ok_or_else(|| {
-                CampaignError::NotFound(format!("remediation {remediation_id} does not exist"))
+                CampaignError::NotFound(format!(
+                    "remediation {} does not exist",
+                    shown(remediation_id)
+                ))
             })?;
         let (after, kind) = domain::move_remediation(&current, to, expected_version, notes, now)?;
         if !self
@@ -328,7 +324,7 @@ impl Workflow {
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, TestRow>, CampaignError> {
-        check_batch_len("test_ids", ids.len())?;
+        check_ids("test_ids", ids)?;
         Ok(self.store.tests_by_ids(ids).await?)
     }
 
@@ -351,7 +347,7 @@ impl Workflow {
         technique_ids: &[String],
         as_of: Option<Micros>,
     ) -> Result<Vec<Aggregate>, CampaignError> {
-        check_batch_len("technique_ids", technique_ids.len())?;
+        check_ids("technique_ids", technique_ids)?;
         Ok(self.store.aggregate(technique_ids, as_of).await?)
     }
 
@@ -363,7 +359,8 @@ impl Workflow {
         let (tests, effective) = self.store.retest_chain(test_id).await?;
         if tests.is_empty() {
             return Err(CampaignError::NotFound(format!(
-                "test {test_id} does not exist"
+                "test {} does not exist",
+                shown(test_id)
             )));
         }
         Ok((tests, effective))
@@ -386,6 +383,26 @@ impl Workflow {
             ]
         });
         Ok((tests, next))
+    }
+}
+
+/// An id as an error message may quote it: at most 64 characters, so a
+/// hostile id is never echoed back whole.
+pub fn shown(id: &str) -> String {
+    let mut short: String = id.chars().take(64).collect();
+    if short.len() < id.len() {
+        short.push('…');
+    }
+    format!("{short:?}")
+}
+
+/// A unique-key failure says what already exists.
+pub fn unique(err: sqlx::Error, field: &str, reason: &str) -> CampaignError {
+    let is_unique = matches!(&err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation);
+    if is_unique {
+        CampaignError::invalid(field, reason)
+    } else {
+        CampaignError::Store(err)
     }
 }
 

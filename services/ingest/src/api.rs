@@ -13,7 +13,7 @@ use crate::{
     catalog::Catalog,
     convert::{self, grouped_in_order, in_order},
     error::IngestError,
-    import::{Chunk, Importer},
+    import::{Chunk, Importer, UploadLimits},
     store::CatalogStore,
 };
 
@@ -27,10 +27,15 @@ impl IngestApi {
     /// The API over a service context.
     pub fn new(ctx: ServiceContext) -> Self {
         let store = CatalogStore::new(ctx.db);
+        let limits = &ctx.settings.limits;
         let importer = Importer::new(
             store.clone(),
             ctx.peers.scoring(),
-            ctx.settings.limits.max_import_bytes,
+            UploadLimits::new(
+                limits.max_import_bytes,
+                limits.max_upload_buffer_bytes,
+                std::time::Duration::from_secs(limits.upload_idle_timeout_secs.max(1)),
+            ),
         );
         Self {
             catalog: Catalog::new(store),

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use purple_api::batch::check_batch_len;
+use purple_api::batch::check_ids;
 use purple_runtime::paging::Page;
 
 use crate::{
@@ -59,7 +59,7 @@ impl Catalog {
 
     /// Techniques by ATT&CK id, live or not.
     pub async fn techniques_by_ids(&self, ids: &[String]) -> Result<ById<Technique>, IngestError> {
-        check_batch_len("technique_ids", ids.len())?;
+        check_ids("technique_ids", ids)?;
         Ok(self.store.techniques_by_ids(ids).await?)
     }
 
@@ -90,7 +90,7 @@ impl Catalog {
 
     /// Scoring's catalogue inputs per technique.
     pub async fn catalog_inputs(&self, ids: &[String]) -> Result<ById<CatalogInput>, IngestError> {
-        check_batch_len("technique_ids", ids.len())?;
+        check_ids("technique_ids", ids)?;
         Ok(self.store.catalog_inputs(ids).await?)
     }
 
@@ -109,19 +109,19 @@ impl Catalog {
 
     /// Threat actors by ATT&CK id.
     pub async fn actors_by_ids(&self, ids: &[String]) -> Result<ById<ThreatActor>, IngestError> {
-        check_batch_len("actor_ids", ids.len())?;
+        check_ids("actor_ids", ids)?;
         Ok(self.store.actors_by_ids(ids).await?)
     }
 
     /// The live techniques of each actor.
     pub async fn actor_techniques(&self, ids: &[String]) -> Result<ById<Vec<String>>, IngestError> {
-        check_batch_len("actor_ids", ids.len())?;
+        check_ids("actor_ids", ids)?;
         Ok(self.store.actor_techniques(ids).await?)
     }
 
     /// D3FEND defenses of each technique (its own and its parent's).
     pub async fn defenses_for(&self, ids: &[String]) -> Result<ById<Vec<Defense>>, IngestError> {
-        check_batch_len("technique_ids", ids.len())?;
+        check_ids("technique_ids", ids)?;
         Ok(self.store.defenses_for(ids).await?)
     }
 
@@ -131,25 +131,25 @@ impl Catalog {
         ids: &[String],
         platform: &str,
     ) -> Result<ById<Vec<Template>>, IngestError> {
-        check_batch_len("technique_ids", ids.len())?;
+        check_ids("technique_ids", ids)?;
         Ok(self.store.templates_for(ids, platform).await?)
     }
 
     /// Detection rules by id.
     pub async fn rules_by_ids(&self, ids: &[String]) -> Result<ById<Rule>, IngestError> {
-        check_batch_len("rule_ids", ids.len())?;
+        check_ids("rule_ids", ids)?;
         Ok(self.store.rules_by_ids(ids).await?)
     }
 
     /// CVEs of each technique.
     pub async fn cves_for(&self, ids: &[String]) -> Result<ById<Vec<Cve>>, IngestError> {
-        check_batch_len("technique_ids", ids.len())?;
+        check_ids("technique_ids", ids)?;
         Ok(self.store.cves_for(ids).await?)
     }
 
     /// NIST 800-53 controls of each technique.
     pub async fn controls_for(&self, ids: &[String]) -> Result<ById<Vec<Control>>, IngestError> {
-        check_batch_len("technique_ids", ids.len())?;
+        check_ids("technique_ids", ids)?;
         Ok(self.store.controls_for(ids).await?)
     }
 }

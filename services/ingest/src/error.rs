@@ -24,6 +24,12 @@ pub enum IngestError {
     /// The database failed.
     #[error("storage: {0}")]
     Store(#[from] sqlx::Error),
+    /// An upload went quiet for too long.
+    #[error("{0}")]
+    Stalled(String),
+    /// A limit of the server was reached; retry later.
+    #[error("{0}")]
+    Exhausted(String),
     /// A bug or a lost task.
     #[error("internal: {0}")]
     Internal(String),
@@ -53,6 +59,13 @@ impl From<IngestError> for Status {
                 &format!("{}: {}", err.place, err.message),
             ),
             IngestError::Store(err) => purple_runtime::status::from_sqlx("catalogue storage", &err),
+            IngestError::Stalled(what) => Status::deadline_exceeded(what),
+            IngestError::Exhausted(what) => purple_runtime::status::refused(
+                tonic::Code::ResourceExhausted,
+                purple_runtime::status::reason::RESOURCE_EXHAUSTED,
+                what,
+                &[],
+            ),
             IngestError::Internal(what) => purple_runtime::status::internal("import", &what),
         }
     }

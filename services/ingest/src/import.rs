@@ -6,8 +6,11 @@
 
 use std::io::Read;
 
+use std::{sync::Arc, time::Duration};
+
 use futures::{Stream, StreamExt};
 use purple_runtime::{clients::ScoringPeer, time::now_micros};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     domain::{Kind, Parsed, Report},
@@ -42,17 +45,45 @@ pub struct Upload {
 pub struct Importer {
     store: CatalogStore,
     scoring: ScoringPeer,
-    max_bytes: usize,
+    limits: UploadLimits,
 }
 
+/// What one upload, and all of them together, may hold.
+#[derive(Clone, Debug)]
+pub struct UploadLimits {
+    /// The most bytes of one import (compressed and decompressed alike).
+    pub max_bytes: usize,
+    /// The bytes every upload in progress may buffer together, in KiB
+    /// permits: an upload that would pass it is refused with
+    /// RESOURCE_EXHAUSTED instead of growing the process.
+    pub buffer: Arc<Semaphore>,
+    /// How long an upload may send nothing before it is abandoned.
+    pub idle: Duration,
+}
+
+impl UploadLimits {
+    /// Limits with a shared buffer of `buffer_bytes`.
+    pub fn new(max_bytes: usize, buffer_bytes: usize, idle: Duration) -> Self {
+        Self {
+            max_bytes,
+            buffer: Arc::new(Semaphore::new((buffer_bytes / 1024).max(1))),
+            idle,
+        }
+    }
+}
+
+/// The longest file name an upload may give.
+const MAX_FILE_NAME: usize = 1_024;
+/// The most files one upload may hold.
+const MAX_FILES: usize = 100_000;
+
 impl Importer {
-    /// An importer that accepts uploads up to `max_bytes` (compressed and
-    /// decompressed alike).
-    pub fn new(store: CatalogStore, scoring: ScoringPeer, max_bytes: usize) -> Self {
+    /// An importer within these upload limits.
+    pub fn new(store: CatalogStore, scoring: ScoringPeer, limits: UploadLimits) -> Self {
         Self {
             store,
             scoring,
-            max_bytes,
+            limits,
         }
     }
 
@@ -75,6 +106,7 @@ impl Importer {
             }
             Err(err) => {
                 report.error = err.to_string();
+                report.bound();
                 let run = RunRecord {
                     run_id: &report.run_id,
                     kind: &report.kind,
@@ -99,11 +131,12 @@ impl Importer {
     where
         S: Stream<Item = Result<Chunk, tonic::Status>> + Unpin,
     {
-        let (kind, uploads) = receive(stream, self.max_bytes, report).await?;
-        let max_bytes = self.max_bytes;
+        let (kind, uploads, permits) = receive(stream, &self.limits, report).await?;
+        let max_bytes = self.limits.max_bytes;
         let parsed = tokio::task::spawn_blocking(move || parse_all(kind, uploads, max_bytes))
             .await
             .map_err(|e| IngestError::Internal(format!("parser task: {e}")))??;
+        drop(permits);
         report.attack_version = parsed.attack_version.clone().unwrap_or_default();
 
         let db = self.store.db();
@@ -113,6 +146,7 @@ impl Importer {
         report.unresolved_references = changes.unresolved.len() as u64;
         report.skipped = parsed.skipped;
         report.skipped.extend(changes.unresolved);
+        report.bound();
         report.succeeded = true;
         report.finished_at = now_micros();
         let run = RunRecord {
@@ -140,20 +174,32 @@ impl Importer {
     }
 }
 
-/// Collects the files of the stream.
+/// Collects the files of the stream, holding buffer permits for the bytes
+/// it keeps (returned with the files, released when the import ends).
 async fn receive<S>(
     mut stream: S,
-    max_bytes: usize,
+    limits: &UploadLimits,
     report: &mut Report,
-) -> Result<(Kind, Vec<Upload>), IngestError>
+) -> Result<(Kind, Vec<Upload>, Vec<OwnedSemaphorePermit>), IngestError>
 where
     S: Stream<Item = Result<Chunk, tonic::Status>> + Unpin,
 {
+    let max_bytes = limits.max_bytes;
     let mut kind = None;
     let mut uploads: Vec<Upload> = Vec::new();
-    let mut total = 0usize;
+    let mut permits = Vec::new();
+    let (mut total, mut held_kib) = (0usize, 0usize);
     let mut complete = false;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let next = tokio::time::timeout(limits.idle, stream.next())
+            .await
+            .map_err(|_| {
+                IngestError::Stalled(format!(
+                    "the upload sent nothing for {} s",
+                    limits.idle.as_secs()
+                ))
+            })?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|status| {
             IngestError::invalid(
                 "stream",
@@ -179,6 +225,18 @@ where
             kind = Some(k);
         }
         if !chunk.file_name.is_empty() {
+            if chunk.file_name.len() > MAX_FILE_NAME || chunk.file_name.contains('\0') {
+                return Err(IngestError::invalid(
+                    "file_name",
+                    "at most 1,024 bytes, without NUL",
+                ));
+            }
+            if uploads.len() >= MAX_FILES {
+                return Err(IngestError::invalid(
+                    "file_name",
+                    "an upload holds at most 100,000 files",
+                ));
+            }
             report.files.push(chunk.file_name.clone());
             uploads.push(Upload {
                 name: chunk.file_name,
@@ -204,6 +262,20 @@ where
                 ),
             ));
         }
+        let need_kib = total.div_ceil(1024).saturating_sub(held_kib);
+        if need_kib > 0 {
+            let permit = limits
+                .buffer
+                .clone()
+                .try_acquire_many_owned(u32::try_from(need_kib).unwrap_or(u32::MAX))
+                .map_err(|_| {
+                    IngestError::Exhausted(
+                        "uploads in progress hold all the memory set aside for them".into(),
+                    )
+                })?;
+            held_kib += need_kib;
+            permits.push(permit);
+        }
         current.bytes.extend_from_slice(&chunk.data);
     }
     let kind = kind.ok_or_else(|| IngestError::invalid("stream", "no chunk received"))?;
@@ -213,7 +285,7 @@ where
             "the upload was cut short: no chunk was marked last",
         ));
     }
-    Ok((kind, uploads))
+    Ok((kind, uploads, permits))
 }
 
 /// Parses every file; the first malformed one fails the whole import.
@@ -223,6 +295,7 @@ fn parse_all(kind: Kind, uploads: Vec<Upload>, max_bytes: usize) -> Result<Parse
         let bytes = decompress(&upload, max_bytes)?;
         parse_file(kind, &upload.name, &bytes, &mut parsed)?;
     }
+    parsed.drop_oversized();
     if parsed.is_empty() && parsed.skipped.is_empty() {
         return Err(IngestError::Parse(ParseError::new(
             "upload",
@@ -242,8 +315,9 @@ fn decompress(
         return Ok(std::borrow::Cow::Borrowed(&upload.bytes));
     }
     let mut out = Vec::new();
+    // Every member of a multi-member gzip file, not just the first.
     let mut decoder =
-        flate2::read::GzDecoder::new(upload.bytes.as_slice()).take(max_bytes as u64 + 1);
+        flate2::read::MultiGzDecoder::new(upload.bytes.as_slice()).take(max_bytes as u64 + 1);
     decoder.read_to_end(&mut out).map_err(|e| {
         IngestError::Parse(ParseError::new(
             &upload.name,

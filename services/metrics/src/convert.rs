@@ -72,7 +72,7 @@ impl TryFrom<Option<pb::MetricFilter>> for Filter {
                 "from must be before to",
             ));
         }
-        purple_api::batch::check_batch_len("filter.technique_ids", filter.technique_ids.len())?;
+        purple_api::batch::check_ids("filter.technique_ids", &filter.technique_ids)?;
         Ok(Filter {
             from,
             to,

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use purple_api::batch::check_batch_len;
+use purple_api::batch::check_ids;
 use purple_runtime::{
     paging::Page,
     time::{Micros, now_micros},
@@ -67,7 +67,7 @@ impl Coverage {
         ids: &[String],
         as_of: Option<Micros>,
     ) -> Result<(Vec<Scored>, Micros), ScoringError> {
-        check_batch_len("technique_ids", ids.len())?;
+        check_ids("technique_ids", ids)?;
         self.scorer.score_ids(ids, as_of).await
     }
 
@@ -77,7 +77,7 @@ impl Coverage {
         wanted: &[String],
         as_of: Option<Micros>,
     ) -> Result<(Vec<(TacticInfo, f64, usize)>, Micros), ScoringError> {
-        check_batch_len("tactics", wanted.len())?;
+        check_ids("tactics", wanted)?;
         let board = self.scorer.board(as_of).await?;
         let tactics = domain::tactic_scores(&board.tactics, &board.scores)
             .into_iter()
@@ -98,7 +98,7 @@ impl Coverage {
         as_of: Option<Micros>,
         gap_limit: usize,
     ) -> Result<(Vec<ActorCoverage>, Micros), ScoringError> {
-        check_batch_len("actor_ids", ids.len())?;
+        check_ids("actor_ids", ids)?;
         let (actors, board) =
             futures::try_join!(self.scorer.inputs.actors(ids), self.scorer.board(as_of))?;
         let by_id: BTreeMap<&str, &Scored> = board
@@ -294,7 +294,7 @@ impl Coverage {
 
     /// Drops cached scores of techniques; how many entries went.
     pub async fn invalidate(&self, ids: &[String]) -> Result<u64, ScoringError> {
-        check_batch_len("technique_ids", ids.len())?;
+        check_ids("technique_ids", ids)?;
         Ok(self.scorer.store.invalidate(ids).await?)
     }
 }

@@ -28,6 +28,33 @@ const MARK_METRICS: &str = "
 const MARK_SCORING: &str = "
     UPDATE outbox SET scoring_delivered_at = $2 WHERE event_id IN (SELECT value FROM json_each($1))";
 
+/// Sets an event aside for one receiver: recorded as a dead letter and
+/// marked delivered to that receiver, so the relay moves past it.
+const DEAD_LETTER: &str = "
+    INSERT INTO dead_letters (event_id, receiver, reason, dead_at) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (event_id, receiver) DO NOTHING";
+const MARK_METRICS_ONE: &str = "UPDATE outbox SET metrics_delivered_at = $2 WHERE event_id = $1";
+const MARK_SCORING_ONE: &str = "UPDATE outbox SET scoring_delivered_at = $2 WHERE event_id = $1";
+
+/// Keyset page: `$2` 1 when the page starts after (`$3` dead_at, `$4`
+/// event id), newest first.
+const LIST_DEAD_LETTERS: &str = "
+    SELECT d.event_id, d.receiver, d.reason, d.dead_at, o.payload
+    FROM dead_letters d LEFT JOIN outbox o ON o.event_id = d.event_id
+    WHERE ($2 = 0 OR d.dead_at < $3 OR (d.dead_at = $3 AND d.event_id < $4))
+    ORDER BY d.dead_at DESC, d.event_id DESC LIMIT $1";
+
+/// An event a receiver refused for good.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    pub event_id: String,
+    pub receiver: String,
+    pub reason: String,
+    pub dead_at: Micros,
+    /// The event, while the outbox still holds it.
+    pub event: Option<Event>,
+}
+
 /// An event's payload as the outbox stores it: kinds and outcomes as
 /// their lower-case names, so rows written by any release read back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -151,6 +178,65 @@ impl CampaignStore {
             .await?
             .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
+    /// Sets an event aside for `receiver` (one transaction).
+    pub async fn dead_letter(
+        &self,
+        event_id: &str,
+        receiver: &str,
+        reason: &str,
+        now: Micros,
+    ) -> Result<(), sqlx::Error> {
+        let mark = match receiver {
+            "metrics" => MARK_METRICS_ONE,
+            _ => MARK_SCORING_ONE,
+        };
+        let mut tx = self.db.begin().await?;
+        self.db
+            .stmt(DEAD_LETTER)
+            .bind(event_id.to_owned())
+            .bind(receiver.to_owned())
+            .bind(reason.chars().take(1_000).collect::<String>())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        self.db
+            .stmt(mark)
+            .bind(event_id.to_owned())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// A page of dead letters, newest first.
+    pub async fn dead_letters(
+        &self,
+        page: &purple_runtime::paging::Page,
+    ) -> Result<Vec<DeadLetter>, sqlx::Error> {
+        self.db
+            .stmt(LIST_DEAD_LETTERS)
+            .bind(page.limit())
+            .bind(page.has_cursor())
+            .bind(page.instant(0))
+            .bind(page.text(1))
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| {
+                let payload: Option<String> = row.try_get(4)?;
+                Ok(DeadLetter {
+                    event_id: row.try_get(0)?,
+                    receiver: row.try_get(1)?,
+                    reason: row.try_get(2)?,
+                    dead_at: row.try_get(3)?,
+                    event: payload
+                        .and_then(|p| serde_json::from_str::<Payload>(&p).ok())
+                        .and_then(|p| p.event().ok()),
+                })
+            })
             .collect()
     }
 

@@ -14,8 +14,11 @@ const INSERT_USERS: &str = "
     SELECT json_extract(value, '$.user_id'), json_extract(value, '$.display_name'),
            json_extract(value, '$.role'), CAST(json_extract(value, '$.created_at') AS BIGINT)
     FROM json_each($1)";
-const USER_COUNT_AND_ROLE: &str =
-    "SELECT (SELECT COUNT(*) FROM users), (SELECT role FROM users WHERE user_id = $1)";
+/// A user named by a token, on first use (and when its role changed at
+/// the identity provider); a name given by an admin is kept.
+const UPSERT_USER: &str = "
+    INSERT INTO users (user_id, display_name, role, created_at) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (user_id) DO UPDATE SET role = excluded.role WHERE users.role <> excluded.role";
 /// Keyset page: `$3` 1 when the page starts after (`$4` name, `$5` id).
 const LIST_USERS: &str = "
     SELECT user_id, display_name, role, created_at FROM users WHERE ($1 = '' OR role = $1)
@@ -139,24 +142,23 @@ pub struct WorklogRow {
 }
 
 impl CampaignStore {
-    /// How many users exist, and the role of `user_id` if it is one.
-    pub async fn user_count_and_role(
+    /// Stores the user a token names, or updates its role.
+    pub async fn upsert_user(
         &self,
         user_id: &str,
-    ) -> Result<(i64, Option<Role>), sqlx::Error> {
-        let row = self
-            .db
-            .stmt(USER_COUNT_AND_ROLE)
+        name: &str,
+        role: Role,
+        now: Micros,
+    ) -> Result<(), sqlx::Error> {
+        self.db
+            .stmt(UPSERT_USER)
             .bind(user_id.to_owned())
-            .fetch_one(self.db.pool())
+            .bind(name.to_owned())
+            .bind(role.key().unwrap_or(""))
+            .bind(now)
+            .execute(self.db.pool())
             .await?;
-        let role: Option<String> = row.try_get(1)?;
-        Ok((row.try_get(0)?, role.as_deref().map(role_of).transpose()?))
-    }
-
-    /// The role of a user, if the user exists.
-    pub async fn role_of(&self, user_id: &str) -> Result<Option<Role>, sqlx::Error> {
-        Ok(self.user_count_and_role(user_id).await?.1)
+        Ok(())
     }
 
     /// Inserts users in one statement.

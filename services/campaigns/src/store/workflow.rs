@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use purple_api::common::v1::{Outcome, Role};
+use purple_api::common::v1::Outcome;
 use purple_runtime::{paging::Page, time::Micros};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
@@ -55,12 +55,11 @@ const LIST_TESTS: &str = concat!(
      ORDER BY t.created_at DESC, t.test_id DESC LIMIT $5"
 );
 
-/// The test and the actor's role, in one read.
-const TEST_AND_ROLE: &str = concat!(
+/// One test, read in the transaction that changes it.
+const TEST: &str = concat!(
     "SELECT ",
     test_columns!(),
-    ", (SELECT u.role FROM users u WHERE u.user_id = $2)
-     FROM tests t WHERE t.test_id = $1"
+    " FROM tests t WHERE t.test_id = $1"
 );
 
 const UPDATE_TEST: &str = "
@@ -331,29 +330,21 @@ impl CampaignStore {
             .collect()
     }
 
-    /// The test (locked for the transaction on PostgreSQL by the update
-    /// that follows) and the actor's role, if the actor exists.
-    pub async fn test_and_role(
+    /// A test, in the caller's transaction (the versioned update that
+    /// follows refuses a concurrent change).
+    pub async fn test(
         &self,
         tx: &mut Transaction<'static, Any>,
         test_id: &str,
-        actor_id: &str,
-    ) -> Result<Option<(TestRow, Option<Role>)>, sqlx::Error> {
-        let row = self
-            .db
-            .stmt(TEST_AND_ROLE)
+    ) -> Result<Option<TestRow>, sqlx::Error> {
+        self.db
+            .stmt(TEST)
             .bind(test_id.to_owned())
-            .bind(actor_id.to_owned())
             .fetch_optional(&mut **tx)
-            .await?;
-        row.map(|row| {
-            let role: Option<String> = row.try_get(super::TEST_COLUMN_COUNT)?;
-            Ok((
-                test_row(&row)?,
-                role.as_deref().map(super::people::role_of).transpose()?,
-            ))
-        })
-        .transpose()
+            .await?
+            .as_ref()
+            .map(test_row)
+            .transpose()
     }
 
     /// Writes the test's new state if its version is still `version`;

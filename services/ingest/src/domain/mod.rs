@@ -162,6 +162,23 @@ impl Parsed {
         });
     }
 
+    /// Leaves out (as skipped) every row larger than [`MAX_ROW_BYTES`]
+    /// once serialized: one enormous field would otherwise be stored and
+    /// then make every read that returns it fail for good.
+    pub fn drop_oversized(&mut self) {
+        let mut skipped = Vec::new();
+        oversized(&mut self.tactics, &mut skipped);
+        oversized(&mut self.techniques, &mut skipped);
+        oversized(&mut self.actors, &mut skipped);
+        oversized(&mut self.mitigations, &mut skipped);
+        oversized(&mut self.defenses, &mut skipped);
+        oversized(&mut self.rules, &mut skipped);
+        oversized(&mut self.templates, &mut skipped);
+        oversized(&mut self.controls, &mut skipped);
+        oversized(&mut self.cves, &mut skipped);
+        self.skipped.extend(skipped);
+    }
+
     /// Whether it holds anything at all.
     pub fn is_empty(&self) -> bool {
         self.tactics.is_empty()
@@ -175,6 +192,29 @@ impl Parsed {
             && self.cves.is_empty()
     }
 }
+
+/// The largest row an import stores, serialized.
+pub const MAX_ROW_BYTES: usize = 256 * 1024;
+
+fn oversized<T: Entity>(rows: &mut Vec<T>, skipped: &mut Vec<Skipped>) {
+    rows.retain(|row| {
+        let size = serde_json::to_vec(row).map_or(usize::MAX, |v| v.len());
+        if size <= MAX_ROW_BYTES {
+            return true;
+        }
+        skipped.push(Skipped {
+            file_name: String::new(),
+            location: row.key().chars().take(100).collect(),
+            reason: format!("larger than {} KiB once stored", MAX_ROW_BYTES / 1024),
+        });
+        false
+    });
+}
+
+/// The most skipped items a report lists; past it, one line counts the
+/// rest, so a file of a million bad items cannot make the report itself
+/// too large to read back.
+pub const MAX_REPORTED_ITEMS: usize = 1_000;
 
 /// Counts of one entity type.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -205,6 +245,26 @@ pub struct Report {
 }
 
 impl Report {
+    /// Keeps the report small enough to store and read back: at most
+    /// [`MAX_REPORTED_ITEMS`] skipped items (then a line counting the
+    /// rest) and at most 1,000 file names.
+    pub fn bound(&mut self) {
+        if self.skipped.len() > MAX_REPORTED_ITEMS {
+            let rest = self.skipped.len() - MAX_REPORTED_ITEMS;
+            self.skipped.truncate(MAX_REPORTED_ITEMS);
+            self.skipped.push(Skipped {
+                file_name: String::new(),
+                location: String::new(),
+                reason: format!("… and {rest} more items not listed"),
+            });
+        }
+        if self.files.len() > 1_000 {
+            let rest = self.files.len() - 1_000;
+            self.files.truncate(1_000);
+            self.files.push(format!("… and {rest} more files"));
+        }
+    }
+
     /// Created over every entity type.
     pub fn created(&self) -> u64 {
         self.counts.values().map(|c| c.created).sum()

@@ -23,13 +23,25 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// The most characters of a file name, place or message an error quotes:
+/// an error never echoes a hostile input back whole.
+const QUOTE: usize = 300;
+
+fn excerpt(text: &str) -> String {
+    let mut out: String = text.chars().take(QUOTE).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}
+
 impl ParseError {
     /// An error at a place.
     pub fn new(file: &str, place: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            file: file.to_owned(),
-            place: place.into(),
-            message: message.into(),
+            file: excerpt(file),
+            place: excerpt(&place.into()),
+            message: excerpt(&message.into()),
         }
     }
 
@@ -82,10 +94,71 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// The text of a file, which must be UTF-8.
+/// The text of a file, which must be UTF-8 and nest flow collections
+/// (`[`, `{`) at most [`MAX_NESTING`] deep: YAML parsers take time that
+/// grows faster than the input with nesting (100,000 nested flow mappings
+/// take a parser minutes, and a parse cannot be cancelled), so depth is
+/// checked in one linear pass before any parser sees the text.
 pub fn text<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, ParseError> {
-    std::str::from_utf8(bytes)
-        .map_err(|e| ParseError::new(file, format!("byte {}", e.valid_up_to()), "not UTF-8 text"))
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ParseError::new(file, format!("byte {}", e.valid_up_to()), "not UTF-8 text")
+    })?;
+    check_nesting(file, text)?;
+    Ok(text)
+}
+
+/// The deepest nesting of flow collections a file may have.
+pub const MAX_NESTING: usize = 64;
+
+/// Refuses text whose `[`/`{` nesting, outside quoted strings and
+/// comments, goes deeper than [`MAX_NESTING`]. JSON, YAML and TOML quote
+/// alike for this purpose: `'` and `"` strings (triple-quoted TOML strings
+/// by parity), `\` escapes in `"` strings, `#` comments to the end of the
+/// line.
+fn check_nesting(file: &str, text: &str) -> Result<(), ParseError> {
+    let (mut depth, mut line) = (0_usize, 1_usize);
+    let (mut single, mut double, mut escaped, mut comment) = (false, false, false, false);
+    for c in text.chars() {
+        if c == '\n' {
+            line += 1;
+            comment = false;
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        if double {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => double = false,
+                _ => {}
+            }
+            continue;
+        }
+        if single {
+            single = c != '\'';
+            continue;
+        }
+        match c {
+            '"' => double = true,
+            '\'' => single = true,
+            '#' => comment = true,
+            '[' | '{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ParseError::new(
+                        file,
+                        format!("line {line}"),
+                        format!("nested more than {MAX_NESTING} levels deep"),
+                    ));
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Adds one file of `kind` to `parsed`.
@@ -106,5 +179,30 @@ pub fn parse_file(
         Kind::Lolbas => templates::parse_lolbas(file, bytes, parsed),
         Kind::Nist => nist::parse(file, bytes, parsed),
         Kind::Cve => cve::parse(file, bytes, parsed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_any_parser_runs() {
+        let deep = "{a: ".repeat(100_000) + "x" + &"}".repeat(100_000);
+        let started = std::time::Instant::now();
+        let err = text("evil.yml", deep.as_bytes()).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(err.place, "line 1");
+        // Brackets in strings and comments do not count.
+        let b = "[".repeat(100);
+        let quoted = format!("a: '{b}'\nb: \"{b}\\\"\"\n# {b}\nc: '''{b}'''\n");
+        assert!(text("ok.toml", quoted.as_bytes()).is_ok());
+        assert!(text("ok.json", b"[[[[1]]]]").is_ok());
+    }
+
+    #[test]
+    fn errors_quote_only_an_excerpt() {
+        let err = ParseError::new(&"f".repeat(10_000), "x", "y".repeat(10_000));
+        assert!(err.file.chars().count() <= 301 && err.message.chars().count() <= 301);
     }
 }
