@@ -25,6 +25,13 @@ use tonic::{
 #[derive(Clone, Debug)]
 pub struct Bearer(Option<AsciiMetadataValue>);
 
+impl Bearer {
+    /// No token at all.
+    pub fn none() -> Self {
+        Self(None)
+    }
+}
+
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, tonic::Status> {
         if let Some(token) = &self.0 {
@@ -57,6 +64,8 @@ pub struct TestApp {
     pub bare: Channel,
     /// Signs tokens with the server's key.
     pub minter: Arc<Minter>,
+    /// The server's HS256 secret file.
+    pub secret_file: Option<std::path::PathBuf>,
     /// The role of each user a test created, for [`TestApp::as_user`].
     users: Arc<Mutex<HashMap<String, Role>>>,
     /// Every span of this process.
@@ -129,6 +138,7 @@ pub async fn spawn_services(
         channel: InterceptedService::new(bare.clone(), Bearer(None)),
         bare,
         minter,
+        secret_file: settings_auth.jwt_secret_file.clone(),
         users: Arc::new(Mutex::new(HashMap::new())),
         spans,
         stop: Some(stop),

@@ -11,4 +11,5 @@ mod metrics;
 mod portability;
 mod process;
 mod scoring;
+mod security;
 mod server;
