@@ -6,6 +6,7 @@
 mod architecture;
 mod campaigns;
 mod helpers;
+mod hostile;
 mod ingest;
 mod metrics;
 mod portability;

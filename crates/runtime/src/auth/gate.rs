@@ -76,7 +76,12 @@ impl Drop for InFlightGuard {
 #[derive(Clone, Debug)]
 pub struct Gate {
     verifier: Arc<Verifier>,
+    /// Requests of people and other clients.
     admission: Arc<Semaphore>,
+    /// Calls from Purple services, which requests already admitted make
+    /// (in the all-in-one process, to this same server): their own bound,
+    /// so a full server still completes what it admitted.
+    internal: Arc<Semaphore>,
     imports: Arc<Semaphore>,
     in_flight: Arc<InFlight>,
 }
@@ -88,6 +93,7 @@ impl Gate {
         Self {
             verifier: Arc::new(verifier),
             admission: Arc::new(Semaphore::new(concurrency.max(1))),
+            internal: Arc::new(Semaphore::new(concurrency.max(1))),
             imports: Arc::new(Semaphore::new(imports.max(1))),
             in_flight: Arc::new(InFlight::default()),
         }
@@ -139,8 +145,12 @@ impl Gate {
         } else {
             None
         };
-        let permit = self
-            .admission
+        let pool = if caller.is_service() {
+            &self.internal
+        } else {
+            &self.admission
+        };
+        let permit = pool
             .clone()
             .try_acquire_owned()
             .map_err(|_| exhausted("the server is at its limit of requests in progress"))?;
