@@ -30,6 +30,9 @@ enum Command {
     /// Prints the operational summary of a window (MTTD, MTTR, rejection
     /// rates, weekly trend) from a running server.
     Metrics(purple::cli::metrics::MetricsArgs),
+    /// Signs bearer tokens with the deployment's key.
+    #[command(subcommand)]
+    Token(purple::cli::token::TokenCommand),
     /// Applies pending migrations and exits.
     Migrate {
         /// Migrate only this service.
@@ -64,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Import(args) => purple::cli::import::run(args).await,
         Command::Layer(args) => purple::cli::layer::run(args).await,
         Command::Metrics(args) => purple::cli::metrics::run(args).await,
+        Command::Token(command) => purple::cli::token::run(command),
         Command::Migrate { service, settings } => {
             let telemetry = telemetry::init("purple-migrate", telemetry::LogFormat::from_env())?;
             let result = purple::migrate(&settings, &selected(service))

@@ -4,6 +4,7 @@
 pub mod import;
 pub mod layer;
 pub mod metrics;
+pub mod token;
 
 use std::path::PathBuf;
 

@@ -121,6 +121,7 @@ pub async fn spawn_services(
     let mut settings = test_settings(data_dir.path());
     adjust(&mut settings);
     let settings_auth = settings.auth.clone();
+    let settings_tls = settings.tls.clone();
     let app = purple::Application::build(settings, services)
         .await
         .expect("the application builds");
@@ -129,9 +130,30 @@ pub async fn spawn_services(
     let handle = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    let bare = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_lazy();
+    let bare = match &settings_tls.tls_cert_file {
+        None => Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy(),
+        Some(cert) => {
+            // The test client trusts the server's CA and, for mutual TLS,
+            // presents the server's own certificate.
+            let ca = std::fs::read(settings_tls.tls_ca_file.as_ref().unwrap()).unwrap();
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name("localhost");
+            if settings_tls.tls_client_ca_file.is_some() {
+                tls = tls.identity(tonic::transport::Identity::from_pem(
+                    std::fs::read(cert).unwrap(),
+                    std::fs::read(settings_tls.tls_key_file.as_ref().unwrap()).unwrap(),
+                ));
+            }
+            Endpoint::from_shared(format!("https://{addr}"))
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect_lazy()
+        }
+    };
     let minter = Arc::new(Minter::new(&settings_auth, None).unwrap().unwrap());
     let test_app = TestApp {
         addr,

@@ -14,3 +14,5 @@ mod process;
 mod scoring;
 mod security;
 mod server;
+mod split;
+mod tls;
