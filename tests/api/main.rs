@@ -9,6 +9,7 @@ mod helpers;
 mod hostile;
 mod ingest;
 mod metrics;
+mod pg_tls;
 mod portability;
 mod process;
 mod scoring;
