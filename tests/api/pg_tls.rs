@@ -58,7 +58,10 @@ fn start_cluster() -> Option<Cluster> {
     {
         return None;
     }
-    let dir = tempfile::Builder::new().prefix("purple-pgtls").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("purple-pgtls")
+        .tempdir()
+        .unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     chown_postgres(dir.path());
@@ -71,7 +74,11 @@ fn start_cluster() -> Option<Cluster> {
         "-U",
         "postgres",
     ]);
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     for name in ["server.pem", "server.key", "ca.pem"] {
         std::fs::copy(pki(name), data.join(name)).unwrap();
     }
@@ -145,10 +152,14 @@ async fn postgres_over_tls_with_verify_full() {
             pki(ca).display()
         )
     };
-    let db = connect(url("ca.pem")).await.expect("verify-full with the right CA");
+    let db = connect(url("ca.pem"))
+        .await
+        .expect("verify-full with the right CA");
     db.migrate(&purple_metrics::MIGRATIONS).await.unwrap();
     let row = db
-        .stmt("SELECT CAST(COUNT(*) AS BIGINT) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl")
+        .stmt(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+        )
         .fetch_one(db.pool())
         .await
         .unwrap();
@@ -156,5 +167,8 @@ async fn postgres_over_tls_with_verify_full() {
     assert_eq!(row.get::<i64, _>(0), 1, "the connection is encrypted");
     db.close().await;
     let err = connect(url("rogue-ca.pem")).await;
-    assert!(err.is_err(), "a server certificate from another CA is refused");
+    assert!(
+        err.is_err(),
+        "a server certificate from another CA is refused"
+    );
 }

@@ -322,3 +322,16 @@ async fn the_acting_user_is_the_token_subject_and_becomes_a_user_on_first_use() 
         .users;
     assert_eq!(made[0].user_id, "oidc|rex");
 }
+
+#[test]
+fn security_md_shows_the_roles_table_the_gate_enforces() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("SECURITY.md"),
+    )
+    .unwrap();
+    let table = access::markdown();
+    assert!(
+        doc.contains(&table),
+        "SECURITY.md's roles table differs from crates/runtime/src/auth/access.rs; it should read:\n{table}"
+    );
+}
