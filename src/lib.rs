@@ -17,6 +17,7 @@ use purple_runtime::{
         tokens::{Minter, Verifier},
     },
     clients::{PeerTls, Peers},
+    instruments, scrape,
     server::{Exposure, GrpcServer},
     settings::Toggle,
 };
@@ -33,22 +34,58 @@ pub fn migrations(service: ServiceName) -> &'static purple_runtime::Migrations {
     }
 }
 
-/// Connects and migrates the databases of `services`.
+/// Connects the databases of `services` and applies their pending
+/// migrations (`purple migrate`, and `serve` with --auto-migrate).
 pub async fn migrate(
     settings: &Settings,
     services: &[ServiceName],
 ) -> anyhow::Result<Vec<Database>> {
+    prepare(settings, services, true).await
+}
+
+/// Connects the databases of `services`, then migrates them or, with
+/// `apply` off, checks that they carry every migration this binary needs.
+/// Either way a database that a newer binary migrated is served as it is
+/// (a rollback; migrations are expand-only, docs/adr/0007).
+async fn prepare(
+    settings: &Settings,
+    services: &[ServiceName],
+    apply: bool,
+) -> anyhow::Result<Vec<Database>> {
     let mut databases = Vec::with_capacity(services.len());
     for &service in services {
+        let name = service.as_str();
         let db = Database::connect(service, &settings.storage)
             .await
-            .with_context(|| format!("connecting the {} database", service.as_str()))?;
-        db.migrate(migrations(service))
+            .with_context(|| format!("connecting the {name} database"))?;
+        if apply {
+            db.migrate(migrations(service))
+                .await
+                .with_context(|| format!("migrating the {name} database"))?;
+        }
+        let version = db
+            .schema_version(migrations(service))
             .await
-            .with_context(|| format!("migrating the {} database", service.as_str()))?;
+            .with_context(|| format!("reading the {name} database's migrations"))?;
+        let missing = version.missing();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "the {name} database lacks migrations {missing:?} that this binary needs: \
+                 run `purple migrate --service {name}` (with the migration role) first"
+            );
+        }
+        let newer = version.newer();
+        if !newer.is_empty() {
+            tracing::warn!(
+                service = name,
+                newer = ?newer,
+                "the database carries migrations newer than this binary (a rollback): serving it as it is"
+            );
+        }
         tracing::info!(
-            service = service.as_str(),
+            service = name,
             backend = db.backend().system(),
+            migration = version.applied.last().copied().unwrap_or(0),
             "database ready"
         );
         databases.push(db);
@@ -136,6 +173,8 @@ pub struct Application {
     databases: Vec<Database>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    metrics_addr: Option<SocketAddr>,
+    _pool_watches: Vec<instruments::PoolWatch>,
 }
 
 impl Application {
@@ -186,11 +225,33 @@ impl Application {
             settings.limits.max_message_bytes,
             settings.limits.peer_timeout(),
         )?;
-        let databases = migrate(&settings, services).await?;
+        let databases = prepare(&settings, services, settings.storage.auto_migrate).await?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let mut pool_watches = Vec::with_capacity(databases.len());
+        let metrics_addr = match settings.metrics_listen {
+            Some(addr) => {
+                let listener = scrape::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+                let bound = listener.local_addr()?;
+                tasks.spawn(scrape::serve(
+                    listener,
+                    scrape::snapshot(),
+                    shutdown.clone(),
+                ));
+                Some(bound)
+            }
+            None => None,
+        };
         tasks.spawn(credentials.refresh(shutdown.clone()));
         for (service, db) in services.iter().zip(&databases) {
+            pool_watches.push(instruments::watch_pool(db));
+            tasks.spawn(server.health().watch_database(
+                service.grpc_name(),
+                db.clone(),
+                shutdown.clone(),
+            ));
             let ctx = ServiceContext {
                 db: db.clone(),
                 peers: peers.clone(),
@@ -210,6 +271,8 @@ impl Application {
             databases,
             shutdown,
             tasks,
+            metrics_addr,
+            _pool_watches: pool_watches,
         })
     }
 
@@ -220,6 +283,11 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// The address of the Prometheus endpoint, when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Serves until `signal` resolves; then health goes NOT_SERVING, the
     /// server drains, background tasks stop and the databases close.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
@@ -228,6 +296,8 @@ impl Application {
             databases,
             shutdown,
             tasks,
+            metrics_addr: _,
+            _pool_watches,
         } = self;
         let stop_tasks = shutdown.clone();
         let result = server

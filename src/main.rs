@@ -33,6 +33,10 @@ enum Command {
     /// Signs bearer tokens with the deployment's key.
     #[command(subcommand)]
     Token(purple::cli::token::TokenCommand),
+    /// Database administration: the schemas and roles of a least-privilege
+    /// PostgreSQL deployment.
+    #[command(subcommand)]
+    Db(purple::cli::db::DbCommand),
     /// Applies pending migrations and exits.
     Migrate {
         /// Migrate only this service.
@@ -68,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Layer(args) => purple::cli::layer::run(args).await,
         Command::Metrics(args) => purple::cli::metrics::run(args).await,
         Command::Token(command) => purple::cli::token::run(command),
+        Command::Db(command) => purple::cli::db::run(command).await,
         Command::Migrate { service, settings } => {
             let telemetry = telemetry::init("purple-migrate", telemetry::LogFormat::from_env())?;
             let result = purple::migrate(&settings, &selected(service))

@@ -1,6 +1,7 @@
 //! Client subcommands: they reach a running server named by `--server` /
 //! `PURPLE_SERVER` and print what it answers.
 
+pub mod db;
 pub mod import;
 pub mod layer;
 pub mod metrics;

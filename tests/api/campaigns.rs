@@ -1005,6 +1005,7 @@ async fn generating_a_campaign_from_a_threat_actor_takes_its_untested_and_gap_te
         .spans
         .trace(&trace.trace_id)
         .iter()
+        .filter(|s| s.kind == "server")
         .filter_map(|s| s.attr("rpc.method").map(str::to_owned))
         .collect();
     for method in [

@@ -5,15 +5,20 @@
 
 mod architecture;
 mod campaigns;
+mod collector;
+mod database_health;
 mod helpers;
 mod hostile;
 mod ingest;
 mod metrics;
+mod migrations;
+mod observability;
+mod pg_cluster;
 mod pg_tls;
 mod portability;
 mod process;
 mod scoring;
 mod security;
 mod server;
-mod split;
+pub mod split;
 mod tls;

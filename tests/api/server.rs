@@ -12,14 +12,16 @@ use tonic_reflection::pb::v1::{
 
 use purple_runtime::settings::Toggle;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use purple_runtime::ServiceName;
+
+use crate::helpers::{spawn_app, spawn_app_with, spawn_services};
 
 #[tokio::test]
 async fn health_is_serving_overall_and_per_service() {
     let app = spawn_app().await;
     // Health needs no token: probes and load balancers have none.
     let mut health = HealthClient::new(app.bare.clone());
-    for service in std::iter::once("").chain(SERVICE_NAMES) {
+    for service in ["", "liveness"].into_iter().chain(SERVICE_NAMES) {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -40,9 +42,9 @@ async fn health_is_serving_overall_and_per_service() {
     app.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn reflection_lists_the_four_services_and_health_without_a_token() {
-    let app = spawn_app_with(|s| s.auth.reflection = Toggle::On).await;
+/// The services a server's reflection lists (v1, which buf and tonic's
+/// client use).
+async fn listed(app: &crate::helpers::TestApp) -> Vec<String> {
     let mut reflection = ServerReflectionClient::new(app.bare.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
@@ -59,13 +61,38 @@ async fn reflection_lists_the_four_services_and_health_without_a_token() {
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("not a service list")
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn reflection_lists_the_four_services_and_health_without_a_token() {
+    let app = spawn_app_with(|s| s.auth.reflection = Toggle::On).await;
+    let names = listed(&app).await;
     for expected in SERVICE_NAMES.iter().chain(&["grpc.health.v1.Health"]) {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} missing from {names:?}"
         );
     }
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn reflection_lists_only_the_services_a_process_hosts() {
+    let app = spawn_services(&[ServiceName::Metrics], |s| {
+        s.auth.reflection = Toggle::On;
+    })
+    .await;
+    assert_eq!(
+        listed(&app).await,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "purple.metrics.v1.MetricsService",
+        ]
+    );
     app.shutdown().await.unwrap();
 }
 

@@ -7,7 +7,7 @@
 //! lazily so that start-up order does not matter and a peer that is down
 //! fails calls, not the process.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use purple_api::{
     batch::{DEFAULT_FANOUT, MAX_BATCH_IDS, chunked},
@@ -36,28 +36,31 @@ use tonic::{
 
 use crate::{
     auth::credentials::ServiceCredentials,
+    discovery,
     settings::{PeerSettings, ServiceName, TlsSettings},
     time::{Micros, timestamp},
-    tracecontext::TraceInjector,
+    tracecontext::TracedCall,
 };
 
-/// What every peer call carries: the caller's trace context and this
-/// service's credentials.
+/// What every peer call carries: this service's credentials.
 #[derive(Clone, Debug)]
 pub struct PeerInterceptor {
     credentials: ServiceCredentials,
 }
 
 impl tonic::service::Interceptor for PeerInterceptor {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let mut request = TraceInjector.call(request)?;
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         self.credentials.apply(request.metadata_mut());
         Ok(request)
     }
 }
 
-/// A channel that carries the caller's trace and this service's identity.
-pub type TracedChannel = InterceptedService<Channel, PeerInterceptor>;
+/// A channel whose calls are client spans carrying the trace and this
+/// service's identity.
+pub type TracedChannel = InterceptedService<TracedCall<Channel>, PeerInterceptor>;
 
 /// TLS for connections to peers: the CA that signs their certificates and,
 /// for peers that require mutual TLS, this process's own certificate.
@@ -139,6 +142,8 @@ impl Peers {
         max_message_bytes: usize,
         deadline: Duration,
     ) -> Result<Self, PeerAddrError> {
+        let refresh = (settings.peer_dns_refresh_secs > 0)
+            .then(|| Duration::from_secs(settings.peer_dns_refresh_secs));
         let channel = |service: ServiceName| -> Result<Channel, PeerAddrError> {
             let error = |source| PeerAddrError {
                 service: service.as_str(),
@@ -149,25 +154,45 @@ impl Peers {
                 None if local.1 => (format!("https://{}", local.0), true),
                 None => (format!("http://{}", local.0), false),
             };
-            let mut endpoint = Endpoint::from_shared(addr.clone())
+            let uri = Endpoint::from_shared(addr.clone())
                 .map_err(error)?
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(deadline)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_while_idle(true);
-            if addr.starts_with("https://")
-                && let Some(config) = &tls.config
-            {
-                let mut config = config.clone();
-                if local_tls {
+                .uri()
+                .clone();
+            let tls = if addr.starts_with("https://") {
+                tls.config.clone().map(|config| {
                     // This process's own certificate names the host it is
-                    // served as, not the loopback address dialled here.
-                    config = config.domain_name("localhost");
+                    // served as, not the loopback address dialled here; a
+                    // balanced peer is dialled by address and verified by
+                    // its name.
+                    let name = if local_tls {
+                        "localhost"
+                    } else {
+                        uri.host().unwrap_or_default()
+                    };
+                    config.domain_name(name)
+                })
+            } else {
+                None
+            };
+            let configure: discovery::Configure = Arc::new(move |endpoint: Endpoint| {
+                let endpoint = endpoint
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(deadline)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .keep_alive_while_idle(true);
+                match &tls {
+                    Some(config) => endpoint.tls_config(config.clone()),
+                    None => Ok(endpoint),
                 }
-                endpoint = endpoint.tls_config(config).map_err(error)?;
-            }
-            Ok(endpoint.connect_lazy())
+            });
+            // This process's own services are one address: no balancing.
+            let refresh = if settings.addr(service).is_some() {
+                refresh
+            } else {
+                None
+            };
+            discovery::channel(&uri, configure, refresh).map_err(error)
         };
         Ok(Self {
             ingest: channel(ServiceName::Ingest)?,
@@ -184,7 +209,7 @@ impl Peers {
     pub fn ingest(&self) -> IngestPeer {
         IngestPeer {
             client: IngestServiceClient::with_interceptor(
-                self.ingest.clone(),
+                TracedCall::new(self.ingest.clone()),
                 self.interceptor.clone(),
             )
             .max_decoding_message_size(self.max_message_bytes)
@@ -197,7 +222,7 @@ impl Peers {
     pub fn campaigns(&self) -> CampaignsPeer {
         CampaignsPeer {
             client: CampaignsServiceClient::with_interceptor(
-                self.campaigns.clone(),
+                TracedCall::new(self.campaigns.clone()),
                 self.interceptor.clone(),
             )
             .max_decoding_message_size(self.max_message_bytes)
@@ -210,7 +235,7 @@ impl Peers {
     pub fn scoring(&self) -> ScoringPeer {
         ScoringPeer {
             client: ScoringServiceClient::with_interceptor(
-                self.scoring.clone(),
+                TracedCall::new(self.scoring.clone()),
                 self.interceptor.clone(),
             )
             .max_decoding_message_size(self.max_message_bytes)
@@ -223,7 +248,7 @@ impl Peers {
     pub fn metrics(&self) -> MetricsPeer {
         MetricsPeer {
             client: MetricsServiceClient::with_interceptor(
-                self.metrics.clone(),
+                TracedCall::new(self.metrics.clone()),
                 self.interceptor.clone(),
             )
             .max_decoding_message_size(self.max_message_bytes)

@@ -16,7 +16,7 @@
 use std::{str::FromStr, time::Duration};
 
 use sqlx::{
-    Any, AnyPool, Connection, Encode, Executor, SqlSafeStr, Transaction, Type,
+    Any, AnyPool, Encode, Executor, SqlSafeStr, Transaction, Type,
     any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyQueryResult, AnyRow},
     migrate::{Migration, MigrationType, Migrator},
     query::Query,
@@ -133,11 +133,54 @@ pub struct Database {
     pool: AnyPool,
     backend: Backend,
     service: ServiceName,
+    /// The PostgreSQL schema; None on SQLite.
+    schema: Option<String>,
+}
+
+/// A database's migrations against a binary's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaVersion {
+    /// Versions applied successfully, ascending.
+    pub applied: Vec<i64>,
+    /// Versions this binary carries, ascending.
+    pub known: Vec<i64>,
+}
+
+impl SchemaVersion {
+    /// Versions this binary needs that the database lacks: it must be
+    /// migrated before this binary serves it.
+    pub fn missing(&self) -> Vec<i64> {
+        self.known
+            .iter()
+            .filter(|v| !self.applied.contains(v))
+            .copied()
+            .collect()
+    }
+
+    /// Versions a newer binary applied (a rollback is running).
+    pub fn newer(&self) -> Vec<i64> {
+        self.applied
+            .iter()
+            .filter(|v| !self.known.contains(v))
+            .copied()
+            .collect()
+    }
+}
+
+/// "No such table" on either backend.
+fn is_missing_table(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.code().as_deref() == Some("42P01") || db.message().contains("no such table")
+        }
+        _ => false,
+    }
 }
 
 impl Database {
     /// Connects the service's database: its SQLite file under the data
-    /// directory, or its PostgreSQL schema (created if missing).
+    /// directory, or its PostgreSQL schema (which [`Database::migrate`]
+    /// creates; connecting runs no DDL).
     pub async fn connect(
         service: ServiceName,
         storage: &StorageSettings,
@@ -146,13 +189,13 @@ impl Database {
         match storage.postgres_url(service) {
             Some(url) => {
                 let schema = format!("{}{}", storage.schema_prefix, service.as_str());
-                Self::connect_postgres(service, url, &schema, storage.max_connections).await
+                Self::connect_postgres(service, url, &schema, pool_options(storage)).await
             }
             None => {
                 std::fs::create_dir_all(&storage.data_dir).map_err(sqlx::Error::Io)?;
                 let path = storage.data_dir.join(format!("{}.db", service.as_str()));
                 let url = format!("sqlite://{}?mode=rwc", path.display());
-                Self::connect_sqlite(service, &url, storage.max_connections).await
+                Self::connect_sqlite(service, &url, pool_options(storage)).await
             }
         }
     }
@@ -160,12 +203,10 @@ impl Database {
     async fn connect_sqlite(
         service: ServiceName,
         url: &str,
-        max_connections: u32,
+        pool: AnyPoolOptions,
     ) -> Result<Self, sqlx::Error> {
         let options = AnyConnectOptions::from_str(url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30))
+        let pool = pool
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL lets readers run beside the single writer; the busy
@@ -184,6 +225,7 @@ impl Database {
             pool,
             backend: Backend::Sqlite,
             service,
+            schema: None,
         })
     }
 
@@ -191,7 +233,7 @@ impl Database {
         service: ServiceName,
         url: &str,
         schema: &str,
-        max_connections: u32,
+        pool: AnyPoolOptions,
     ) -> Result<Self, sqlx::Error> {
         if !is_identifier(schema) {
             return Err(sqlx::Error::Configuration(
@@ -199,24 +241,11 @@ impl Database {
             ));
         }
         let options = AnyConnectOptions::from_str(url)?;
-        // The schema name is checked above and comes from settings, never
-        // from a request: safe to splice into DDL.
-        let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+        // No DDL here: a runtime role may only read and write its schema's
+        // tables. The schema name is checked above and comes from settings,
+        // never from a request: safe to splice into SET.
         let search_path = format!("SET search_path TO {schema}");
-        {
-            let mut conn = sqlx::AnyConnection::connect_with(&options).await?;
-            if let Err(err) = conn.execute(sqlx::AssertSqlSafe(create)).await {
-                // Two processes racing to create the same schema: the loser
-                // sees a unique violation, and the schema exists either way.
-                let exists = matches!(&err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") || db.code().as_deref() == Some("42P06"));
-                if !exists {
-                    return Err(err);
-                }
-            }
-        }
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30))
+        let pool = pool
             .after_connect(move |conn, _| {
                 let search_path = search_path.clone();
                 Box::pin(async move {
@@ -230,15 +259,95 @@ impl Database {
             pool,
             backend: Backend::Postgres,
             service,
+            schema: Some(schema.to_owned()),
         })
     }
 
-    /// Applies the service's pending migrations for this backend.
+    /// Applies the service's pending migrations for this backend, creating
+    /// its PostgreSQL schema first when it is missing (which needs CREATE on
+    /// the database: `purple db bootstrap` creates it ahead for a migration
+    /// role that has no such right). Migrations applied by a newer binary
+    /// are left alone (a rollback): they are expand-only, so this binary's
+    /// statements still work against them.
     pub async fn migrate(
         &self,
         migrations: &Migrations,
     ) -> Result<(), sqlx::migrate::MigrateError> {
-        migrations.migrator(self.backend).run(&self.pool).await
+        if let Some(schema) = &self.schema {
+            self.ensure_schema(schema).await?;
+        }
+        let mut migrator = migrations.migrator(self.backend);
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.pool).await
+    }
+
+    async fn ensure_schema(&self, schema: &str) -> Result<(), sqlx::Error> {
+        let exists = sqlx::query("SELECT 1 FROM pg_namespace WHERE nspname = $1")
+            .bind(schema)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some();
+        if exists {
+            return Ok(());
+        }
+        // Checked identifier, from settings (see connect_postgres).
+        let create = format!("CREATE SCHEMA {schema}");
+        match self.pool.execute(sqlx::AssertSqlSafe(create)).await {
+            Ok(_) => Ok(()),
+            // Two migrators racing: the loser sees the schema exist.
+            Err(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("42P06" | "23505")) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Where the database stands against `migrations`: the versions it has
+    /// applied (successfully) and the ones this binary knows.
+    pub async fn schema_version(
+        &self,
+        migrations: &Migrations,
+    ) -> Result<SchemaVersion, sqlx::Error> {
+        let known: Vec<i64> = migrations.0.iter().map(|m| m.version).collect();
+        let applied = match sqlx::query(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        {
+            Ok(rows) => rows
+                .iter()
+                .map(|row| sqlx::Row::try_get::<i64, _>(row, 0))
+                .collect::<Result<Vec<i64>, _>>()?,
+            Err(err) if is_missing_table(&err) => Vec::new(),
+            Err(err) => return Err(err),
+        };
+        Ok(SchemaVersion { applied, known })
+    }
+
+    /// Whether the database answers a trivial statement within `timeout`:
+    /// what the service's health follows.
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let probe = async {
+            let mut conn = self.pool.acquire().await?;
+            conn.execute("SELECT 1").await
+        };
+        matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(_)))
+    }
+
+    /// Connections open and idle, for the pool metrics.
+    pub fn pool_usage(&self) -> (u32, u32) {
+        (
+            self.pool.size(),
+            u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+        )
+    }
+
+    /// The service this database belongs to.
+    pub fn service(&self) -> ServiceName {
+        self.service
     }
 
     /// The pool, as an executor for single statements.
@@ -278,7 +387,15 @@ impl Database {
     }
 }
 
-fn is_identifier(name: &str) -> bool {
+/// The pool's size and how long a request waits for a connection: a dead
+/// database fails requests within the wait, never holds them.
+fn pool_options(storage: &StorageSettings) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(storage.db_max_connections)
+        .acquire_timeout(Duration::from_secs(storage.db_acquire_timeout_secs.max(1)))
+}
+
+pub(crate) fn is_identifier(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -328,6 +445,12 @@ impl Stmt {
     }
 
     fn span(&self) -> tracing::Span {
+        // A statement outside any span is background polling (the relay,
+        // the scheduler, health probes): not traced, so an idle process
+        // exports nothing. Work worth a trace opens a span first.
+        if tracing::Span::current().is_none() {
+            return tracing::Span::none();
+        }
         tracing::info_span!(
             "db.statement",
             otel.name = %first_words(self.sql),

@@ -21,11 +21,12 @@ use tonic::{
     service::{Routes, RoutesBuilder},
     transport::ServerTlsConfig,
 };
-use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::Service;
 
 use crate::{
     auth::gate::{Gate, GateLayer},
+    health::Health,
+    instruments::RpcMetricsLayer,
     settings::LimitSettings,
     tracecontext,
 };
@@ -63,7 +64,7 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     limits: LimitSettings,
-    health: HealthReporter,
+    health: Health,
     exposure: Exposure,
 }
 
@@ -84,7 +85,7 @@ impl GrpcServer {
             routes,
             names: Vec::new(),
             limits,
-            health,
+            health: Health::new(health),
             exposure,
         })
     }
@@ -94,9 +95,9 @@ impl GrpcServer {
         self.listener.local_addr()
     }
 
-    /// The health reporter, for services whose health follows a
-    /// dependency (their database).
-    pub fn health(&self) -> HealthReporter {
+    /// The process's health, for the watchers of hosted services'
+    /// databases.
+    pub fn health(&self) -> Health {
         self.health.clone()
     }
 
@@ -119,36 +120,40 @@ impl GrpcServer {
     /// period before closing.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         if self.exposure.reflection {
-            let reflection_v1 = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(purple_api::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            // Reflection lists what this process hosts (plus health and
+            // itself); every descriptor stays resolvable, so the error
+            // details (google.rpc.*) print in grpcurl.
+            let builder = || {
+                self.names.iter().fold(
+                    tonic_reflection::server::Builder::configure()
+                        .register_encoded_file_descriptor_set(purple_api::FILE_DESCRIPTOR_SET)
+                        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+                        .with_service_name("grpc.health.v1.Health"),
+                    |builder, name| builder.with_service_name(*name),
+                )
+            };
+            let reflection_v1 = builder()
+                .with_service_name("grpc.reflection.v1.ServerReflection")
                 .build_v1()?;
-            let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(purple_api::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            let reflection_v1alpha = builder()
+                .with_service_name("grpc.reflection.v1alpha.ServerReflection")
                 .build_v1alpha()?;
             self.routes.add_service(reflection_v1);
             self.routes.add_service(reflection_v1alpha);
         }
 
         for name in &self.names {
-            self.health
-                .set_service_status(*name, ServingStatus::Serving)
-                .await;
+            self.health.host(name).await;
         }
-        self.health
-            .set_service_status("", ServingStatus::Serving)
-            .await;
+        self.health.open().await;
 
         let routes: Routes = self.routes.routes();
         let grace = self.limits.shutdown_grace();
         let in_flight = self.exposure.gate.in_flight();
         let closing = tokio_util::sync::CancellationToken::new();
         let drained = {
-            let (health, names, closing) =
-                (self.health.clone(), self.names.clone(), closing.clone());
+            let (health, closing) = (self.health.clone(), closing.clone());
             let in_flight = in_flight.clone();
             async move {
                 shutdown.await;
@@ -156,14 +161,7 @@ impl GrpcServer {
                     in_flight = in_flight.count(),
                     "shutting down: health NOT_SERVING, draining in-flight requests"
                 );
-                for name in names {
-                    health
-                        .set_service_status(name, ServingStatus::NotServing)
-                        .await;
-                }
-                health
-                    .set_service_status("", ServingStatus::NotServing)
-                    .await;
+                health.drain().await;
                 let idle = in_flight.wait_idle(grace).await;
                 if !idle {
                     tracing::warn!(
@@ -190,6 +188,7 @@ impl GrpcServer {
             .max_concurrent_streams(self.limits.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .trace_fn(tracecontext::server_span)
+            .layer(RpcMetricsLayer)
             .layer(GateLayer::new(self.exposure.gate.clone()))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming(self.listener), drained);

@@ -56,6 +56,12 @@ pub struct Settings {
     #[arg(long, env = "PURPLE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
+    /// Address of the Prometheus scrape endpoint (`GET /metrics`, plain
+    /// HTTP); unset: no endpoint (metrics still go over OTLP when an
+    /// endpoint is configured).
+    #[arg(long, env = "PURPLE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     pub storage: StorageSettings,
 
@@ -107,9 +113,21 @@ pub struct StorageSettings {
     #[arg(long, env = "PURPLE_SCHEMA_PREFIX", default_value = "purple_")]
     pub schema_prefix: String,
 
-    /// Connections per service pool.
+    /// Connections per service pool (deploy/README.md: replicas × pool
+    /// must stay under PostgreSQL's max_connections).
     #[arg(long, env = "PURPLE_DB_MAX_CONNECTIONS", default_value_t = 8)]
-    pub max_connections: u32,
+    pub db_max_connections: u32,
+
+    /// How long a request waits for a free connection (or for the database
+    /// to accept one) before it fails UNAVAILABLE, in seconds.
+    #[arg(long, env = "PURPLE_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 5)]
+    pub db_acquire_timeout_secs: u64,
+
+    /// Apply pending migrations at start-up. Off (Kubernetes), `serve`
+    /// checks instead that the database has every migration it needs and
+    /// refuses to start otherwise; `purple migrate` applies them.
+    #[arg(long, env = "PURPLE_AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_migrate: bool,
 }
 
 impl StorageSettings {
@@ -142,6 +160,12 @@ pub struct PeerSettings {
     /// Address of metrics.
     #[arg(long, env = "PURPLE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Resolve each peer's host name every this many seconds and spread
+    /// calls over every address it returns (a Kubernetes headless
+    /// Service: one address per ready pod); 0: one connection to the name
+    /// as given (docs/adr/0008).
+    #[arg(long, env = "PURPLE_PEER_DNS_REFRESH_SECS", default_value_t = 0)]
+    pub peer_dns_refresh_secs: u64,
 }
 
 impl PeerSettings {

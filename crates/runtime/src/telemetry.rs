@@ -11,10 +11,12 @@ use std::{
     time::Duration,
 };
 
+use crate::scrape::{self, SnapshotExporter};
 use opentelemetry::{Context, trace::TracerProvider as _};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
+    metrics::{MeterProviderBuilder, PeriodicReader, SdkMeterProvider},
     propagation::TraceContextPropagator,
     trace::{SdkTracerProvider, Span, SpanData, SpanProcessor},
 };
@@ -24,32 +26,39 @@ use tracing_subscriber::{EnvFilter, Layer, filter, layer::SubscriberExt, util::S
 /// or drown a request's trace in transport detail.
 const TRANSPORT_TARGETS: [&str; 5] = ["tonic", "hyper", "h2", "tower", "opentelemetry"];
 
-/// Keeps the tracer provider alive; [`TelemetryGuard::shutdown`] flushes it.
+/// How often metrics are collected for the scrape endpoint.
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Keeps the tracer and meter providers alive; [`TelemetryGuard::shutdown`]
+/// flushes them.
 pub struct TelemetryGuard {
-    provider: Option<SdkTracerProvider>,
+    providers: Option<(SdkTracerProvider, SdkMeterProvider)>,
+}
+
+fn shutdown_providers((traces, meters): (SdkTracerProvider, SdkMeterProvider)) {
+    if let Err(err) = traces.shutdown() {
+        eprintln!("telemetry shutdown: {err}");
+    }
+    let _ = meters.shutdown();
 }
 
 impl TelemetryGuard {
-    /// Flushes pending spans and stops the exporter. The SDK's shutdown
-    /// blocks, so it runs on a blocking thread and never on a request path.
+    /// Flushes pending spans and metrics and stops the exporters. The SDK's
+    /// shutdown blocks, so it runs on a blocking thread and never on a
+    /// request path.
     pub async fn shutdown(mut self) {
-        if let Some(provider) = self.provider.take() {
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Err(err) = provider.shutdown() {
-                    eprintln!("telemetry shutdown: {err}");
-                }
-            })
-            .await;
+        if let Some(providers) = self.providers.take() {
+            let _ = tokio::task::spawn_blocking(move || shutdown_providers(providers)).await;
         }
     }
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        if let Some(provider) = self.provider.take() {
+        if let Some(providers) = self.providers.take() {
             // Not shut down explicitly (an early error): flush from a plain
             // thread so a current-thread runtime cannot stall on it.
-            let _ = std::thread::spawn(move || provider.shutdown()).join();
+            let _ = std::thread::spawn(move || shutdown_providers(providers)).join();
         }
     }
 }
@@ -74,30 +83,73 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber: logs filtered by `RUST_LOG` (default
-/// `info`), and an OpenTelemetry layer whose spans go to OTLP when the
-/// standard OTel variables name an endpoint.
+fn env_set(names: &[&str]) -> bool {
+    names.iter().any(|n| std::env::var_os(n).is_some())
+}
+
+/// Installs the global subscriber and meter provider: logs filtered by
+/// `RUST_LOG` (default `info`); an OpenTelemetry layer whose spans go to
+/// OTLP when the standard OTel variables name an endpoint; metrics
+/// rendered for the scrape endpoint and, with an endpoint, sent over OTLP
+/// too. `service_name` applies unless `OTEL_SERVICE_NAME` (or a
+/// `service.name` in `OTEL_RESOURCE_ATTRIBUTES`) says otherwise.
 pub fn init(service_name: &str, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
-    let mut builder = SdkTracerProvider::builder().with_resource(resource(service_name));
-    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
-        || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
-    {
+    let resource = resource(service_name);
+    let mut traces = SdkTracerProvider::builder().with_resource(resource.clone());
+    if env_set(&[
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]) {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()?;
-        builder = builder.with_batch_exporter(exporter);
+        traces = traces.with_batch_exporter(exporter);
     }
-    let provider = builder.build();
-    install(&provider, format, false)?;
+    let mut meters = meter_provider(resource);
+    if env_set(&[
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    ]) {
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .build()?;
+        meters = meters.with_periodic_exporter(exporter);
+    }
+    let (traces, meters) = (traces.build(), meters.build());
+    install(&traces, format, false)?;
+    opentelemetry::global::set_meter_provider(meters.clone());
     Ok(TelemetryGuard {
-        provider: Some(provider),
+        providers: Some((traces, meters)),
     })
 }
 
+/// Metrics collected every [`SCRAPE_INTERVAL`] into the scrape endpoint's
+/// snapshot.
+fn meter_provider(resource: Resource) -> MeterProviderBuilder {
+    let reader = PeriodicReader::builder(SnapshotExporter::new(scrape::snapshot()))
+        .with_interval(SCRAPE_INTERVAL)
+        .build();
+    SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(reader)
+}
+
+/// The process's resource: the standard detectors (OTEL_SERVICE_NAME,
+/// OTEL_RESOURCE_ATTRIBUTES — the Kubernetes pod and namespace come in
+/// there from the downward API), with `service_name` as the default name.
 fn resource(service_name: &str) -> Resource {
-    Resource::builder()
-        .with_service_name(service_name.to_owned())
-        .build()
+    let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attributes| {
+            attributes
+                .split(',')
+                .any(|kv| kv.trim_start().starts_with("service.name="))
+        });
+    let builder = Resource::builder();
+    if named {
+        builder.build()
+    } else {
+        builder.with_service_name(service_name.to_owned()).build()
+    }
 }
 
 fn install(provider: &SdkTracerProvider, format: LogFormat, test: bool) -> anyhow::Result<()> {
@@ -142,6 +194,9 @@ pub struct CollectedSpan {
     pub name: String,
     /// Hex trace id.
     pub trace_id: String,
+    /// `server` (an RPC served), `client` (a call to a peer) or
+    /// `internal`.
+    pub kind: &'static str,
     /// String attributes.
     pub attributes: Vec<(String, String)>,
 }
@@ -183,6 +238,11 @@ impl SpanProcessor for SpanCollector {
         let collected = CollectedSpan {
             name: span.name.to_string(),
             trace_id: span.span_context.trace_id().to_string(),
+            kind: match span.span_kind {
+                opentelemetry::trace::SpanKind::Server => "server",
+                opentelemetry::trace::SpanKind::Client => "client",
+                _ => "internal",
+            },
             attributes: span
                 .attributes
                 .iter()
@@ -216,6 +276,9 @@ pub fn init_for_tests() -> SpanCollector {
                 .with_span_processor(collector.clone())
                 .build();
             install(&provider, LogFormat::Text, true).expect("test telemetry installs once");
+            opentelemetry::global::set_meter_provider(
+                meter_provider(resource("purple-test")).build(),
+            );
             collector
         })
         .clone()

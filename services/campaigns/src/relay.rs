@@ -9,9 +9,10 @@
 use std::time::Duration;
 
 use purple_api::batch::MAX_BATCH_IDS;
-use purple_runtime::time::now_micros;
+use purple_runtime::{instruments, time::now_micros};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     clients::PeerClients,
@@ -96,6 +97,16 @@ impl Relay {
         if events.is_empty() {
             return Ok(false);
         }
+        // Only a delivery is traced: the idle poll above has no span.
+        let span = tracing::info_span!(
+            "outbox.deliver",
+            receiver = "metrics",
+            events = events.len()
+        );
+        self.send_to_metrics(events).instrument(span).await
+    }
+
+    async fn send_to_metrics(&self, events: Vec<crate::domain::Event>) -> Result<bool, String> {
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
         if let Err(e) = self.peers.record_events(events.clone()).await {
             // Metrics checks every event of a batch before it stores any,
@@ -138,6 +149,15 @@ impl Relay {
         if pending.is_empty() {
             return Ok(false);
         }
+        let span = tracing::info_span!(
+            "outbox.deliver",
+            receiver = "scoring",
+            events = pending.len()
+        );
+        self.send_to_scoring(pending).instrument(span).await
+    }
+
+    async fn send_to_scoring(&self, pending: Vec<(String, String)>) -> Result<bool, String> {
         let techniques: Vec<String> = pending
             .iter()
             .map(|(_, t)| t.clone())
@@ -157,14 +177,42 @@ impl Relay {
     }
 }
 
+/// How often the backlog gauges are refreshed.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
+impl Relay {
+    /// Refreshes the outbox gauges (`purple.outbox.backlog`, `oldest_age`).
+    async fn measure_backlog(&self) {
+        match self.store.backlog().await {
+            Ok(rows) => {
+                for (receiver, count, oldest) in rows {
+                    let receiver = if receiver == "metrics" {
+                        "metrics"
+                    } else {
+                        "scoring"
+                    };
+                    let count = u64::try_from(count).unwrap_or(0);
+                    instruments::outbox_backlog(receiver, count, oldest);
+                }
+            }
+            Err(err) => tracing::debug!(%err, "measuring the outbox backlog failed"),
+        }
+    }
+}
+
 /// Runs the relay until shutdown.
 pub async fn run_relay(relay: Relay, interval: Duration, shutdown: CancellationToken) {
     let mut metrics = Backoff::new(interval);
     let mut scoring = Backoff::new(interval);
+    let mut measured = Instant::now() - BACKLOG_EVERY;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
+        }
+        if measured.elapsed() >= BACKLOG_EVERY {
+            relay.measure_backlog().await;
+            measured = Instant::now();
         }
         for (backoff, receiver) in [(&mut metrics, "metrics"), (&mut scoring, "scoring")] {
             // Drain while batches keep coming, in order; stop at the first

@@ -4,6 +4,7 @@
 //! campaigns at once in one transaction.
 
 use std::{collections::BTreeSet, str::FromStr};
+use tracing::Instrument;
 
 use purple_api::common::v1::Role;
 use purple_runtime::{
@@ -155,6 +156,17 @@ impl Scheduler {
         if due.is_empty() {
             return Ok((Vec::new(), 0));
         }
+        // The idle poll above runs outside any span (no trace while there
+        // is nothing to do); a run that clones campaigns is one trace.
+        let span = tracing::info_span!("scheduler.run_due", campaigns = due.len());
+        self.clone_due(due, now).instrument(span).await
+    }
+
+    async fn clone_due(
+        &self,
+        due: Vec<CampaignRow>,
+        now: Micros,
+    ) -> Result<(Vec<CampaignRow>, usize), CampaignError> {
         let ids: Vec<String> = due.iter().map(|c| c.campaign_id.clone()).collect();
         let tests = self.store.tests_of_campaigns(&ids).await?;
         let red_techs = self.store.users_with_role(Role::RedTech).await?;

@@ -23,6 +23,12 @@ const PENDING_METRICS: &str = "
     SELECT event_id, payload FROM outbox WHERE metrics_delivered_at IS NULL ORDER BY seq LIMIT $1";
 const PENDING_SCORING: &str = "
     SELECT event_id, technique_id FROM outbox WHERE scoring_delivered_at IS NULL ORDER BY seq LIMIT $1";
+/// Per receiver, the undelivered events and the oldest one's instant (the
+/// pending indexes answer both).
+const BACKLOG: &str = "
+    SELECT 'metrics', CAST(COUNT(*) AS BIGINT), MIN(created_at) FROM outbox WHERE metrics_delivered_at IS NULL
+    UNION ALL
+    SELECT 'scoring', CAST(COUNT(*) AS BIGINT), MIN(created_at) FROM outbox WHERE scoring_delivered_at IS NULL";
 const MARK_METRICS: &str = "
     UPDATE outbox SET metrics_delivered_at = $2 WHERE event_id IN (SELECT value FROM json_each($1))";
 const MARK_SCORING: &str = "
@@ -163,6 +169,17 @@ impl CampaignStore {
                     .map_err(|e| sqlx::Error::Decode(e.into()))?
                     .event()
             })
+            .collect()
+    }
+
+    /// Per receiver, how many events wait and since when.
+    pub async fn backlog(&self) -> Result<Vec<(String, i64, Option<Micros>)>, sqlx::Error> {
+        self.db
+            .stmt(BACKLOG)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
             .collect()
     }
 

@@ -1,0 +1,93 @@
+//! Health that means something: with the database gone, every hosted
+//! service and the overall status turn NOT_SERVING within seconds (so
+//! readiness takes the pod out of its Service) while liveness stays
+//! SERVING (so the pod is not restarted for another system's outage);
+//! requests fail UNAVAILABLE instead of hanging; when the database is
+//! back, so is SERVING, and requests succeed. PostgreSQL pass only: the
+//! test owns a private cluster it can kill.
+
+use std::time::{Duration, Instant};
+
+use purple_api::ingest::v1::{ListTacticsRequest, ingest_service_client::IngestServiceClient};
+use purple_runtime::ServiceName;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::{helpers::spawn_app_with, pg_cluster::Cluster};
+
+async fn status(channel: &tonic::transport::Channel, service: &str) -> ServingStatus {
+    let answer = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .expect("health answers whatever the database");
+    ServingStatus::try_from(answer.get_ref().status).unwrap()
+}
+
+/// Waits until the overall status is `wanted`; how long it took.
+async fn until(channel: &tonic::transport::Channel, wanted: ServingStatus) -> Duration {
+    let started = Instant::now();
+    while status(channel, "").await != wanted {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "health never became {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn health_follows_the_database_down_and_back() {
+    if std::env::var("PURPLE_TEST_DATABASE_URL").is_err() {
+        eprintln!("PostgreSQL pass only");
+        return;
+    }
+    let Some(cluster) = Cluster::start(false) else {
+        eprintln!("needs root and PostgreSQL 15's server binaries: skipped");
+        return;
+    };
+    let url = cluster.url();
+    let app = spawn_app_with(|s| {
+        s.storage.database_url = Some(url);
+        s.storage.db_acquire_timeout_secs = 5;
+    })
+    .await;
+    let ingest = || IngestServiceClient::new(app.channel.clone());
+    assert_eq!(status(&app.bare, "").await, ServingStatus::Serving);
+
+    cluster.kill();
+    let down = until(&app.bare, ServingStatus::NotServing).await;
+    eprintln!("NOT_SERVING {down:?} after the database died");
+    assert!(down < Duration::from_secs(5), "{down:?}");
+    for service in ServiceName::ALL {
+        assert_eq!(
+            status(&app.bare, service.grpc_name()).await,
+            ServingStatus::NotServing
+        );
+    }
+    assert_eq!(status(&app.bare, "liveness").await, ServingStatus::Serving);
+    let started = Instant::now();
+    let refused = ingest()
+        .list_tactics(ListTacticsRequest {})
+        .await
+        .expect_err("no database, no answer");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a request waits {:?} for a dead database",
+        started.elapsed()
+    );
+
+    cluster.resume();
+    let back = until(&app.bare, ServingStatus::Serving).await;
+    eprintln!("SERVING {back:?} after the database returned");
+    assert!(back < Duration::from_secs(5), "{back:?}");
+    ingest()
+        .list_tactics(ListTacticsRequest {})
+        .await
+        .expect("served again");
+    app.shutdown().await.unwrap();
+}
