@@ -1,85 +1,46 @@
-//! `purple`: the server and its command-line clients.
+//! `purple`: the server and its command-line clients (`purple::cli::Cli`).
 
-use clap::{Parser, Subcommand};
-use purple_runtime::{ServiceName, Settings, shutdown, telemetry};
+use clap::Parser;
+use purple::cli::{Cli, Command, ServeArgs};
+use purple_runtime::{ServiceName, shutdown, telemetry};
 
-/// Purple: purple-team coverage, scores and operational metrics over gRPC.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let name = args.service.map_or("purple", ServiceName::as_str);
+    let telemetry = telemetry::init(name, telemetry::LogFormat::from_env())?;
+    let services = args.services();
+    let result = async {
+        let app = purple::Application::build(*args.settings, &services).await?;
+        tracing::info!(addr = %app.local_addr(), "serving");
+        app.run_until(shutdown::signal()).await
+    }
+    .await;
+    if let Err(err) = &result {
+        tracing::error!("{err:#}");
+    }
+    telemetry.shutdown().await;
+    result
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Serves the services (all four by default) with health and reflection.
-    Serve {
-        /// Serve only this service; the others are reached at their
-        /// configured addresses.
-        #[arg(long, env = "PURPLE_SERVICE", value_enum)]
-        service: Option<ServiceName>,
-        #[command(flatten)]
-        settings: Box<Settings>,
-    },
-    /// Imports catalogue files (a file or a directory) into a running
-    /// server, streaming them in chunks, and prints the report.
-    Import(purple::cli::import::ImportArgs),
-    /// Writes the ATT&CK Navigator layer of the current coverage to a file.
-    Layer(purple::cli::layer::LayerArgs),
-    /// Prints the operational summary of a window (MTTD, MTTR, rejection
-    /// rates, weekly trend) from a running server.
-    Metrics(purple::cli::metrics::MetricsArgs),
-    /// Signs bearer tokens with the deployment's key.
-    #[command(subcommand)]
-    Token(purple::cli::token::TokenCommand),
-    /// Database administration: the schemas and roles of a least-privilege
-    /// PostgreSQL deployment.
-    #[command(subcommand)]
-    Db(purple::cli::db::DbCommand),
-    /// Applies pending migrations and exits.
-    Migrate {
-        /// Migrate only this service.
-        #[arg(long, env = "PURPLE_SERVICE", value_enum)]
-        service: Option<ServiceName>,
-        #[command(flatten)]
-        settings: Box<Settings>,
-    },
-}
-
-fn selected(service: Option<ServiceName>) -> Vec<ServiceName> {
-    service.map_or_else(|| ServiceName::ALL.to_vec(), |s| vec![s])
+async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
+    let telemetry = telemetry::init("purple-migrate", telemetry::LogFormat::from_env())?;
+    let result = purple::migrate(&args.settings, &args.services())
+        .await
+        .map(drop);
+    telemetry.shutdown().await;
+    result
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or_else(|| Command::Serve {
-        service: None,
-        settings: Box::new(Settings::defaults()),
-    });
-    match command {
-        Command::Serve { service, settings } => {
-            let name = service.map_or("purple", ServiceName::as_str);
-            let telemetry = telemetry::init(name, telemetry::LogFormat::from_env())?;
-            let app = purple::Application::build(*settings, &selected(service)).await?;
-            tracing::info!(addr = %app.local_addr(), "serving");
-            let result = app.run_until(shutdown::signal()).await;
-            telemetry.shutdown().await;
-            result
-        }
-        Command::Import(args) => purple::cli::import::run(args).await,
-        Command::Layer(args) => purple::cli::layer::run(args).await,
-        Command::Metrics(args) => purple::cli::metrics::run(args).await,
-        Command::Token(command) => purple::cli::token::run(command),
-        Command::Db(command) => purple::cli::db::run(command).await,
-        Command::Migrate { service, settings } => {
-            let telemetry = telemetry::init("purple-migrate", telemetry::LogFormat::from_env())?;
-            let result = purple::migrate(&settings, &selected(service))
-                .await
-                .map(drop);
-            telemetry.shutdown().await;
-            result
-        }
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Migrate(args)) => migrate(args).await,
+        Some(Command::Import(args)) => purple::cli::import::run(args, &cli.client).await,
+        Some(Command::Layer(args)) => purple::cli::layer::run(args, &cli.client).await,
+        Some(Command::Metrics(args)) => purple::cli::metrics::run(args, &cli.client).await,
+        Some(Command::Token(command)) => purple::cli::token::run(command),
+        Some(Command::Db(command)) => purple::cli::db::run(command).await,
     }
 }

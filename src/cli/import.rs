@@ -190,7 +190,7 @@ pub fn chunks(
 }
 
 /// Runs the command.
-pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
+pub async fn run(args: ImportArgs, client: &super::ClientArgs) -> anyhow::Result<()> {
     let files = collect_files(args.kind, &args.path)?;
     let total: u64 = files
         .iter()
@@ -207,7 +207,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         files.len(),
         args.kind.name()
     ));
-    let mut client = IngestServiceClient::new(args.server.connect().await?)
+    let mut client = IngestServiceClient::new(args.server.connect(client).await?)
         .max_encoding_message_size(64 << 20)
         .max_decoding_message_size(64 << 20);
     let result = client

@@ -35,9 +35,9 @@ pub struct LayerArgs {
 }
 
 /// Runs the command.
-pub async fn run(args: LayerArgs) -> anyhow::Result<()> {
-    let mut client =
-        ScoringServiceClient::new(args.server.connect().await?).max_decoding_message_size(64 << 20);
+pub async fn run(args: LayerArgs, client: &super::ClientArgs) -> anyhow::Result<()> {
+    let mut client = ScoringServiceClient::new(args.server.connect(client).await?)
+        .max_decoding_message_size(64 << 20);
     let layer = client
         .export_navigator_layer(ExportNavigatorLayerRequest {
             name: args.name.unwrap_or_default(),

@@ -36,10 +36,10 @@ pub struct MetricsArgs {
 }
 
 /// Runs the command.
-pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
+pub async fn run(args: MetricsArgs, client: &super::ClientArgs) -> anyhow::Result<()> {
     let to = args.to.unwrap_or_else(Utc::now);
     let from = args.from.unwrap_or(to - Duration::weeks(12));
-    let mut client = MetricsServiceClient::new(args.server.connect().await?);
+    let mut client = MetricsServiceClient::new(args.server.connect(client).await?);
     let summary = client
         .get_operational_summary(GetOperationalSummaryRequest {
             filter: Some(MetricFilter {

@@ -1,4 +1,6 @@
-//! Client subcommands: they reach a running server named by `--server` /
+//! The command line ([`Cli`]): `purple` and `purple serve` serve, `migrate`
+//! and `db` prepare the databases, `token` signs tokens, and the client
+//! subcommands reach a running server named by `--server` /
 //! `PURPLE_SERVER` and print what it answers.
 
 pub mod db;
@@ -11,30 +13,105 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
-use clap::Args;
-use purple_runtime::{auth::bootstrap, tracecontext::TraceInjector};
+use clap::{Args, Parser, Subcommand};
+use purple_runtime::{ServiceName, Settings, auth::bootstrap, tracecontext::TraceInjector};
 use tonic::{
     metadata::AsciiMetadataValue,
     service::interceptor::InterceptedService,
     transport::{Certificate, Channel, ClientTlsConfig},
 };
 
-/// Where the server is and who is asking.
+/// The command line: `purple` alone serves (with `purple serve`'s flags),
+/// subcommands do the rest.
+#[derive(Parser, Debug)]
+#[command(
+    name = "purple",
+    version,
+    about = "Purple: purple-team coverage, scores and operational metrics over gRPC."
+)]
+pub struct Cli {
+    /// What to do; serving when absent.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The flags of `purple serve`, for `purple` without a subcommand.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The server client subcommands talk to, before or after their name.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serves the services (all four by default) with health and reflection.
+    Serve(ServeArgs),
+    /// Imports catalogue files (a file or a directory) into a running
+    /// server, streaming them in chunks, and prints the report.
+    Import(import::ImportArgs),
+    /// Writes the ATT&CK Navigator layer of the current coverage to a file.
+    Layer(layer::LayerArgs),
+    /// Prints the operational summary of a window (MTTD, MTTR, rejection
+    /// rates, weekly trend) from a running server.
+    Metrics(metrics::MetricsArgs),
+    /// Signs bearer tokens with the deployment's key.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Database administration: the schemas and roles of a least-privilege
+    /// PostgreSQL deployment.
+    #[command(subcommand)]
+    Db(db::DbCommand),
+    /// Applies pending migrations and exits.
+    Migrate(ServeArgs),
+}
+
+/// What `serve` (and `migrate`) take: the service and every setting.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Serve (or migrate) only this service; the others are reached at
+    /// their configured addresses.
+    #[arg(long, env = "PURPLE_SERVICE", value_enum)]
+    pub service: Option<ServiceName>,
+    #[command(flatten)]
+    pub settings: Box<Settings>,
+}
+
+impl ServeArgs {
+    /// The services selected: one, or all four.
+    pub fn services(&self) -> Vec<ServiceName> {
+        self.service
+            .map_or_else(|| ServiceName::ALL.to_vec(), |s| vec![s])
+    }
+}
+
+/// Where a client subcommand's server is and who is asking. Global: given
+/// before or after the subcommand's name.
 #[derive(Args, Clone, Debug)]
-pub struct ServerArg {
-    /// The server to talk to (https:// for TLS).
-    #[arg(long, env = "PURPLE_SERVER", default_value = "http://127.0.0.1:50051")]
+pub struct ClientArgs {
+    /// The server a client subcommand talks to (https:// for TLS).
+    #[arg(
+        long,
+        env = "PURPLE_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     pub server: String,
 
-    /// The bearer token to send. Default: --token-file, else the admin
-    /// token the embedded server created in --data-dir.
-    #[arg(long, env = "PURPLE_TOKEN", hide_env_values = true)]
+    /// The bearer token a client subcommand sends. Default: --token-file,
+    /// else the admin token the embedded server created in its data
+    /// directory.
+    #[arg(long, env = "PURPLE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
-    /// A file holding the bearer token.
-    #[arg(long, env = "PURPLE_TOKEN_FILE")]
+    /// A file holding the bearer token a client subcommand sends.
+    #[arg(long, env = "PURPLE_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+}
 
+/// A client subcommand's local files: the embedded server's data directory
+/// (its admin token) and the CA of an https:// server.
+#[derive(Args, Clone, Debug)]
+pub struct ServerArg {
     /// The embedded server's data directory, where it wrote admin.token.
     #[arg(long, env = "PURPLE_DATA_DIR", default_value = "./purple-data")]
     pub data_dir: PathBuf,
@@ -66,11 +143,11 @@ impl tonic::service::Interceptor for ClientInterceptor {
 impl ServerArg {
     /// The token to present: --token, --token-file, or the data
     /// directory's admin token; None when there is none.
-    fn token(&self) -> anyhow::Result<Option<String>> {
-        if let Some(token) = &self.token {
+    fn token(&self, client: &ClientArgs) -> anyhow::Result<Option<String>> {
+        if let Some(token) = &client.token {
             return Ok(Some(token.trim().to_owned()));
         }
-        let path = match &self.token_file {
+        let path = match &client.token_file {
             Some(path) => path.clone(),
             None => {
                 let embedded = bootstrap::admin_token_path(&self.data_dir);
@@ -86,9 +163,12 @@ impl ServerArg {
     }
 
     /// A traced, authenticated channel to the server.
-    pub async fn connect(&self) -> anyhow::Result<InterceptedService<Channel, ClientInterceptor>> {
-        let mut endpoint = Channel::from_shared(self.server.clone())?;
-        if self.server.starts_with("https://") {
+    pub async fn connect(
+        &self,
+        client: &ClientArgs,
+    ) -> anyhow::Result<InterceptedService<Channel, ClientInterceptor>> {
+        let mut endpoint = Channel::from_shared(client.server.clone())?;
+        if client.server.starts_with("https://") {
             let mut tls = client_tls(self.tls_ca_file.as_deref())?;
             if let Some(host) = endpoint.uri().host() {
                 tls = tls.domain_name(host);
@@ -98,9 +178,9 @@ impl ServerArg {
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.server))?;
+            .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", client.server))?;
         let token = self
-            .token()?
+            .token(client)?
             .map(|t| format!("Bearer {t}").parse())
             .transpose()
             .context("the token is not valid header text")?;

@@ -72,7 +72,7 @@ pub struct MintArgs {
     #[arg(long, env = "PURPLE_DATA_DIR", default_value = "./purple-data")]
     data_dir: PathBuf,
     #[command(flatten)]
-    auth: AuthSettings,
+    auth: Box<AuthSettings>,
 }
 
 /// Runs a token command.

@@ -868,11 +868,7 @@ async fn with_metrics_down_transitions_succeed_and_every_event_arrives_once_when
     use purple_runtime::ServiceName;
 
     // Reserve a port for metrics, then leave it closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let metrics_addr = format!("http://127.0.0.1:{port}");
     let app = crate::helpers::spawn_services(
         &[

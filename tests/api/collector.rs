@@ -143,6 +143,14 @@ impl Collector {
         self.received.spans.lock().unwrap().clone()
     }
 
+    /// The spans of one trace received so far.
+    pub fn trace(&self, trace_id: &str) -> Vec<ReceivedSpan> {
+        self.spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id)
+            .collect()
+    }
+
     /// The names of the metrics received so far.
     pub fn metric_names(&self) -> Vec<String> {
         self.received.metric_names.lock().unwrap().clone()

@@ -390,6 +390,15 @@ impl Cost {
     }
 }
 
+/// A free port on loopback, for a process the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A protobuf timestamp at whole seconds since the epoch.
 pub fn ts(secs: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {

@@ -67,11 +67,7 @@ impl Cluster {
             "{}",
             String::from_utf8_lossy(&init.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::helpers::free_port();
         let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1",
             data.display()

@@ -11,11 +11,7 @@ use tonic_health::pb::{
 #[tokio::test]
 async fn a_dead_collector_slows_nothing_and_sigterm_exits_zero_within_five_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_purple"))
         .arg("serve")
         .env("PURPLE_LISTEN", format!("127.0.0.1:{port}"))

@@ -41,19 +41,10 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{campaigns::CATALOG, collector::Collector, tls::pki};
+use crate::{campaigns::CATALOG, collector::Collector, helpers::free_port, tls::pki};
 
 /// The name the second scoring replica joins behind.
 const SCORING_NAME: &str = "scoring.purple.test";
-
-/// A free port on loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One `purple serve --service X` process, killed when dropped.
 struct Process {
@@ -696,12 +687,7 @@ async fn one_trace(deployment: &Deployment, token: &impl Fn(&str, Role) -> Strin
     .await
     .unwrap();
     poll("the trace reached the collector", async || {
-        let spans: Vec<_> = deployment
-            .collector
-            .spans()
-            .into_iter()
-            .filter(|s| s.trace_id == trace_id)
-            .collect();
+        let spans = deployment.collector.trace(&trace_id);
         let services: std::collections::BTreeSet<&str> = spans
             .iter()
             .filter(|s| s.kind == 2)
@@ -712,12 +698,7 @@ async fn one_trace(deployment: &Deployment, token: &impl Fn(&str, Role) -> Strin
     .await;
     // Let the last batches arrive.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let spans: Vec<_> = deployment
-        .collector
-        .spans()
-        .into_iter()
-        .filter(|s| s.trace_id == trace_id)
-        .collect();
+    let spans = deployment.collector.trace(&trace_id);
     assert!(spans.len() >= 3);
     let servers: Vec<_> = spans.iter().filter(|s| s.kind == 2).collect();
     for server in &servers {

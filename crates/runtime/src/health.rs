@@ -70,7 +70,8 @@ impl Health {
     pub async fn database(&self, service: &'static str, up: bool) {
         let mut state = self.state.lock().await;
         let before = state.database_up.insert(service, up);
-        if before != Some(up) {
+        // Log transitions only: not the first probe of a database that is up.
+        if before.unwrap_or(true) != up {
             if up {
                 tracing::info!(service, "database reachable again: SERVING");
             } else {

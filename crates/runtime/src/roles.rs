@@ -60,6 +60,8 @@ BEGIN
   EXECUTE format('GRANT CONNECT ON DATABASE %I TO {owner}, {runtime}', current_database());
 END
 $$;
+ALTER ROLE {owner} SET search_path = {schema};
+ALTER ROLE {runtime} SET search_path = {schema};
 CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {owner};
 ALTER SCHEMA {schema} OWNER TO {owner};
 REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
