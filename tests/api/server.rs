@@ -133,3 +133,18 @@ async fn health_goes_not_serving_on_shutdown_and_the_server_exits_cleanly() {
     drop(watch);
     handle.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_process_refuses_to_start_without_the_address_of_a_peer_it_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = crate::helpers::test_settings(dir.path());
+    let refused = purple::Application::build(settings, &[ServiceName::Scoring])
+        .await
+        .err()
+        .expect("scoring alone needs to know where ingest and campaigns are");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("scoring calls ingest") && message.contains("--ingest-addr"),
+        "{message}"
+    );
+}
