@@ -20,6 +20,7 @@ use purple_runtime::{
     instruments, scrape,
     server::{Exposure, GrpcServer},
     settings::Toggle,
+    upload::UploadLimits,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -167,6 +168,9 @@ fn service_credentials(
     })
 }
 
+/// The most files one upload may hold.
+const MAX_UPLOAD_FILES: usize = 100_000;
+
 /// A bound, migrated server, ready to run.
 pub struct Application {
     server: GrpcServer,
@@ -245,6 +249,13 @@ impl Application {
             None => None,
         };
         tasks.spawn(credentials.refresh(shutdown.clone()));
+        let limits = &settings.limits;
+        let uploads = UploadLimits::new(
+            limits.max_import_bytes,
+            limits.max_upload_buffer_bytes,
+            std::time::Duration::from_secs(limits.upload_idle_timeout_secs.max(1)),
+            MAX_UPLOAD_FILES,
+        );
         for (service, db) in services.iter().zip(&databases) {
             pool_watches.push(instruments::watch_pool(db));
             tasks.spawn(server.health().watch_database(
@@ -258,6 +269,7 @@ impl Application {
                 settings: settings.clone(),
                 shutdown: shutdown.clone(),
                 tasks: tasks.clone(),
+                uploads: uploads.clone(),
             };
             match service {
                 ServiceName::Ingest => server.add_service(purple_ingest::build(ctx)?),

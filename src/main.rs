@@ -1,6 +1,5 @@
 //! `purple`: the server and its command-line clients (`purple::cli::Cli`).
 
-use clap::Parser;
 use purple::cli::{Cli, Command, ServeArgs};
 use purple_runtime::{ServiceName, shutdown, telemetry};
 
@@ -32,12 +31,13 @@ async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Migrate(args)) => migrate(args).await,
         Some(Command::Import(args)) => purple::cli::import::run(args, &cli.client).await,
+        Some(Command::Export(args)) => purple::cli::history::export(args, &cli.client).await,
         Some(Command::Layer(args)) => purple::cli::layer::run(args, &cli.client).await,
         Some(Command::Metrics(args)) => purple::cli::metrics::run(args, &cli.client).await,
         Some(Command::Token(command)) => purple::cli::token::run(command),

@@ -17,12 +17,21 @@ use super::{ServerArg, status_error};
 /// How much of a file one chunk carries.
 const CHUNK_BYTES: usize = 1024 * 1024;
 
+/// What an import feeds: a catalogue kind (ingest) or a history
+/// (campaigns).
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    Catalogue(Kind),
+    History,
+}
+
 /// Imports files of one kind.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// attack, d3fend, sigma, elastic, atomic, caldera, lolbas, nist or cve.
+    /// attack, d3fend, sigma, elastic, atomic, caldera, lolbas, nist, cve,
+    /// or history (one NDJSON file, docs/formats/history.md).
     #[arg(value_parser = parse_kind)]
-    kind: Kind,
+    kind: Target,
     /// A file, or a directory whose matching files are imported together.
     path: PathBuf,
     /// Print the report as JSON.
@@ -32,9 +41,12 @@ pub struct ImportArgs {
     server: ServerArg,
 }
 
-fn parse_kind(name: &str) -> Result<Kind, String> {
-    Kind::parse(name).ok_or_else(|| {
-        format!("unknown kind {name:?}; expected attack, d3fend, sigma, elastic, atomic, caldera, lolbas, nist or cve")
+fn parse_kind(name: &str) -> Result<Target, String> {
+    if name == "history" {
+        return Ok(Target::History);
+    }
+    Kind::parse(name).map(Target::Catalogue).ok_or_else(|| {
+        format!("unknown kind {name:?}; expected attack, d3fend, sigma, elastic, atomic, caldera, lolbas, nist, cve or history")
     })
 }
 
@@ -191,7 +203,13 @@ pub fn chunks(
 
 /// Runs the command.
 pub async fn run(args: ImportArgs, client: &super::ClientArgs) -> anyhow::Result<()> {
-    let files = collect_files(args.kind, &args.path)?;
+    let kind = match args.kind {
+        Target::History => {
+            return super::history::import(&args.path, args.json, &args.server, client).await;
+        }
+        Target::Catalogue(kind) => kind,
+    };
+    let files = collect_files(kind, &args.path)?;
     let total: u64 = files
         .iter()
         .filter_map(|f| f.metadata().ok())
@@ -202,16 +220,12 @@ pub async fn run(args: ImportArgs, client: &super::ClientArgs) -> anyhow::Result
             .expect("a valid template")
             .progress_chars("=> "),
     );
-    progress.set_message(format!(
-        "importing {} {} file(s)",
-        files.len(),
-        args.kind.name()
-    ));
+    progress.set_message(format!("importing {} {} file(s)", files.len(), kind.name()));
     let mut client = IngestServiceClient::new(args.server.connect(client).await?)
         .max_encoding_message_size(64 << 20)
         .max_decoding_message_size(64 << 20);
     let result = client
-        .import(chunks(args.kind, &args.path, files, progress.clone()))
+        .import(chunks(kind, &args.path, files, progress.clone()))
         .await;
     progress.finish_and_clear();
     let report = result

@@ -4,6 +4,7 @@
 //! `PURPLE_SERVER` and print what it answers.
 
 pub mod db;
+pub mod history;
 pub mod import;
 pub mod layer;
 pub mod metrics;
@@ -49,6 +50,8 @@ pub enum Command {
     /// Imports catalogue files (a file or a directory) into a running
     /// server, streaming them in chunks, and prints the report.
     Import(import::ImportArgs),
+    /// Exports data (the program's history) from a running server.
+    Export(history::ExportArgs),
     /// Writes the ATT&CK Navigator layer of the current coverage to a file.
     Layer(layer::LayerArgs),
     /// Prints the operational summary of a window (MTTD, MTTR, rejection
@@ -74,6 +77,39 @@ pub struct ServeArgs {
     pub service: Option<ServiceName>,
     #[command(flatten)]
     pub settings: Box<Settings>,
+}
+
+impl Cli {
+    /// Parses the command line; a serve flag given before a subcommand
+    /// (`purple --data-dir x import ...`) is refused rather than ignored.
+    pub fn parse_checked() -> Self {
+        use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+        let mut command = Self::command();
+        let matches = command.get_matches_mut();
+        let cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let Some((name, _)) = matches.subcommand() {
+            let misplaced: Vec<String> = command
+                .get_arguments()
+                .filter(|a| !a.is_global_set())
+                .filter(|a| {
+                    matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine)
+                })
+                .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                .collect();
+            if !misplaced.is_empty() {
+                command
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "{} before `{name}` set(s) what `purple` serves with; put it after `{name}`",
+                            misplaced.join(", ")
+                        ),
+                    )
+                    .exit();
+            }
+        }
+        cli
+    }
 }
 
 impl ServeArgs {

@@ -525,7 +525,7 @@ async fn aggregates_count_effective_tests_per_chain_now_and_as_of_the_past() {
         (4, 3, 1, 2, 1, 0, 0, 1)
     );
     assert_eq!(
-        a.triggered_rule_ids,
+        rule_ids(&a.triggered_rules),
         ["rule-a", "rule-c"],
         "rules fired on effective tests only"
     );
@@ -561,7 +561,7 @@ async fn aggregates_count_effective_tests_per_chain_now_and_as_of_the_past() {
         ),
         (1, 1, 0)
     );
-    assert_eq!(past[0].triggered_rule_ids, ["rule-a"]);
+    assert_eq!(rule_ids(&past[0].triggered_rules), ["rule-a"]);
     // Then only the first test existed: the retest, the second chain and
     // the cancelled and planned tests came later.
     assert_eq!(
@@ -1296,7 +1296,7 @@ async fn tallies_kept_on_write_survive_concurrent_transitions_of_one_technique()
         ),
         (12, 12, 12, 3, 3, 3, 3)
     );
-    assert_eq!(a.triggered_rule_ids, ["r1", "r2", "r3"]);
+    assert_eq!(rule_ids(&a.triggered_rules), ["r1", "r2", "r3"]);
 }
 
 #[tokio::test]
@@ -1398,7 +1398,10 @@ async fn detection_results_stale_tests_and_list_filters() {
         .unwrap()
         .into_inner()
         .aggregates;
-    assert_eq!(aggregate[0].triggered_rule_ids, ["rule-x", "rule-y"]);
+    assert_eq!(
+        rule_ids(&aggregate[0].triggered_rules),
+        ["rule-x", "rule-y"]
+    );
 
     // Stale: effective tests validated before the cut-off.
     let validated_at = validated.validated_at.unwrap();
@@ -1704,4 +1707,9 @@ async fn list_pages_do_not_shift_when_tests_are_created_between_them() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+/// The ids of rule references, in order.
+pub fn rule_ids(refs: &[purple_api::common::v1::RuleRef]) -> Vec<String> {
+    refs.iter().map(|r| r.rule_id.clone()).collect()
 }

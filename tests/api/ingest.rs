@@ -263,17 +263,21 @@ async fn every_corpus_imports_with_its_counts_and_the_catalog_inputs_follow() {
     );
 
     let sigma = import(&app, Kind::Sigma, "sigma").await.unwrap();
-    assert_eq!(sigma.files.len(), 152);
+    // Counted independently from the files (a Python reading of the Sigma
+    // specification, collections merged): 157 files, 157 rules, 244
+    // technique tags, 7 CVE tags; 9 name v19 ids or techniques revoked in
+    // v18.1.
+    assert_eq!(sigma.files.len(), 157);
     assert_eq!(
         (
             counts(&sigma, "rule").0,
             counts(&sigma, "rule_technique").0,
             counts(&sigma, "rule_cve").0
         ),
-        (152, 237, 7)
+        (157, 244, 7)
     );
     assert_eq!(
-        sigma.unresolved_references, 8,
+        sigma.unresolved_references, 9,
         "v19 ids and techniques revoked in v18.1"
     );
     let elastic = import(&app, Kind::Elastic, "elastic-detection-rules")
@@ -284,7 +288,7 @@ async fn every_corpus_imports_with_its_counts_and_the_catalog_inputs_follow() {
             counts(&elastic, "rule").0,
             counts(&elastic, "rule_technique").0
         ),
-        (63, 185)
+        (66, 192)
     );
     assert_eq!(
         elastic.unresolved_references, 1,
@@ -372,7 +376,7 @@ async fn every_corpus_imports_with_its_counts_and_the_catalog_inputs_follow() {
                 i.technique_id.as_str(),
                 i.countermeasure_count,
                 i.actor_count,
-                i.enabled_rule_ids.len(),
+                i.enabled_rules.len(),
             )
         })
         .collect();
@@ -482,7 +486,7 @@ async fn malformed_files_are_refused_with_file_and_place_and_change_nothing() {
         .unwrap()
         .into_inner();
     assert!(
-        rules.inputs[0].enabled_rule_ids.is_empty(),
+        rules.inputs[0].enabled_rules.is_empty(),
         "the refused sigma import wrote no rule"
     );
 
@@ -706,4 +710,127 @@ async fn shutdown_waits_for_an_import_in_flight() {
         .unwrap();
     assert_eq!(counts(&report, "technique").0, 1);
     server.await.unwrap().unwrap();
+}
+
+/// Every stored rule, listed page by page.
+async fn all_rules(app: &TestApp) -> Vec<purple_api::ingest::v1::DetectionRule> {
+    let mut ingest = client(app);
+    let (mut rules, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = ingest
+            .list_detection_rules(purple_api::ingest::v1::ListDetectionRulesRequest {
+                page_size: 37,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        rules.extend(page.rules);
+        if page.next_page_token.is_empty() {
+            return rules;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// The three upstream ids that are both a Sigma and an Elastic rule.
+const SHARED_IDS: [&str; 3] = [
+    "2f0bae2d-bf20-4465-be86-1311addebaa3",
+    "b45ab1d2-712f-4f01-a751-df3826969807",
+    "ee39a9f7-5a79-4b0a-9815-d36b3cf28d3e",
+];
+
+#[tokio::test]
+async fn sigma_and_elastic_rules_are_keyed_by_source_in_either_order_and_settle() {
+    let mut stored = Vec::new();
+    for order in [[Kind::Sigma, Kind::Elastic], [Kind::Elastic, Kind::Sigma]] {
+        let app = spawn_app().await;
+        for kind in order {
+            let path = if kind == Kind::Sigma {
+                "sigma"
+            } else {
+                "elastic-detection-rules"
+            };
+            import(&app, kind, path).await.unwrap();
+        }
+        // Each import again: nothing created, nothing updated.
+        for kind in order {
+            let path = if kind == Kind::Sigma {
+                "sigma"
+            } else {
+                "elastic-detection-rules"
+            };
+            let again = import(&app, kind, path).await.unwrap();
+            for entity in ["rule", "rule_technique", "rule_cve"] {
+                let (created, updated, ..) = counts(&again, entity);
+                assert_eq!((created, updated), (0, 0), "{kind:?} {entity} again");
+            }
+        }
+        stored.push(all_rules(&app).await);
+
+        // The listing's filters, and lookups by a shared id.
+        let mut ingest = client(&app);
+        let listed = |source: &str, enabled: Option<bool>, technique: &str| {
+            purple_api::ingest::v1::ListDetectionRulesRequest {
+                source: source.into(),
+                enabled,
+                technique_id: technique.into(),
+                page_size: 1000,
+                ..Default::default()
+            }
+        };
+        let sigma = ingest
+            .list_detection_rules(listed("sigma", None, ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .rules;
+        assert_eq!(sigma.len(), 157);
+        assert!(sigma.iter().all(|r| r.source == "sigma"));
+        let disabled = ingest
+            .list_detection_rules(listed("", Some(false), ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .rules;
+        assert!(!disabled.is_empty() && disabled.iter().all(|r| !r.enabled));
+        let mapped = ingest
+            .list_detection_rules(listed("", None, "T1003.001"))
+            .await
+            .unwrap()
+            .into_inner()
+            .rules;
+        assert!(!mapped.is_empty());
+        assert!(
+            mapped
+                .iter()
+                .all(|r| r.technique_ids.contains(&"T1003.001".to_owned()))
+        );
+        let bad = ingest
+            .list_detection_rules(listed("splunk", None, ""))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+        let both = ingest
+            .get_detection_rules_by_ids(purple_api::ingest::v1::GetDetectionRulesByIdsRequest {
+                rule_ids: vec![SHARED_IDS[0].into()],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .rules;
+        let sources: Vec<&str> = both.iter().map(|r| r.source.as_str()).collect();
+        assert_eq!(sources, ["elastic", "sigma"]);
+        assert_ne!(both[0].title, both[1].title);
+    }
+    assert_eq!(stored[0], stored[1], "the same rules whichever came first");
+    assert_eq!(stored[0].len(), 157 + 66, "every rule of both sources");
+    for id in SHARED_IDS {
+        assert_eq!(
+            stored[0].iter().filter(|r| r.rule_id == id).count(),
+            2,
+            "{id} is a Sigma and an Elastic rule"
+        );
+    }
 }

@@ -9,6 +9,7 @@ mod collector;
 mod database_health;
 mod deploy;
 mod helpers;
+mod history;
 mod hostile;
 mod ingest;
 mod metrics;

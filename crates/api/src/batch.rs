@@ -101,6 +101,16 @@ pub fn check_ids(field: &str, ids: &[String]) -> Result<(), BatchTooLarge> {
     Ok(())
 }
 
+/// An id as an error message may quote it: at most 64 characters, quoted,
+/// so a hostile id is never echoed back whole.
+pub fn shown(id: &str) -> String {
+    let mut short: String = id.chars().take(64).collect();
+    if short.len() < id.len() {
+        short.push('…');
+    }
+    format!("{short:?}")
+}
+
 /// Answers a batch in request order: the found items, and the requested
 /// ids that were not found (each once, in request order).
 pub fn in_request_order<T: Clone>(

@@ -2,7 +2,7 @@
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{Database, clients::Peers, settings::Settings};
+use crate::{Database, clients::Peers, settings::Settings, upload::UploadLimits};
 
 /// A service's database, its peers, the settings, and the shutdown token
 /// that its background tasks (outbox relay, scheduler) watch.
@@ -18,4 +18,7 @@ pub struct ServiceContext {
     pub shutdown: CancellationToken,
     /// Background tasks to await before the process exits.
     pub tasks: TaskTracker,
+    /// The process's upload limits: one buffer shared by every upload in
+    /// progress, whichever service receives it.
+    pub uploads: UploadLimits,
 }

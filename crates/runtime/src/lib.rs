@@ -22,6 +22,7 @@ pub mod status;
 pub mod telemetry;
 pub mod time;
 pub mod tracecontext;
+pub mod upload;
 
 pub use context::ServiceContext;
 pub use db::{Backend, Database, MigrationFile, Migrations};

@@ -54,6 +54,31 @@ pub fn invalid_argument(field: &str, reason: &str) -> Status {
     invalid_argument_because(field, reason, reason::INVALID_FIELD)
 }
 
+/// INVALID_ARGUMENT for an upload whose records are refused: one field
+/// violation per record (`line 12: executed_at`), the first of them and
+/// the total in the message.
+pub fn invalid_records(violations: &[(String, String)], total: usize) -> Status {
+    let mut details = ErrorDetails::new();
+    for (field, why) in violations {
+        details.add_bad_request_violation(field.clone(), why.clone());
+    }
+    details.set_error_info(
+        reason::INVALID_FIELD,
+        ERROR_DOMAIN,
+        HashMap::from([("refused_records".to_owned(), total.to_string())]),
+    );
+    let first = violations
+        .first()
+        .map(|(field, why)| format!("{field}: {why}"))
+        .unwrap_or_default();
+    let more = if total > 1 {
+        format!(" (and {} more; nothing was imported)", total - 1)
+    } else {
+        " (nothing was imported)".to_owned()
+    };
+    Status::with_error_details(Code::InvalidArgument, format!("{first}{more}"), details)
+}
+
 /// INVALID_ARGUMENT for a batch over the limit: the field, and an
 /// `ErrorInfo` whose metadata names the limit.
 pub fn batch_limit(err: &purple_api::batch::BatchTooLarge) -> Status {

@@ -3,15 +3,18 @@
 //! reports or people, and converts the answer back; errors become a status
 //! once, through `CampaignError`.
 
+use futures::StreamExt;
 use purple_api::campaigns::v1::{self as pb, campaigns_service_server::CampaignsService};
 use purple_runtime::auth;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::{
     campaign::Campaigns,
     convert::{self, in_order, tests_pb},
     domain::Input,
     error::CampaignError,
+    history::History,
     people::People,
     relay::Relay,
     report::Reports,
@@ -27,6 +30,7 @@ pub struct CampaignsApi {
     pub(crate) reports: Reports,
     pub(crate) people: People,
     pub(crate) relay: Relay,
+    pub(crate) history: History,
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
@@ -430,5 +434,53 @@ impl CampaignsService for CampaignsApi {
             dead_letters: rows.into_iter().map(convert::dead_letter_pb).collect(),
             next_page_token,
         }))
+    }
+
+    async fn get_detection_results(
+        &self,
+        request: Request<pb::GetDetectionResultsRequest>,
+    ) -> Rpc<pb::GetDetectionResultsResponse> {
+        let ids = &request.get_ref().test_ids;
+        let (results, missing_ids) = self.workflow.detection_results(ids).await?;
+        Ok(Response::new(pb::GetDetectionResultsResponse {
+            results: results.into_iter().map(convert::result_pb).collect(),
+            missing_ids,
+        }))
+    }
+
+    async fn import_history(
+        &self,
+        request: Request<Streaming<pb::ImportHistoryRequest>>,
+    ) -> Rpc<pb::ImportHistoryResponse> {
+        // Its own task: a client that vanishes mid-upload drops this
+        // handler, and the import still sees the broken stream.
+        let history = self.history.clone();
+        let stream = request
+            .into_inner()
+            .map(|chunk| chunk.map(convert::history_chunk));
+        let run = tokio::spawn(
+            async move { history.import(stream).await }.instrument(tracing::Span::current()),
+        );
+        let report = match run.await {
+            Ok(report) => report?,
+            Err(e) => return Err(CampaignError::Internal(format!("import task: {e}")).into()),
+        };
+        Ok(Response::new(convert::history_report_pb(report)))
+    }
+
+    type ExportHistoryStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::ExportHistoryResponse, Status>> + Send>,
+    >;
+
+    async fn export_history(
+        &self,
+        _request: Request<pb::ExportHistoryRequest>,
+    ) -> Rpc<Self::ExportHistoryStream> {
+        let stream = self.history.export().map(|chunk| {
+            chunk
+                .map(|data| pb::ExportHistoryResponse { data })
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -69,6 +69,24 @@ impl PeerClients {
             .collect())
     }
 
+    /// What the catalogue says of techniques: the ids it knows, and those
+    /// revoked or deprecated.
+    pub async fn technique_states(
+        &self,
+        ids: &[String],
+    ) -> Result<(BTreeSet<String>, BTreeMap<String, &'static str>), CampaignError> {
+        let (found, _) = self.ingest.techniques_by_ids(ids).await?;
+        let mut retired = BTreeMap::new();
+        for t in &found {
+            if t.revoked {
+                retired.insert(t.technique_id.clone(), "revoked");
+            } else if t.deprecated {
+                retired.insert(t.technique_id.clone(), "deprecated");
+            }
+        }
+        Ok((found.into_iter().map(|t| t.technique_id).collect(), retired))
+    }
+
     /// Names and tactics of techniques; unknown ids are left out.
     pub async fn technique_details(
         &self,

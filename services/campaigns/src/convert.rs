@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use purple_api::{
-    batch::in_request_order,
+    batch::{in_request_order, shown},
     campaigns::v1 as pb,
-    common::v1::{Outcome, Role},
+    common::v1::{Outcome, Role, RuleRef},
 };
 use purple_runtime::{
     auth::Caller,
@@ -154,10 +154,47 @@ pub fn results(results: Vec<pb::DetectionResult>) -> Result<Vec<DetectionResult>
                     r.triggered_at.as_ref(),
                 )?,
                 test_id: r.test_id,
+                source: rule_source(&format!("results[{i}].source"), &r.source)?,
                 rule_id: r.rule_id,
                 triggered: r.triggered,
                 notes: r.notes,
             })
+        })
+        .collect()
+}
+
+/// A detection result's rule source: sigma, elastic, or "" (any).
+pub fn rule_source(field: &str, source: &str) -> Result<String, CampaignError> {
+    let source = source.trim().to_ascii_lowercase();
+    if matches!(source.as_str(), "" | "sigma" | "elastic") {
+        Ok(source)
+    } else {
+        Err(CampaignError::invalid(
+            field,
+            format!("{} is neither sigma nor elastic", shown(&source)),
+        ))
+    }
+}
+
+/// A detection result on the wire.
+pub fn result_pb(r: DetectionResult) -> pb::DetectionResult {
+    pb::DetectionResult {
+        test_id: r.test_id,
+        rule_id: r.rule_id,
+        triggered: r.triggered,
+        triggered_at: timestamp_opt(r.triggered_at),
+        notes: r.notes,
+        source: r.source,
+    }
+}
+
+/// Rule references from (source, rule id) pairs.
+pub fn rule_refs(rules: &[(String, String)]) -> Vec<RuleRef> {
+    rules
+        .iter()
+        .map(|(source, rule_id)| RuleRef {
+            source: source.clone(),
+            rule_id: rule_id.clone(),
         })
         .collect()
 }
@@ -309,6 +346,10 @@ pub fn test_pb(t: TestRow) -> pb::Test {
         rejection_reason: t.rejection_reason,
         created_at: Some(timestamp(t.created_at)),
         updated_at: Some(timestamp(t.updated_at)),
+        red_started_at: timestamp_opt(t.milestones.red_started_at),
+        blue_started_at: timestamp_opt(t.milestones.blue_started_at),
+        blue_completed_at: timestamp_opt(t.milestones.blue_completed_at),
+        cancelled_at: timestamp_opt(t.milestones.cancelled_at),
     }
 }
 
@@ -359,6 +400,7 @@ pub fn remediation_pb(r: Remediation) -> pb::Remediation {
         notes: r.notes,
         opened_at: Some(timestamp(r.opened_at)),
         completed_at: timestamp_opt(r.completed_at),
+        started_at: timestamp_opt(r.started_at),
     }
 }
 
@@ -410,7 +452,9 @@ pub fn aggregate_pb(a: Aggregate) -> pb::TechniqueTestAggregate {
         logged: a.logged as i32,
         not_detected: a.not_detected as i32,
         latest_validated_at: timestamp_opt(a.latest_validated_at),
-        triggered_rule_ids: a.triggered_rule_ids,
+        #[allow(deprecated)]
+        triggered_rule_ids: a.triggered_rules.iter().map(|(_, id)| id.clone()).collect(),
+        triggered_rules: rule_refs(&a.triggered_rules),
     }
 }
 
@@ -452,7 +496,12 @@ impl From<Report> for pb::GetCampaignReportResponse {
                 technique_id: line.test.technique_id,
                 state: state_pb(line.test.state) as i32,
                 outcome: line.test.outcome.unwrap_or(Outcome::Unspecified) as i32,
-                triggered_rule_ids: line.triggered_rule_ids,
+                triggered_rule_ids: line
+                    .triggered_rules
+                    .iter()
+                    .map(|(_, id)| id.clone())
+                    .collect(),
+                triggered_rules: rule_refs(&line.triggered_rules),
                 remediation: line.remediation.map(remediation_pb),
             })
             .collect();
@@ -471,5 +520,34 @@ impl From<Report> for pb::GetCampaignReportResponse {
             summary,
             markdown: report.markdown,
         }
+    }
+}
+
+/// A history upload chunk.
+pub fn history_chunk(r: pb::ImportHistoryRequest) -> purple_runtime::upload::Chunk {
+    purple_runtime::upload::Chunk {
+        kind: "history".into(),
+        file_name: r.file_name,
+        data: r.data,
+        last: r.last,
+    }
+}
+
+/// A history import's report on the wire.
+pub fn history_report_pb(report: crate::history::ImportReport) -> pb::ImportHistoryResponse {
+    pb::ImportHistoryResponse {
+        counts: report
+            .counts
+            .into_iter()
+            .map(|(kind, c)| pb::HistoryCounts {
+                kind: kind.to_owned(),
+                created: c.created,
+                updated: c.updated,
+                unchanged: c.unchanged,
+            })
+            .collect(),
+        events: report.events,
+        notes: report.notes,
+        records: report.records,
     }
 }

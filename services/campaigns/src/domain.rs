@@ -168,6 +168,33 @@ pub struct TestRow {
     pub rejection_reason: String,
     pub created_at: Micros,
     pub updated_at: Micros,
+    /// The other instants of its life.
+    pub milestones: Milestones,
+}
+
+/// When each step of a test last happened, beyond the instants the score
+/// and the workflow read: what a history export carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Milestones {
+    pub red_started_at: Option<Micros>,
+    pub blue_started_at: Option<Micros>,
+    /// Blue's completion that stands (cleared by a rejection).
+    pub blue_completed_at: Option<Micros>,
+    pub cancelled_at: Option<Micros>,
+}
+
+/// One rejection of a test, with the instants of the submission it voided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub test_id: String,
+    /// "red" or "blue".
+    pub side: String,
+    pub rejected_at: Micros,
+    pub reason: String,
+    pub actor_id: String,
+    pub voided_executed_at: Option<Micros>,
+    pub voided_completed_at: Option<Micros>,
+    pub voided_outcome: Option<Outcome>,
 }
 
 /// What the caller asked for, beyond the action.
@@ -186,6 +213,8 @@ pub struct Input {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectionResult {
     pub test_id: String,
+    /// The rule's source; "" for the id in any source.
+    pub source: String,
     pub rule_id: String,
     pub triggered: bool,
     pub triggered_at: Option<Micros>,
@@ -333,6 +362,8 @@ pub struct Remediation {
     pub assignee_id: String,
     pub notes: String,
     pub opened_at: Micros,
+    /// When work started (in_progress).
+    pub started_at: Option<Micros>,
     pub completed_at: Option<Micros>,
 }
 
@@ -375,6 +406,11 @@ pub fn move_remediation(
             current.notes.clone()
         } else {
             notes
+        },
+        started_at: if to == RemediationState::InProgress {
+            Some(now)
+        } else {
+            current.started_at
         },
         completed_at: (to == RemediationState::Completed).then_some(now),
         version: current.version + 1,
@@ -442,6 +478,7 @@ pub fn new_rows(
                 rejection_reason: String::new(),
                 created_at: at,
                 updated_at: at,
+                milestones: Milestones::default(),
             }
         })
         .collect()
@@ -462,6 +499,8 @@ pub struct Plan {
     pub retest: Option<TestRow>,
     /// A rejection: the test's detection results are void.
     pub void_results: bool,
+    /// A rejection: what it voided (actor filled in by the workflow).
+    pub rejection: Option<Rejection>,
 }
 
 /// Checks an action against the test, the actor's role and the version,
@@ -502,11 +541,18 @@ pub fn plan(
         becomes_effective: false,
         retest: None,
         void_results: false,
+        rejection: None,
     };
     match action {
-        Action::StartRed => plan.moves(State::RedInProgress, EventKind::TestRedStarted, now),
+        Action::StartRed => {
+            plan.after.milestones.red_started_at = Some(now);
+            plan.moves(State::RedInProgress, EventKind::TestRedStarted, now);
+        }
         Action::CompleteRed => complete_red(test, input, now, &mut plan)?,
-        Action::StartBlue => plan.moves(State::BlueInProgress, EventKind::TestBlueStarted, now),
+        Action::StartBlue => {
+            plan.after.milestones.blue_started_at = Some(now);
+            plan.moves(State::BlueInProgress, EventKind::TestBlueStarted, now);
+        }
         Action::CompleteBlue => complete_blue(test, input, now, &mut plan)?,
         Action::Validate => {
             plan.after.validated_at = Some(now);
@@ -517,7 +563,10 @@ pub fn plan(
             plan.open_remediation = !outcome.is_detection();
         }
         Action::RejectRed | Action::RejectBlue => reject(test, action, input, now, &mut plan)?,
-        Action::Cancel => plan.moves(State::Cancelled, EventKind::TestCancelled, now),
+        Action::Cancel => {
+            plan.after.milestones.cancelled_at = Some(now);
+            plan.moves(State::Cancelled, EventKind::TestCancelled, now);
+        }
         Action::Retest => {
             plan.after = test.clone();
             plan.retest = Some(retest_of(test, now, new_test_id()));
@@ -617,6 +666,7 @@ fn complete_blue(
     }
     plan.after.outcome = Some(outcome);
     plan.after.detected_at = detected_at;
+    plan.after.milestones.blue_completed_at = Some(now);
     plan.after.blue_notes.clone_from(&input.notes);
     plan.moves(State::BlueComplete, EventKind::TestBlueCompleted, now);
     plan.events[0].outcome = Some(outcome);
@@ -648,12 +698,23 @@ fn reject(
     }
     plan.after.outcome = None;
     plan.after.detected_at = None;
+    plan.after.milestones.blue_completed_at = None;
     plan.void_results = true;
     let (state, side) = if red {
         (State::RedInProgress, "red")
     } else {
         (State::BlueInProgress, "blue")
     };
+    plan.rejection = Some(Rejection {
+        test_id: test.test_id.clone(),
+        side: side.to_owned(),
+        rejected_at: now,
+        reason: input.reason.clone(),
+        actor_id: String::new(),
+        voided_executed_at: if red { test.executed_at } else { None },
+        voided_completed_at: test.milestones.blue_completed_at,
+        voided_outcome: test.outcome,
+    });
     plan.moves(state, EventKind::TestRejected, now);
     let event = &mut plan.events[0];
     event.side = side;
@@ -684,6 +745,7 @@ fn retest_of(test: &TestRow, now: Micros, test_id: String) -> TestRow {
         rejection_reason: String::new(),
         created_at: now,
         updated_at: now,
+        milestones: Milestones::default(),
         ..test.clone()
     }
 }
@@ -720,6 +782,7 @@ mod tests {
             rejection_reason: String::new(),
             created_at: at(1),
             updated_at: at(1),
+            milestones: Milestones::default(),
         }
     }
 

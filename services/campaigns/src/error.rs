@@ -33,6 +33,32 @@ pub enum CampaignError {
     /// The database failed.
     #[error("storage: {0}")]
     Store(#[from] sqlx::Error),
+    /// Records of an upload refused, by line; nothing was written.
+    #[error("{total} records refused")]
+    Refused {
+        refusals: Vec<crate::history::check::Refusal>,
+        total: usize,
+    },
+    /// An upload went quiet for too long.
+    #[error("{0}")]
+    Stalled(String),
+    /// A limit of the server was reached; retry later.
+    #[error("{0}")]
+    Exhausted(String),
+    /// A bug or a lost task.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<purple_runtime::upload::UploadError> for CampaignError {
+    fn from(err: purple_runtime::upload::UploadError) -> Self {
+        use purple_runtime::upload::UploadError;
+        match err {
+            UploadError::Invalid { field, reason } => CampaignError::Invalid { field, reason },
+            UploadError::Stalled(what) => CampaignError::Stalled(what),
+            UploadError::Exhausted(what) => CampaignError::Exhausted(what),
+        }
+    }
 }
 
 impl CampaignError {
@@ -66,6 +92,21 @@ impl From<CampaignError> for Status {
             CampaignError::Batch(err) => status::batch_limit(&err),
             CampaignError::Peer(err) => err.to_status(),
             CampaignError::Store(err) => status::from_sqlx("campaigns storage", &err),
+            CampaignError::Refused { refusals, total } => {
+                let violations: Vec<(String, String)> = refusals
+                    .into_iter()
+                    .map(|r| (format!("line {}: {}", r.line, r.field), r.reason))
+                    .collect();
+                status::invalid_records(&violations, total)
+            }
+            CampaignError::Stalled(what) => Status::deadline_exceeded(what),
+            CampaignError::Exhausted(what) => status::refused(
+                tonic::Code::ResourceExhausted,
+                status::reason::RESOURCE_EXHAUSTED,
+                what,
+                &[],
+            ),
+            CampaignError::Internal(what) => status::internal("history", &what),
         }
     }
 }

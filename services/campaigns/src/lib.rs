@@ -9,6 +9,7 @@ pub mod clients;
 pub mod convert;
 pub mod domain;
 pub mod error;
+pub mod history;
 pub mod people;
 pub mod relay;
 pub mod report;
@@ -44,6 +45,12 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         5,
         "dead letters",
         include_str!("../migrations/0005_dead_letters.sql"),
+    ),
+    MigrationFile::same(6, "history", include_str!("../migrations/0006_history.sql")),
+    MigrationFile::same(
+        7,
+        "detection result sources",
+        include_str!("../migrations/0007_result_sources.sql"),
     ),
 ]);
 
@@ -83,6 +90,11 @@ pub fn build(ctx: ServiceContext) -> anyhow::Result<CampaignsServiceServer<api::
         relay: relay::Relay {
             store: store.clone(),
             peers: peers.clone(),
+        },
+        history: history::History {
+            store: store.clone(),
+            peers: peers.clone(),
+            uploads: ctx.uploads.clone(),
         },
     };
     let interval = Duration::from_millis(ctx.settings.domain.relay_interval_ms.max(10));

@@ -37,7 +37,8 @@ pub struct Progress {
 pub struct ReportLine {
     pub test: TestRow,
     pub technique: Option<TechniqueDetail>,
-    pub triggered_rule_ids: Vec<String>,
+    /// (source, rule id).
+    pub triggered_rules: Vec<(String, String)>,
     pub remediation: Option<Remediation>,
 }
 
@@ -150,7 +151,7 @@ impl Reports {
             .into_iter()
             .map(|test| ReportLine {
                 technique: details.get(&test.technique_id).cloned(),
-                triggered_rule_ids: rules.get(&test.test_id).cloned().unwrap_or_default(),
+                triggered_rules: rules.get(&test.test_id).cloned().unwrap_or_default(),
                 remediation: remediations.remove(&test.test_id),
                 test,
             })
@@ -208,7 +209,7 @@ fn markdown(
             line.test.state.key(),
             line.test.outcome.and_then(Outcome::key).unwrap_or("—"),
             ttd,
-            line.triggered_rule_ids.len(),
+            line.triggered_rules.len(),
             line.remediation.as_ref().map_or("—", |r| r.state.key()),
         );
     }

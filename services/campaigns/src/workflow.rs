@@ -133,6 +133,7 @@ impl Workflow {
             becomes_effective,
             retest,
             void_results,
+            rejection,
         } = domain::plan(
             &test,
             action,
@@ -145,6 +146,13 @@ impl Workflow {
 
         if void_results {
             self.store.void_results(&mut tx, &test.test_id).await?;
+        }
+        if let Some(rejection) = rejection {
+            let rejection = domain::Rejection {
+                actor_id: actor_id.to_owned(),
+                ..rejection
+            };
+            self.store.insert_rejection(&mut tx, &rejection).await?;
         }
         if action == Action::CompleteBlue {
             let results: Vec<DetectionResult> = input
@@ -187,6 +195,7 @@ impl Workflow {
                 assignee_id: String::new(),
                 notes: String::new(),
                 opened_at: now,
+                started_at: None,
                 completed_at: None,
             };
             self.store.insert_remediation(&mut tx, &r).await?;
@@ -386,15 +395,36 @@ impl Workflow {
     }
 }
 
-/// An id as an error message may quote it: at most 64 characters, so a
-/// hostile id is never echoed back whole.
-pub fn shown(id: &str) -> String {
-    let mut short: String = id.chars().take(64).collect();
-    if short.len() < id.len() {
-        short.push('…');
+impl Workflow {
+    /// The detection results of tests, grouped by test in request order,
+    /// and the tests that do not exist.
+    pub async fn detection_results(
+        &self,
+        test_ids: &[String],
+    ) -> Result<(Vec<DetectionResult>, Vec<String>), CampaignError> {
+        purple_api::batch::check_ids("test_ids", test_ids)?;
+        let (tests, mut results) = futures::try_join!(
+            self.store.tests_by_ids(test_ids),
+            self.store.results_of(test_ids)
+        )?;
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for id in test_ids {
+            if !seen.insert(id.as_str()) {
+                continue;
+            }
+            if tests.contains_key(id) {
+                found.extend(results.remove(id).unwrap_or_default());
+            } else {
+                missing.push(id.clone());
+            }
+        }
+        Ok((found, missing))
     }
-    format!("{short:?}")
 }
+
+pub use purple_api::batch::shown;
 
 /// A unique-key failure says what already exists.
 pub fn unique(err: sqlx::Error, field: &str, reason: &str) -> CampaignError {

@@ -13,7 +13,7 @@ use crate::{
     catalog::Catalog,
     convert::{self, grouped_in_order, in_order},
     error::IngestError,
-    import::{Chunk, Importer, UploadLimits},
+    import::Importer,
     store::CatalogStore,
 };
 
@@ -27,16 +27,7 @@ impl IngestApi {
     /// The API over a service context.
     pub fn new(ctx: ServiceContext) -> Self {
         let store = CatalogStore::new(ctx.db);
-        let limits = &ctx.settings.limits;
-        let importer = Importer::new(
-            store.clone(),
-            ctx.peers.scoring(),
-            UploadLimits::new(
-                limits.max_import_bytes,
-                limits.max_upload_buffer_bytes,
-                std::time::Duration::from_secs(limits.upload_idle_timeout_secs.max(1)),
-            ),
-        );
+        let importer = Importer::new(store.clone(), ctx.peers.scoring(), ctx.uploads.clone());
         Self {
             catalog: Catalog::new(store),
             importer,
@@ -56,7 +47,7 @@ impl IngestService for IngestApi {
         // handler, but the import still sees the broken stream and records
         // the failed run.
         let importer = self.importer.clone();
-        let stream = request.into_inner().map(|chunk| chunk.map(Chunk::from));
+        let stream = request.into_inner().map(|chunk| chunk.map(convert::chunk));
         let run = tokio::spawn(
             async move { importer.run(stream).await }.instrument(tracing::Span::current()),
         );
@@ -210,10 +201,22 @@ impl IngestService for IngestApi {
     ) -> Rpc<pb::GetDetectionRulesByIdsResponse> {
         let ids = &request.get_ref().rule_ids;
         let found = self.catalog.rules_by_ids(ids).await?;
-        let (rules, missing_ids) = in_order(ids, found, pb::DetectionRule::from);
+        let (rules, missing_ids) = convert::rules_in_order(ids, &found);
         Ok(Response::new(pb::GetDetectionRulesByIdsResponse {
             rules,
             missing_ids,
+        }))
+    }
+
+    async fn list_detection_rules(
+        &self,
+        request: Request<pb::ListDetectionRulesRequest>,
+    ) -> Rpc<pb::ListDetectionRulesResponse> {
+        let (filter, page) = convert::rules_query(request.get_ref())?;
+        let (rules, next_page_token) = self.catalog.list_rules(&filter, &page).await?;
+        Ok(Response::new(pb::ListDetectionRulesResponse {
+            rules: rules.into_iter().map(Into::into).collect(),
+            next_page_token,
         }))
     }
 

@@ -12,8 +12,8 @@ use crate::{
     domain::{
         Report,
         views::{
-            CatalogInput, Control, Cve, Defense, Rule, Tactic, Technique, TechniqueQuery, Template,
-            ThreatActor,
+            CatalogInput, Control, Cve, Defense, Rule, RuleFilter, Tactic, Technique,
+            TechniqueQuery, Template, ThreatActor,
         },
     },
     error::IngestError,
@@ -135,10 +135,23 @@ impl Catalog {
         Ok(self.store.templates_for(ids, platform).await?)
     }
 
-    /// Detection rules by id.
-    pub async fn rules_by_ids(&self, ids: &[String]) -> Result<ById<Rule>, IngestError> {
+    /// Detection rules by upstream id, every source's.
+    pub async fn rules_by_ids(&self, ids: &[String]) -> Result<ById<Vec<Rule>>, IngestError> {
         check_ids("rule_ids", ids)?;
         Ok(self.store.rules_by_ids(ids).await?)
+    }
+
+    /// A page of rules and the next page's token.
+    pub async fn list_rules(
+        &self,
+        filter: &RuleFilter,
+        page: &Page,
+    ) -> Result<(Vec<Rule>, String), IngestError> {
+        let mut rules = self.store.list_rules(filter, page).await?;
+        let next = page.finish(&mut rules, |r| {
+            vec![(&r.source).into(), (&r.rule_id).into()]
+        });
+        Ok((rules, next))
     }
 
     /// CVEs of each technique.

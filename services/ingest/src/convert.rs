@@ -4,23 +4,27 @@
 
 use std::collections::BTreeMap;
 
-use purple_api::{batch::in_request_order, ingest::v1 as pb};
+use purple_api::{
+    batch::{in_request_order, shown},
+    common::v1::RuleRef,
+    ingest::v1 as pb,
+};
 use purple_runtime::{
     paging::Page,
     time::{timestamp, timestamp_opt},
+    upload::Chunk,
 };
 
 use crate::{
     catalog::{ACTOR_KEY_LEN, RUN_KEY_LEN, TECHNIQUE_KEY_LEN},
     domain::{
-        Kind, Report,
+        Kind, Report, split_rule_key,
         views::{
-            CatalogInput, Control, Cve, Defense, Rule, Subtechniques, Tactic, Technique,
-            TechniqueQuery, Template, ThreatActor,
+            CatalogInput, Control, Cve, Defense, Rule, RuleFilter, Subtechniques, Tactic,
+            Technique, TechniqueQuery, Template, ThreatActor,
         },
     },
     error::IngestError,
-    import::Chunk,
 };
 
 /// The import kind of the wire enum; None for unset or unknown values.
@@ -54,14 +58,14 @@ pub fn kind_pb(kind: Kind) -> pb::ImportKind {
     }
 }
 
-impl From<pb::ImportRequest> for Chunk {
-    fn from(r: pb::ImportRequest) -> Self {
-        Chunk {
-            kind: kind_of(r.kind),
-            file_name: r.file_name,
-            data: r.data,
-            last: r.last,
-        }
+/// An upload chunk; an unknown kind is named "" (refused on the first
+/// chunk).
+pub fn chunk(r: pb::ImportRequest) -> Chunk {
+    Chunk {
+        kind: kind_of(r.kind).map_or("", Kind::name).to_owned(),
+        file_name: r.file_name,
+        data: r.data,
+        last: r.last,
     }
 }
 
@@ -204,14 +208,76 @@ impl From<Tactic> for pb::Tactic {
 
 impl From<CatalogInput> for pb::CatalogInput {
     fn from(i: CatalogInput) -> Self {
+        let enabled_rules: Vec<RuleRef> = i
+            .enabled_rule_keys
+            .iter()
+            .map(|key| {
+                let (source, rule_id) = split_rule_key(key);
+                RuleRef {
+                    source: source.to_owned(),
+                    rule_id: rule_id.to_owned(),
+                }
+            })
+            .collect();
+        #[allow(deprecated)]
         pb::CatalogInput {
             technique_id: i.technique_id,
-            enabled_rule_ids: i.enabled_rule_ids,
+            enabled_rule_ids: enabled_rules.iter().map(|r| r.rule_id.clone()).collect(),
+            enabled_rules,
             countermeasure_count: i.countermeasure_count as i32,
             actor_count: i.actor_count as i32,
             live: i.live,
         }
     }
+}
+
+/// The filter and page of a rule listing.
+pub fn rules_query(r: &pb::ListDetectionRulesRequest) -> Result<(RuleFilter, Page), IngestError> {
+    let filter = RuleFilter {
+        source: r.source.trim().to_ascii_lowercase(),
+        enabled: r.enabled,
+        technique_id: r.technique_id.trim().to_ascii_uppercase(),
+        status: r.status.trim().to_ascii_lowercase(),
+    };
+    if !matches!(filter.source.as_str(), "" | "sigma" | "elastic") {
+        return Err(IngestError::invalid(
+            "source",
+            format!("{} is neither sigma nor elastic", shown(&r.source)),
+        ));
+    }
+    for (field, value) in [("technique_id", &r.technique_id), ("status", &r.status)] {
+        if value.len() > 64 || value.chars().any(char::is_control) {
+            return Err(IngestError::invalid(
+                field,
+                format!("{} is not a plausible {field}", shown(value)),
+            ));
+        }
+    }
+    let scope = format!(
+        "{}|{:?}|{}|{}",
+        filter.source, filter.enabled, filter.technique_id, filter.status
+    );
+    let page = Page::parse(r.page_size, &r.page_token, 100, &scope, RULE_KEY_LEN)?;
+    Ok((filter, page))
+}
+
+/// The sort key of the rule listing: (source, rule id).
+const RULE_KEY_LEN: usize = 2;
+
+/// Rules found per requested upstream id, flattened in request order, and
+/// the ids with none.
+pub fn rules_in_order(
+    ids: &[String],
+    found: &BTreeMap<String, Vec<Rule>>,
+) -> (Vec<pb::DetectionRule>, Vec<String>) {
+    let (mut rules, mut missing) = (Vec::new(), Vec::new());
+    for id in ids {
+        match found.get(id) {
+            Some(list) => rules.extend(list.iter().cloned().map(pb::DetectionRule::from)),
+            None => missing.push(id.clone()),
+        }
+    }
+    (rules, missing)
 }
 
 impl From<ThreatActor> for pb::ThreatActor {

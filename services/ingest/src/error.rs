@@ -35,6 +35,17 @@ pub enum IngestError {
     Internal(String),
 }
 
+impl From<purple_runtime::upload::UploadError> for IngestError {
+    fn from(err: purple_runtime::upload::UploadError) -> Self {
+        use purple_runtime::upload::UploadError;
+        match err {
+            UploadError::Invalid { field, reason } => IngestError::Invalid { field, reason },
+            UploadError::Stalled(what) => IngestError::Stalled(what),
+            UploadError::Exhausted(what) => IngestError::Exhausted(what),
+        }
+    }
+}
+
 impl IngestError {
     /// An invalid field.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {

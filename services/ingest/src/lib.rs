@@ -19,6 +19,11 @@ use purple_runtime::{MigrationFile, Migrations, ServiceContext};
 pub const MIGRATIONS: Migrations = Migrations(&[
     purple_runtime::db::JSON_FUNCTIONS,
     MigrationFile::same(2, "catalog", include_str!("../migrations/0002_catalog.sql")),
+    MigrationFile::same(
+        3,
+        "rule keys",
+        include_str!("../migrations/0003_rule_keys.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database.

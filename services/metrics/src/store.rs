@@ -56,17 +56,25 @@ macro_rules! duration_stats {
 }
 
 /// Detect time of each test in `placed` (test_id, g) that was validated
-/// blocked or detected: latest test.detected minus latest
-/// test.red_executed over the test's whole history.
+/// blocked or detected: the test.detected recorded last minus the
+/// test.red_executed recorded last — the accepted submission's, since every
+/// resubmission after a rejection records its own (a rejected submission's
+/// detection instant stops counting, whatever instant it claimed).
 macro_rules! detect_durations {
     () => {
         "durations AS (
             SELECT p.g AS g,
-                   CAST(MAX(CASE WHEN d.kind = 'test.detected' THEN d.occurred_at END)
-                        - MAX(CASE WHEN d.kind = 'test.red_executed' THEN d.occurred_at END)
+                   CAST(MAX(CASE WHEN l.kind = 'test.detected' THEN l.occurred_at END)
+                        - MAX(CASE WHEN l.kind = 'test.red_executed' THEN l.occurred_at END)
                         AS DOUBLE PRECISION) / 1000000.0 AS x
             FROM placed p
-            JOIN events d ON d.test_id = p.test_id AND d.kind IN ('test.detected', 'test.red_executed')
+            JOIN (
+                SELECT test_id, kind, occurred_at,
+                       ROW_NUMBER() OVER (PARTITION BY test_id, kind ORDER BY seq DESC) AS rn
+                FROM events
+                WHERE kind IN ('test.detected', 'test.red_executed')
+                  AND test_id IN (SELECT test_id FROM placed WHERE hit = 1)
+            ) l ON l.test_id = p.test_id AND l.rn = 1
             WHERE p.hit = 1
             GROUP BY p.g, p.test_id
         )"

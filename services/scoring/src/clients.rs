@@ -12,7 +12,7 @@ use purple_runtime::{
 };
 
 use crate::{
-    domain::{ActorInfo, CatalogSide, TacticInfo, TechniqueInfo, TestSide},
+    domain::{ActorInfo, CatalogSide, TacticInfo, TechniqueInfo, TestSide, rule_key},
     error::ScoringError,
 };
 
@@ -95,7 +95,10 @@ impl Inputs {
                     name: t.name.clone(),
                     tactics: t.tactics.clone(),
                     platforms: t.platforms.clone(),
-                    mapped_rules: input.enabled_rule_ids,
+                    mapped_rules: rule_keys(&input.enabled_rules, {
+                        #[allow(deprecated)]
+                        &input.enabled_rule_ids
+                    }),
                     countermeasures: i64::from(input.countermeasure_count),
                     actor_count: i64::from(input.actor_count),
                 };
@@ -127,7 +130,10 @@ impl Inputs {
                         .latest_validated_at
                         .as_ref()
                         .and_then(|t| from_timestamp(t).ok()),
-                    triggered_rules: a.triggered_rule_ids,
+                    triggered_rules: rule_keys(&a.triggered_rules, {
+                        #[allow(deprecated)]
+                        &a.triggered_rule_ids
+                    }),
                 };
                 (a.technique_id, side)
             })
@@ -160,5 +166,18 @@ impl Inputs {
                 )
             })
             .collect())
+    }
+}
+
+/// Rule keys from a peer's rule references, or from bare ids (any source)
+/// when the peer sends only those (an older release mid-rollout).
+fn rule_keys(rules: &[purple_api::common::v1::RuleRef], ids: &[String]) -> Vec<String> {
+    if rules.is_empty() {
+        ids.iter().map(|id| rule_key("", id)).collect()
+    } else {
+        rules
+            .iter()
+            .map(|r| rule_key(&r.source, &r.rule_id))
+            .collect()
     }
 }

@@ -41,7 +41,8 @@ pub struct CatalogSide {
     pub name: String,
     pub tactics: Vec<String>,
     pub platforms: Vec<String>,
-    /// Enabled rules mapped directly to the technique.
+    /// Enabled rules mapped directly to the technique, as rule keys
+    /// ([`rule_key`]).
     pub mapped_rules: Vec<String>,
     /// Distinct D3FEND techniques of it or its parent.
     pub countermeasures: i64,
@@ -59,7 +60,27 @@ pub struct TestSide {
     pub logged: i64,
     pub not_detected: i64,
     pub latest_validated_at: Option<Micros>,
+    /// Rules triggered on effective tests, as rule keys ([`rule_key`]).
     pub triggered_rules: Vec<String>,
+}
+
+/// A rule's key, `source:rule_id`; an empty source (a detection result
+/// that names none) stands for the id in any source.
+pub fn rule_key(source: &str, rule_id: &str) -> String {
+    format!("{source}:{rule_id}")
+}
+
+/// Whether a triggered rule is the mapped one: the same id, and the same
+/// source unless either names none.
+fn same_rule(triggered: &str, mapped: &str) -> bool {
+    let split = |key: &'_ str| -> (String, String) {
+        match key.split_once(':') {
+            Some((source, id)) => (source.to_owned(), id.to_owned()),
+            None => (String::new(), key.to_owned()),
+        }
+    };
+    let ((ts, ti), (ms, mi)) = (split(triggered), split(mapped));
+    ti == mi && (ts == ms || ts.is_empty() || ms.is_empty())
 }
 
 /// A scored technique: the components, the counts behind them, the status.
@@ -143,7 +164,7 @@ pub fn score(catalog: &CatalogSide, tests: &TestSide, as_of: Micros) -> Scored {
     let triggered = catalog
         .mapped_rules
         .iter()
-        .filter(|r| tests.triggered_rules.contains(r))
+        .filter(|m| tests.triggered_rules.iter().any(|t| same_rule(t, m)))
         .count() as i64;
     let rule_coverage = if catalog.mapped_rules.is_empty() {
         0.0

@@ -29,6 +29,7 @@ pub const TABLE: &[(&str, &[Role])] = &[
     ("purple.ingest.v1.IngestService/ListTactics", READERS),
     ("purple.ingest.v1.IngestService/GetCatalogInputs", INTERNAL),
     ("purple.ingest.v1.IngestService/ListThreatActors", READERS),
+    ("purple.ingest.v1.IngestService/ListDetectionRules", READERS),
     (
         "purple.ingest.v1.IngestService/GetThreatActorsByIds",
         READERS,
@@ -118,6 +119,18 @@ pub const TABLE: &[(&str, &[Role])] = &[
     (
         "purple.campaigns.v1.CampaignsService/GetCampaignReport",
         READERS,
+    ),
+    (
+        "purple.campaigns.v1.CampaignsService/GetDetectionResults",
+        READERS,
+    ),
+    (
+        "purple.campaigns.v1.CampaignsService/ImportHistory",
+        &[Admin],
+    ),
+    (
+        "purple.campaigns.v1.CampaignsService/ExportHistory",
+        PLANNERS,
     ),
     (
         "purple.campaigns.v1.CampaignsService/ListRemediations",

@@ -82,7 +82,7 @@ pub struct CampaignRow {
     pub test_count: i64,
 }
 
-fn campaign_row(row: &AnyRow) -> Result<CampaignRow, sqlx::Error> {
+pub(crate) fn campaign_row(row: &AnyRow) -> Result<CampaignRow, sqlx::Error> {
     Ok(CampaignRow {
         campaign_id: row.try_get(0)?,
         name: row.try_get(1)?,

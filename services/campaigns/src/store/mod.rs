@@ -4,6 +4,7 @@
 //! that crosses a set is one statement; each transition one transaction.
 
 pub mod campaigns;
+pub mod history;
 pub mod outbox;
 pub mod people;
 pub mod workflow;
@@ -12,7 +13,7 @@ use purple_api::common::v1::Outcome;
 use purple_runtime::Database;
 use sqlx::{Row, any::AnyRow};
 
-use crate::domain::{State, TestRow};
+use crate::domain::{Milestones, State, TestRow};
 
 /// The campaigns database.
 #[derive(Clone, Debug)]
@@ -38,13 +39,14 @@ macro_rules! test_columns {
         "t.test_id, t.technique_id, t.template_id, t.campaign_id, t.title, t.state, t.outcome, \
          t.retest_of, t.chain_id, t.version, t.red_assignee_id, t.blue_assignee_id, t.executed_at, \
          t.detected_at, t.validated_at, t.red_notes, t.blue_notes, t.rejection_reason, t.created_at, \
-         t.updated_at, t.last_executed_at"
+         t.updated_at, t.last_executed_at, t.red_started_at, t.blue_started_at, t.blue_completed_at, \
+         t.cancelled_at"
     };
 }
 pub(crate) use test_columns;
 
 /// How many columns [`test_row`] reads.
-pub const TEST_COLUMN_COUNT: usize = 21;
+pub const TEST_COLUMN_COUNT: usize = 25;
 
 /// A test from the columns of [`test_columns!`], starting at column 0.
 pub fn test_row(row: &AnyRow) -> Result<TestRow, sqlx::Error> {
@@ -73,5 +75,11 @@ pub fn test_row(row: &AnyRow) -> Result<TestRow, sqlx::Error> {
         created_at: row.try_get(18)?,
         updated_at: row.try_get(19)?,
         last_executed_at: row.try_get(20)?,
+        milestones: Milestones {
+            red_started_at: row.try_get(21)?,
+            blue_started_at: row.try_get(22)?,
+            blue_completed_at: row.try_get(23)?,
+            cancelled_at: row.try_get(24)?,
+        },
     })
 }

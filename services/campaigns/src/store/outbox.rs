@@ -16,8 +16,9 @@ const INSERT: &str = "
     INSERT INTO outbox (event_id, technique_id, payload, created_at)
     SELECT json_extract(value, '$.event_id'), json_extract(value, '$.technique_id'),
            json_extract(value, '$.payload'), CAST(json_extract(value, '$.created_at') AS BIGINT)
-    FROM json_each($1)
-    ORDER BY CAST(json_extract(value, '$.position') AS BIGINT)";
+    FROM json_each($1) WHERE true
+    ORDER BY CAST(json_extract(value, '$.position') AS BIGINT)
+    ON CONFLICT (event_id) DO NOTHING";
 
 const PENDING_METRICS: &str = "
     SELECT event_id, payload FROM outbox WHERE metrics_delivered_at IS NULL ORDER BY seq LIMIT $1";
@@ -126,7 +127,8 @@ struct Row_<'a> {
 }
 
 impl CampaignStore {
-    /// Writes events into the outbox, in order, in one statement.
+    /// Writes events into the outbox, in order, in one statement; an event
+    /// already there (a history imported again) is left as it is.
     pub async fn enqueue(
         &self,
         tx: &mut Transaction<'static, Any>,

@@ -34,7 +34,7 @@ macro_rules! remediation_select {
     ($($rest:literal),*) => {
         concat!(
             "SELECT remediation_id, test_id, technique_id, state, version, assignee_id, notes, opened_at, ",
-            "completed_at FROM remediations ", $($rest),*
+            "completed_at, started_at FROM remediations ", $($rest),*
         )
     };
 }
@@ -49,7 +49,8 @@ const LIST_REMEDIATIONS: &str = remediation_select!(
 const REMEDIATIONS_OF_TESTS: &str =
     remediation_select!("WHERE test_id IN (SELECT value FROM json_each($1))");
 const UPDATE_REMEDIATION: &str = "
-    UPDATE remediations SET state = $3, notes = $4, completed_at = $5, version = version + 1
+    UPDATE remediations SET state = $3, notes = $4, completed_at = $5, started_at = $6,
+           version = version + 1
     WHERE remediation_id = $1 AND version = $2";
 
 const INSERT_NOTIFICATIONS: &str = "
@@ -101,7 +102,7 @@ pub(crate) fn role_of(key: &str) -> Result<Role, sqlx::Error> {
     Role::from_key(key).ok_or_else(|| sqlx::Error::Decode(format!("unknown role {key:?}").into()))
 }
 
-fn remediation_row(row: &AnyRow) -> Result<Remediation, sqlx::Error> {
+pub(crate) fn remediation_row(row: &AnyRow) -> Result<Remediation, sqlx::Error> {
     let state: String = row.try_get(3)?;
     Ok(Remediation {
         remediation_id: row.try_get(0)?,
@@ -114,6 +115,7 @@ fn remediation_row(row: &AnyRow) -> Result<Remediation, sqlx::Error> {
         notes: row.try_get(6)?,
         opened_at: row.try_get(7)?,
         completed_at: row.try_get(8)?,
+        started_at: row.try_get(9)?,
     })
 }
 
@@ -131,7 +133,7 @@ pub struct NotificationRow {
 }
 
 /// A worklog.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WorklogRow {
     pub worklog_id: String,
     pub test_id: String,
@@ -296,6 +298,7 @@ impl CampaignStore {
             .bind(r.state.key())
             .bind(r.notes.clone())
             .bind(r.completed_at)
+            .bind(r.started_at)
             .execute(&mut **tx)
             .await?;
         Ok(done.rows_affected() == 1)

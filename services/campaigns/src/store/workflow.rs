@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
 use super::{CampaignStore, test_columns, test_row};
-use crate::domain::{DetectionResult, State, TestRow};
+use crate::domain::{DetectionResult, Rejection, State, TestRow};
 
 /// Filters of the test list ("" and None: any).
 #[derive(Clone, Debug, Default)]
@@ -65,8 +65,14 @@ const TEST: &str = concat!(
 const UPDATE_TEST: &str = "
     UPDATE tests SET state = $3, outcome = $4, executed_at = $5, detected_at = $6, validated_at = $7,
            red_notes = $8, blue_notes = $9, rejection_reason = $10, updated_at = $11,
-           last_executed_at = $12, version = version + 1
+           last_executed_at = $12, red_started_at = $13, blue_started_at = $14,
+           blue_completed_at = $15, cancelled_at = $16, version = version + 1
     WHERE test_id = $1 AND version = $2";
+
+const INSERT_REJECTION: &str = "
+    INSERT INTO test_rejections (test_id, side, rejected_at, reason, actor_id, voided_executed_at,
+                                 voided_completed_at, voided_outcome)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
 
 /// A rejected submission's detection results stop counting.
 const VOID_RESULTS: &str = "DELETE FROM detection_results WHERE test_id = $1";
@@ -77,12 +83,12 @@ const SET_EFFECTIVE: &str = "
            test_id = excluded.test_id, validated_at = excluded.validated_at";
 
 const UPSERT_RESULTS: &str = "
-    INSERT INTO detection_results (test_id, rule_id, triggered, triggered_at, notes, recorded_at)
-    SELECT json_extract(value, '$.test_id'), json_extract(value, '$.rule_id'),
+    INSERT INTO detection_results (test_id, source, rule_id, triggered, triggered_at, notes, recorded_at)
+    SELECT json_extract(value, '$.test_id'), json_extract(value, '$.source'), json_extract(value, '$.rule_id'),
            CAST(json_extract(value, '$.triggered') AS BIGINT), CAST(json_extract(value, '$.triggered_at') AS BIGINT),
            json_extract(value, '$.notes'), $2
     FROM json_each($1) WHERE true
-    ON CONFLICT (test_id, rule_id) DO UPDATE SET triggered = excluded.triggered,
+    ON CONFLICT (test_id, source, rule_id) DO UPDATE SET triggered = excluded.triggered,
            triggered_at = excluded.triggered_at, notes = excluded.notes, recorded_at = excluded.recorded_at";
 
 const STATES_OF: &str =
@@ -96,10 +102,12 @@ macro_rules! aggregate_ctes {
     () => {
         "counts AS (
             SELECT technique_id,
-                   SUM(CASE WHEN created_at <= $2 AND NOT (state = 'cancelled' AND updated_at <= $2)
+                   SUM(CASE WHEN created_at <= $2
+                             AND NOT (state = 'cancelled' AND COALESCE(cancelled_at, updated_at) <= $2)
                             THEN 1 ELSE 0 END) AS total,
                    SUM(CASE WHEN state = 'validated' AND validated_at <= $2 THEN 1 ELSE 0 END) AS validated,
-                   SUM(CASE WHEN state = 'cancelled' AND updated_at <= $2 THEN 1 ELSE 0 END) AS cancelled
+                   SUM(CASE WHEN state = 'cancelled' AND COALESCE(cancelled_at, updated_at) <= $2
+                            THEN 1 ELSE 0 END) AS cancelled
             FROM tests WHERE technique_id IN (SELECT technique_id FROM req)
             GROUP BY technique_id
          ),
@@ -113,8 +121,8 @@ macro_rules! aggregate_ctes {
             FROM eff GROUP BY technique_id
          ),
          rules AS (
-            SELECT technique_id, string_agg(rule_id, ',' ORDER BY rule_id) AS rule_ids FROM (
-                SELECT DISTINCT eff.technique_id, dr.rule_id
+            SELECT technique_id, string_agg(rule_key, ',' ORDER BY rule_key) AS rule_ids FROM (
+                SELECT DISTINCT eff.technique_id, dr.source || ':' || dr.rule_id AS rule_key
                 FROM eff JOIN detection_results dr ON dr.test_id = eff.test_id AND dr.triggered = 1
             ) fired GROUP BY technique_id
          )"
@@ -211,8 +219,12 @@ const STALE_TESTS: &str = concat!(
 );
 
 const TRIGGERED_RULES_OF: &str = "
-    SELECT test_id, rule_id FROM detection_results
-    WHERE triggered = 1 AND test_id IN (SELECT value FROM json_each($1)) ORDER BY test_id, rule_id";
+    SELECT test_id, source, rule_id FROM detection_results
+    WHERE triggered = 1 AND test_id IN (SELECT value FROM json_each($1)) ORDER BY test_id, source, rule_id";
+
+const RESULTS_OF: &str = "
+    SELECT test_id, source, rule_id, triggered, triggered_at, notes FROM detection_results
+    WHERE test_id IN (SELECT value FROM json_each($1)) ORDER BY test_id, source, rule_id";
 
 /// A new test row as the batch insert reads it.
 #[derive(Serialize)]
@@ -251,6 +263,7 @@ impl<'a> From<&'a TestRow> for NewTestRow<'a> {
 #[derive(Serialize)]
 struct ResultRow<'a> {
     test_id: &'a str,
+    source: &'a str,
     rule_id: &'a str,
     triggered: i64,
     triggered_at: Option<Micros>,
@@ -270,7 +283,17 @@ pub struct Aggregate {
     pub logged: i64,
     pub not_detected: i64,
     pub latest_validated_at: Option<Micros>,
-    pub triggered_rule_ids: Vec<String>,
+    /// (source, rule id); source "" for results that named none.
+    pub triggered_rules: Vec<(String, String)>,
+}
+
+/// A tally's rule key (`source:rule_id`), or a bare id written before
+/// sources were kept, as (source, rule id).
+fn split_rule_key(key: &str) -> (String, String) {
+    match key.split_once(':') {
+        Some((source, id)) => (source.to_owned(), id.to_owned()),
+        None => (String::new(), key.to_owned()),
+    }
 }
 
 impl CampaignStore {
@@ -370,9 +393,34 @@ impl CampaignStore {
             .bind(after.rejection_reason.clone())
             .bind(after.updated_at)
             .bind(after.last_executed_at)
+            .bind(after.milestones.red_started_at)
+            .bind(after.milestones.blue_started_at)
+            .bind(after.milestones.blue_completed_at)
+            .bind(after.milestones.cancelled_at)
             .execute(&mut **tx)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a rejection.
+    pub async fn insert_rejection(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        r: &Rejection,
+    ) -> Result<(), sqlx::Error> {
+        self.db
+            .stmt(INSERT_REJECTION)
+            .bind(r.test_id.clone())
+            .bind(r.side.clone())
+            .bind(r.rejected_at)
+            .bind(r.reason.clone())
+            .bind(r.actor_id.clone())
+            .bind(r.voided_executed_at)
+            .bind(r.voided_completed_at)
+            .bind(r.voided_outcome.and_then(Outcome::key))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// Deletes a test's detection results (its submission was rejected).
@@ -420,6 +468,7 @@ impl CampaignStore {
             .iter()
             .map(|r| ResultRow {
                 test_id: &r.test_id,
+                source: &r.source,
                 rule_id: &r.rule_id,
                 triggered: i64::from(r.triggered),
                 triggered_at: r.triggered_at,
@@ -511,9 +560,9 @@ impl CampaignStore {
                     logged: row.try_get(7)?,
                     not_detected: row.try_get(8)?,
                     latest_validated_at: row.try_get(9)?,
-                    triggered_rule_ids: rules
+                    triggered_rules: rules
                         .filter(|r| !r.is_empty())
-                        .map(|r| r.split(',').map(str::to_owned).collect())
+                        .map(|r| r.split(',').map(split_rule_key).collect())
                         .unwrap_or_default(),
                 })
             })
@@ -561,12 +610,12 @@ impl CampaignStore {
             .collect()
     }
 
-    /// Triggered rule ids per test.
+    /// Triggered rules per test, as (source, rule id).
     pub async fn triggered_rules(
         &self,
         test_ids: &[String],
-    ) -> Result<BTreeMap<String, Vec<String>>, sqlx::Error> {
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    ) -> Result<BTreeMap<String, Vec<(String, String)>>, sqlx::Error> {
+        let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
         for row in self
             .db
             .stmt(TRIGGERED_RULES_OF)
@@ -576,7 +625,33 @@ impl CampaignStore {
         {
             out.entry(row.try_get(0)?)
                 .or_default()
-                .push(row.try_get(1)?);
+                .push((row.try_get(1)?, row.try_get(2)?));
+        }
+        Ok(out)
+    }
+
+    /// Every detection result of tests, by test.
+    pub async fn results_of(
+        &self,
+        test_ids: &[String],
+    ) -> Result<BTreeMap<String, Vec<DetectionResult>>, sqlx::Error> {
+        let mut out: BTreeMap<String, Vec<DetectionResult>> = BTreeMap::new();
+        for row in self
+            .db
+            .stmt(RESULTS_OF)
+            .bind_ids(test_ids)
+            .fetch_all(self.db.pool())
+            .await?
+        {
+            let result = DetectionResult {
+                test_id: row.try_get(0)?,
+                source: row.try_get(1)?,
+                rule_id: row.try_get(2)?,
+                triggered: row.try_get::<i64, _>(3)? != 0,
+                triggered_at: row.try_get(4)?,
+                notes: row.try_get(5)?,
+            };
+            out.entry(result.test_id.clone()).or_default().push(result);
         }
         Ok(out)
     }

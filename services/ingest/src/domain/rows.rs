@@ -119,9 +119,11 @@ pub struct DefenseRow {
     pub content_hash: String,
 }
 
-/// A detection rule.
+/// A detection rule, keyed by source and upstream id together.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct RuleRow {
+    /// `source:rule_id` ([`rule_key`]).
+    pub rule_key: String,
     pub rule_id: String,
     pub source: String,
     pub title: String,
@@ -195,7 +197,7 @@ attack_entity!(TechniqueRow, technique_id);
 attack_entity!(ActorRow, actor_id);
 attack_entity!(MitigationRow, mitigation_id);
 entity!(DefenseRow, defense_id);
-entity!(RuleRow, rule_id);
+entity!(RuleRow, rule_key);
 entity!(TemplateRow, template_id);
 entity!(ControlRow, control_id);
 entity!(CveRow, cve_id);
@@ -248,4 +250,15 @@ impl Hashed for TechniqueRow {
         self.attack_version = version;
         self
     }
+}
+
+/// The key of a rule: upstream ids are unique within a source only.
+pub fn rule_key(source: &str, rule_id: &str) -> String {
+    format!("{source}:{rule_id}")
+}
+
+/// The (source, rule id) of a key; a key without a source (`:id`, or a
+/// bare id) names the id in any source.
+pub fn split_rule_key(key: &str) -> (&str, &str) {
+    key.split_once(':').unwrap_or(("", key))
 }

@@ -70,8 +70,17 @@ pub struct CatalogInput {
     pub countermeasure_count: i64,
     /// Live threat actors using it.
     pub actor_count: i64,
-    /// Enabled rules mapped directly to it.
-    pub enabled_rule_ids: Vec<String>,
+    /// Enabled rules mapped directly to it, as rule keys (`source:id`).
+    pub enabled_rule_keys: Vec<String>,
+}
+
+/// Which rules a listing returns; empty strings and None match any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleFilter {
+    pub source: String,
+    pub enabled: Option<bool>,
+    pub technique_id: String,
+    pub status: String,
 }
 
 /// An ATT&CK group.

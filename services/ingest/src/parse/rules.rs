@@ -1,5 +1,8 @@
-//! Detection rules: Sigma (YAML, one rule per document; legacy files whose
-//! first document is `action: global` are one rule) with techniques from
+//! Detection rules: Sigma (YAML, one rule per document; legacy rule
+//! collections read as the Sigma specification defines them: an
+//! `action: global` document is merged into every rule after it, `action:
+//! repeat` repeats the previous rule with changes, `action: reset` clears
+//! the global part) with techniques from
 //! `attack.tNNNN[.NNN]` tags and CVEs from `cve.YYYY-NNNN` tags, and Elastic
 //! (TOML) with techniques from `[[rule.threat]]` tables. Deprecated rules
 //! are imported disabled.
@@ -8,12 +11,66 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 use super::{ParseError, text};
-use crate::domain::{Hashed, Parsed, RuleRow, json_list, normalize_technique_id};
+use crate::domain::{Hashed, Parsed, RuleRow, json_list, normalize_technique_id, rule_key};
 
 /// Whether the file sits in a folder of retired rules.
 fn in_deprecated_folder(file: &str) -> bool {
     file.split(['/', '\\'])
         .any(|part| part == "deprecated" || part == "_deprecated")
+}
+
+/// `base` with `over`'s keys laid on top, mappings merged recursively.
+fn merged(base: &Value, over: &Value) -> Value {
+    match (base, over) {
+        (Value::Mapping(base), Value::Mapping(over)) => {
+            let mut out = base.clone();
+            for (key, value) in over {
+                let value = match out.get(key) {
+                    Some(existing) => merged(existing, value),
+                    None => value.clone(),
+                };
+                out.insert(key.clone(), value);
+            }
+            Value::Mapping(out)
+        }
+        (_, over) => over.clone(),
+    }
+}
+
+/// The rules of a file's documents, each with its 1-based document number:
+/// a plain file's documents as they are; a collection's after applying
+/// its `action` documents.
+fn collection_rules(documents: Vec<Value>) -> Vec<(usize, Value)> {
+    let empty = Value::Mapping(serde_yaml_ng::Mapping::new());
+    let mut global = empty.clone();
+    let mut previous: Option<Value> = None;
+    let mut rules = Vec::new();
+    for (index, mut document) in documents.into_iter().enumerate() {
+        let action = str_of(&document, "action").to_owned();
+        if let Value::Mapping(map) = &mut document {
+            map.remove("action");
+        }
+        match action.as_str() {
+            "global" => global = document,
+            "reset" => global = empty.clone(),
+            "repeat" => {
+                let base = previous.clone().unwrap_or_else(|| global.clone());
+                let rule = merged(&base, &document);
+                previous = Some(rule.clone());
+                rules.push((index + 1, rule));
+            }
+            _ => {
+                let rule = merged(&global, &document);
+                previous = Some(rule.clone());
+                rules.push((index + 1, rule));
+            }
+        }
+    }
+    // A lone global document is a rule of its own.
+    if rules.is_empty() && global != empty {
+        rules.push((1, global));
+    }
+    rules
 }
 
 fn str_of<'a>(doc: &'a Value, key: &str) -> &'a str {
@@ -40,100 +97,117 @@ pub fn parse_sigma(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), 
             "a Sigma rule is a YAML mapping",
         ));
     }
-    // `action: global` files repeat detection parts in later documents; the
-    // rule's identity is the global one.
-    let rules: Vec<(usize, &Value)> = if str_of(first, "action") == "global" {
-        vec![(1, first)]
-    } else {
-        documents
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (i + 1, d))
-            .collect()
-    };
-    for (number, document) in rules {
-        let place = format!("document {number}");
+    let rules = collection_rules(documents);
+    // A collection's rules share the global id: one rule, the union of
+    // their mappings.
+    let mut found: Vec<NewRule> = Vec::new();
+    for (number, document) in &rules {
         let (id, title) = (str_of(document, "id"), str_of(document, "title"));
         if id.is_empty() || title.is_empty() {
-            parsed.skip(file, place, "a Sigma rule needs an id and a title");
+            parsed.skip(
+                file,
+                format!("document {number}"),
+                "a Sigma rule needs an id and a title",
+            );
+            continue;
+        }
+        let (techniques, cves) = sigma_tags(document);
+        if let Some(same) = found.iter_mut().find(|r| r.id == id) {
+            same.techniques.extend(techniques);
+            same.cves.extend(cves);
             continue;
         }
         let status = str_of(document, "status");
-        let tags: Vec<&str> = document
-            .get("tags")
-            .and_then(Value::as_sequence)
-            .map(|tags| tags.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let mut techniques = Vec::new();
-        let mut cves = Vec::new();
-        for tag in tags {
-            let tag = tag.trim().to_ascii_lowercase();
-            if let Some(rest) = tag.strip_prefix("attack.t")
-                && let Some(technique) = normalize_technique_id(&format!("t{rest}"))
-            {
-                techniques.push(technique);
-            } else if let Some(rest) = tag.strip_prefix("cve.") {
-                cves.push(format!("CVE-{}", rest.to_ascii_uppercase()));
-            }
-        }
-        let enabled = status != "deprecated" && !in_deprecated_folder(file);
-        add_rule(
-            parsed,
-            file,
-            id,
-            "sigma",
-            title,
-            str_of(document, "level"),
-            status,
-            enabled,
+        found.push(NewRule {
+            id: id.to_owned(),
+            source: "sigma",
+            title: title.to_owned(),
+            level: str_of(document, "level").to_owned(),
+            status: status.to_owned(),
+            enabled: status != "deprecated" && !in_deprecated_folder(file),
             techniques,
             cves,
-        );
+        });
+    }
+    for rule in found {
+        add_rule(parsed, file, rule);
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn add_rule(
-    parsed: &mut Parsed,
-    file: &str,
-    id: &str,
-    source: &str,
-    title: &str,
-    level: &str,
-    status: &str,
+/// The techniques (`attack.tNNNN[.NNN]`) and CVEs (`cve.YYYY-NNNN`) a Sigma
+/// rule's tags name.
+fn sigma_tags(document: &Value) -> (Vec<String>, Vec<String>) {
+    let mut techniques = Vec::new();
+    let mut cves = Vec::new();
+    let tags = document.get("tags").and_then(Value::as_sequence);
+    for tag in tags.into_iter().flatten().filter_map(Value::as_str) {
+        let tag = tag.trim().to_ascii_lowercase();
+        if let Some(rest) = tag.strip_prefix("attack.t")
+            && let Some(technique) = normalize_technique_id(&format!("t{rest}"))
+        {
+            techniques.push(technique);
+        } else if let Some(rest) = tag.strip_prefix("cve.") {
+            cves.push(format!("CVE-{}", rest.to_ascii_uppercase()));
+        }
+    }
+    (techniques, cves)
+}
+
+/// A rule read from a file, before it is added.
+struct NewRule {
+    id: String,
+    source: &'static str,
+    title: String,
+    level: String,
+    status: String,
     enabled: bool,
-    mut techniques: Vec<String>,
-    mut cves: Vec<String>,
-) {
+    techniques: Vec<String>,
+    cves: Vec<String>,
+}
+
+fn add_rule(parsed: &mut Parsed, file: &str, rule: NewRule) {
+    let NewRule {
+        id,
+        source,
+        title,
+        level,
+        status,
+        enabled,
+        mut techniques,
+        mut cves,
+    } = rule;
+    let id = id.as_str();
     techniques.sort();
     techniques.dedup();
     cves.sort();
     cves.dedup();
-    for technique in &techniques {
-        parsed
-            .rule_techniques
-            .insert((id.to_owned(), technique.clone()));
-    }
-    for cve in &cves {
-        parsed.rule_cves.insert((id.to_owned(), cve.clone()));
-    }
+    let key = rule_key(source, id);
     let position = parsed.rules.len();
-    if parsed.seen("rule", id, position).is_some() {
+    if parsed.seen("rule", &key, position).is_some() {
         parsed.skip(
             file,
             format!("rule {id}"),
-            "rule id already imported from another file; kept the first",
+            format!("{source} rule id already imported from another file; kept the first"),
         );
         return;
     }
+    for technique in &techniques {
+        parsed
+            .rule_techniques
+            .insert((key.clone(), technique.clone()));
+    }
+    for cve in &cves {
+        parsed.rule_cves.insert((key.clone(), cve.clone()));
+    }
     parsed.rules.push(
         RuleRow {
+            rule_key: key,
             rule_id: id.to_owned(),
             source: source.to_owned(),
-            title: title.to_owned(),
-            level: level.to_owned(),
-            status: status.to_owned(),
+            title,
+            level,
+            status,
             enabled,
             file_name: file.to_owned(),
             technique_ids: json_list(&techniques),
@@ -214,18 +288,19 @@ pub fn parse_elastic(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<()
         }
     }
     let maturity = rule.metadata.maturity.trim();
-    let enabled = maturity != "deprecated" && !in_deprecated_folder(file);
     add_rule(
         parsed,
         file,
-        rule.rule.rule_id.trim(),
-        "elastic",
-        rule.rule.name.trim(),
-        rule.rule.severity.trim(),
-        maturity,
-        enabled,
-        techniques,
-        Vec::new(),
+        NewRule {
+            id: rule.rule.rule_id.trim().to_owned(),
+            source: "elastic",
+            title: rule.rule.name.trim().to_owned(),
+            level: rule.rule.severity.trim().to_owned(),
+            status: maturity.to_owned(),
+            enabled: maturity != "deprecated" && !in_deprecated_folder(file),
+            techniques,
+            cves: Vec::new(),
+        },
     );
     Ok(())
 }

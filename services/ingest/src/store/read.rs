@@ -9,8 +9,8 @@ use sqlx::{Row, any::AnyRow};
 use super::CatalogStore;
 
 use crate::domain::views::{
-    CatalogInput, Control, Cve, Defense, Rule, Subtechniques, Tactic, Technique, Template,
-    ThreatActor,
+    CatalogInput, Control, Cve, Defense, Rule, RuleFilter, Subtechniques, Tactic, Technique,
+    Template, ThreatActor,
 };
 
 macro_rules! technique_select {
@@ -71,9 +71,9 @@ const CATALOG_INPUTS: &str = "
         GROUP BY r.technique_id
     ),
     ruled AS (
-        SELECT r.technique_id, string_agg(ru.rule_id, ',' ORDER BY ru.rule_id) AS ids FROM req r
+        SELECT r.technique_id, string_agg(ru.rule_key, ',' ORDER BY ru.rule_key) AS ids FROM req r
         JOIN rule_techniques rt ON rt.technique_id = r.technique_id
-        JOIN rules ru ON ru.rule_id = rt.rule_id AND ru.enabled = 1
+        JOIN rules ru ON ru.rule_key = rt.rule_key AND ru.enabled = 1
         GROUP BY r.technique_id
     )
     SELECT r.technique_id, r.revoked, r.deprecated, COALESCE(d.n, 0), COALESCE(u.n, 0), x.ids
@@ -131,14 +131,28 @@ const TEMPLATES_FOR: &str = "
 
 const RULES_BY_IDS: &str = "
     SELECT rule_id, source, title, level, status, enabled, file_name, technique_ids
-    FROM rules WHERE rule_id IN (SELECT value FROM json_each($1))";
+    FROM rules WHERE rule_id IN (SELECT value FROM json_each($1)) ORDER BY rule_id, source";
+
+/// Keyset page over (source, rule id): `$6` 1 when the page starts after
+/// (`$7` source, `$8` rule id). Filters: `$1` source, `$2` enabled (-1
+/// any), `$3` technique, `$4` status, "" for any.
+const LIST_RULES: &str = "
+    SELECT r.rule_id, r.source, r.title, r.level, r.status, r.enabled, r.file_name, r.technique_ids
+    FROM rules r
+    WHERE ($1 = '' OR r.source = $1)
+      AND ($2 < 0 OR r.enabled = $2)
+      AND ($3 = '' OR EXISTS (SELECT 1 FROM rule_techniques rt
+                              WHERE rt.rule_key = r.rule_key AND rt.technique_id = $3))
+      AND ($4 = '' OR r.status = $4)
+      AND ($6 = 0 OR r.source > $7 OR (r.source = $7 AND r.rule_id > $8))
+    ORDER BY r.source, r.rule_id LIMIT $5";
 
 const CVES_FOR: &str = "
     SELECT t.technique_id, c.cve_id, c.description, c.cvss_score, c.link, c.known_exploited, c.published_at
     FROM techniques t
     LEFT JOIN (
         SELECT DISTINCT rt.technique_id AS technique_id, rc.cve_id AS cve_id
-        FROM rule_techniques rt JOIN rule_cves rc ON rc.rule_id = rt.rule_id
+        FROM rule_techniques rt JOIN rule_cves rc ON rc.rule_key = rt.rule_key
     ) l ON l.technique_id = t.technique_id
     LEFT JOIN cves c ON c.cve_id = l.cve_id
     WHERE t.technique_id IN (SELECT value FROM json_each($1))
@@ -176,6 +190,19 @@ fn technique(row: &AnyRow) -> Result<Technique, sqlx::Error> {
         revoked: row.try_get::<i64, _>(8)? != 0,
         deprecated: row.try_get::<i64, _>(9)? != 0,
         attack_version: row.try_get(10)?,
+    })
+}
+
+fn rule(row: &AnyRow) -> Result<Rule, sqlx::Error> {
+    Ok(Rule {
+        rule_id: row.try_get(0)?,
+        source: row.try_get(1)?,
+        title: row.try_get(2)?,
+        level: row.try_get(3)?,
+        status: row.try_get(4)?,
+        enabled: row.try_get::<i64, _>(5)? != 0,
+        file_name: row.try_get(6)?,
+        technique_ids: list(&row.try_get::<String, _>(7)?),
     })
 }
 
@@ -291,7 +318,7 @@ impl CatalogStore {
                     live: row.try_get::<i64, _>(1)? == 0 && row.try_get::<i64, _>(2)? == 0,
                     countermeasure_count: row.try_get(3)?,
                     actor_count: row.try_get(4)?,
-                    enabled_rule_ids: rules
+                    enabled_rule_keys: rules
                         .filter(|r| !r.is_empty())
                         .map(|r| r.split(',').map(str::to_owned).collect())
                         .unwrap_or_default(),
@@ -397,27 +424,39 @@ impl CatalogStore {
         })
     }
 
-    /// Rules by id.
+    /// Rules by upstream id: every source's, grouped by id.
     pub async fn rules_by_ids(
         &self,
         ids: &[String],
-    ) -> Result<BTreeMap<String, Rule>, sqlx::Error> {
-        self.by_ids(RULES_BY_IDS, ids)
+    ) -> Result<BTreeMap<String, Vec<Rule>>, sqlx::Error> {
+        let mut found: BTreeMap<String, Vec<Rule>> = BTreeMap::new();
+        for row in self.by_ids(RULES_BY_IDS, ids).await? {
+            let rule = rule(&row)?;
+            found.entry(rule.rule_id.clone()).or_default().push(rule);
+        }
+        Ok(found)
+    }
+
+    /// A page of rules by (source, rule id).
+    pub async fn list_rules(
+        &self,
+        filter: &RuleFilter,
+        page: &Page,
+    ) -> Result<Vec<Rule>, sqlx::Error> {
+        self.db
+            .stmt(LIST_RULES)
+            .bind(filter.source.clone())
+            .bind(filter.enabled.map_or(-1, i64::from))
+            .bind(filter.technique_id.clone())
+            .bind(filter.status.clone())
+            .bind(page.limit())
+            .bind(page.has_cursor())
+            .bind(page.text(0))
+            .bind(page.text(1))
+            .fetch_all(self.db.pool())
             .await?
             .iter()
-            .map(|row| {
-                let rule = Rule {
-                    rule_id: row.try_get(0)?,
-                    source: row.try_get(1)?,
-                    title: row.try_get(2)?,
-                    level: row.try_get(3)?,
-                    status: row.try_get(4)?,
-                    enabled: row.try_get::<i64, _>(5)? != 0,
-                    file_name: row.try_get(6)?,
-                    technique_ids: list(&row.try_get::<String, _>(7)?),
-                };
-                Ok((rule.rule_id.clone(), rule))
-            })
+            .map(rule)
             .collect()
     }
 

@@ -85,8 +85,8 @@ const MITIGATIONS: EntitySql = entity_sql!("mitigation", "mitigations", "mitigat
     "revoked" as "BIGINT", "deprecated" as "BIGINT", "content_hash" as "TEXT"]);
 const DEFENSES: EntitySql = entity_sql!("defense", "defenses", "defense_id", flags: "0 AS revoked, 0 AS deprecated", [
     "name" as "TEXT", "tactic" as "TEXT", "content_hash" as "TEXT"]);
-const RULES: EntitySql = entity_sql!("rule", "rules", "rule_id", flags: "0 AS revoked, 0 AS deprecated", [
-    "source" as "TEXT", "title" as "TEXT", "level" as "TEXT", "status" as "TEXT", "enabled" as "BIGINT",
+const RULES: EntitySql = entity_sql!("rule", "rules", "rule_key", flags: "0 AS revoked, 0 AS deprecated", [
+    "rule_id" as "TEXT", "source" as "TEXT", "title" as "TEXT", "level" as "TEXT", "status" as "TEXT", "enabled" as "BIGINT",
     "file_name" as "TEXT", "technique_ids" as "TEXT", "cve_ids" as "TEXT", "content_hash" as "TEXT"]);
 const TEMPLATES: EntitySql = entity_sql!("template", "templates", "template_id", flags: "0 AS revoked, 0 AS deprecated", [
     "source" as "TEXT", "technique_id" as "TEXT", "name" as "TEXT", "description" as "TEXT",
@@ -99,8 +99,8 @@ const CVES: EntitySql = entity_sql!("cve", "cves", "cve_id", flags: "0 AS revoke
 
 const ACTOR_TECHNIQUES: PairSql = pair_sql!("actor_techniques", "actor_id", "technique_id");
 const TECHNIQUE_DEFENSES: PairSql = pair_sql!("technique_defenses", "technique_id", "defense_id");
-const RULE_TECHNIQUES: PairSql = pair_sql!("rule_techniques", "rule_id", "technique_id");
-const RULE_CVES: PairSql = pair_sql!("rule_cves", "rule_id", "cve_id");
+const RULE_TECHNIQUES: PairSql = pair_sql!("rule_techniques", "rule_key", "technique_id");
+const RULE_CVES: PairSql = pair_sql!("rule_cves", "rule_key", "cve_id");
 const CONTROL_TECHNIQUES: PairSql = pair_sql!("control_techniques", "control_id", "technique_id");
 
 const KNOWN_TECHNIQUES: &str = "SELECT technique_id, revoked, deprecated FROM techniques";

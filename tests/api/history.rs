@@ -1,0 +1,725 @@
+//! A program's history in and out (docs/formats/history.md), on both
+//! backends: a history driven through the live workflow, written out by
+//! hand from what the API shows and imported into an empty server, gives
+//! the same scores (now and as of an instant), snapshot and metrics; so
+//! does the server's own export; a re-import changes nothing; an
+//! impossible history is refused by line and changes nothing.
+
+use std::time::Duration;
+
+use purple_api::{
+    campaigns::v1::{self as pb, campaigns_service_client::CampaignsServiceClient},
+    common::v1::{EventKind, Outcome, TimeWindow},
+    ingest::v1::{ImportKind, ImportRequest, ingest_service_client::IngestServiceClient},
+    metrics::v1::{
+        GetOperationalSummaryRequest, ListAuditEventsRequest, MetricFilter,
+        metrics_service_client::MetricsServiceClient,
+    },
+    scoring::v1::{
+        CreateSnapshotRequest, GetOrganizationScoreRequest, GetSnapshotRequest,
+        ScoreTechniquesRequest, scoring_service_client::ScoringServiceClient,
+    },
+};
+use serde_json::json;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::{
+    campaigns::{CATALOG, Team, as_user, client, create_test, import_bundle, step, team},
+    helpers::{TestApp, spawn_app, ts},
+};
+
+/// Two Sigma rules on the catalogue's techniques, so rule coverage counts.
+const RULES: &str = "title: PowerShell encoded
+id: 11111111-1111-4111-8111-111111111111
+status: stable
+level: high
+tags:
+    - attack.t1059.001
+---
+title: LSASS access
+id: 22222222-2222-4222-8222-222222222222
+status: stable
+level: high
+tags:
+    - attack.t1003
+";
+
+async fn catalogue(app: &TestApp) {
+    import_bundle(app, CATALOG).await;
+    IngestServiceClient::new(app.channel.clone())
+        .import(futures::stream::iter([ImportRequest {
+            kind: ImportKind::Sigma as i32,
+            file_name: "rules.yml".into(),
+            data: RULES.as_bytes().to_vec(),
+            last: true,
+        }]))
+        .await
+        .unwrap();
+}
+
+fn rfc(t: &Option<prost_types::Timestamp>) -> Option<String> {
+    t.as_ref().map(|t| {
+        chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    })
+}
+
+/// What a rejection voided, noted while driving the test.
+struct Voided {
+    test_id: String,
+    side: &'static str,
+    executed_at: Option<String>,
+    completed_at: Option<String>,
+    outcome: Option<&'static str>,
+}
+
+async fn next(app: &TestApp, test: &pb::Test, who: &str, action: pb::TestAction) -> pb::Test {
+    step(app, test, who, action, |r| {
+        if action == pb::TestAction::RejectRed || action == pb::TestAction::RejectBlue {
+            r.reason = "not convincing".into();
+        }
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap()
+}
+
+async fn complete_red(app: &TestApp, team: &Team, t: &pb::Test) -> pb::Test {
+    step(app, t, &team.red, pb::TestAction::CompleteRed, |r| {
+        r.executed_at = t.created_at;
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap()
+}
+
+async fn complete_blue(
+    app: &TestApp,
+    team: &Team,
+    t: &pb::Test,
+    outcome: Outcome,
+    rule: &str,
+) -> pb::Test {
+    step(app, t, &team.blue, pb::TestAction::CompleteBlue, |r| {
+        r.outcome = outcome as i32;
+        r.detected_at = outcome
+            .is_detection()
+            .then(|| prost_types::Timestamp::from(std::time::SystemTime::now()));
+        if !rule.is_empty() {
+            r.detection_results = vec![pb::DetectionResult {
+                source: "sigma".into(),
+                rule_id: rule.into(),
+                triggered: true,
+                ..Default::default()
+            }];
+        }
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap()
+}
+
+/// Drives a small program through the live workflow: a validated
+/// detection, a test rejected on both sides then validated, its retest
+/// validated undetected with its remediation done, a cancelled test, a
+/// planned one and a worklog. Returns the test ids and what each
+/// rejection voided.
+async fn drive(app: &TestApp, team: &Team) -> (Vec<String>, Vec<Voided>) {
+    use pb::TestAction::*;
+    let mut voided = Vec::new();
+    // t1: detected, its rule fired.
+    let t1 = create_test(app, team, "T1059.001").await;
+    let t = next(app, &t1, &team.red, StartRed).await;
+    let t = complete_red(app, team, &t).await;
+    let t = next(app, &t, &team.blue, StartBlue).await;
+    let t = complete_blue(
+        app,
+        team,
+        &t,
+        Outcome::Detected,
+        "11111111-1111-4111-8111-111111111111",
+    )
+    .await;
+    next(app, &t, &team.lead, Validate).await;
+
+    // t2: red rejected after executing, blue rejected after a "logged".
+    let t2 = create_test(app, team, "T1003").await;
+    let t = next(app, &t2, &team.red, StartRed).await;
+    let t = complete_red(app, team, &t).await;
+    voided.push(Voided {
+        test_id: t.test_id.clone(),
+        side: "red",
+        executed_at: rfc(&t.executed_at),
+        completed_at: None,
+        outcome: None,
+    });
+    let t = next(app, &t, &team.lead, RejectRed).await;
+    let t = complete_red(app, team, &t).await;
+    let t = next(app, &t, &team.blue, StartBlue).await;
+    let t = complete_blue(app, team, &t, Outcome::Logged, "").await;
+    voided.push(Voided {
+        test_id: t.test_id.clone(),
+        side: "blue",
+        executed_at: None,
+        completed_at: rfc(&t.blue_completed_at),
+        outcome: Some("logged"),
+    });
+    let t = next(app, &t, &team.lead, RejectBlue).await;
+    let t = complete_blue(
+        app,
+        team,
+        &t,
+        Outcome::Detected,
+        "22222222-2222-4222-8222-222222222222",
+    )
+    .await;
+    let t2v = next(app, &t, &team.lead, Validate).await;
+
+    // t3: t2's retest, not detected; its remediation done.
+    let retest = step(app, &t2v, &team.lead, Retest, |_| {})
+        .await
+        .unwrap()
+        .retest
+        .unwrap();
+    let t = next(app, &retest, &team.red, StartRed).await;
+    let t = complete_red(app, team, &t).await;
+    let t = next(app, &t, &team.blue, StartBlue).await;
+    let t = complete_blue(app, team, &t, Outcome::NotDetected, "").await;
+    let validated = step(app, &t, &team.lead, Validate, |_| {}).await.unwrap();
+    let remediation = validated.remediation.unwrap();
+    let moved = as_user(app, &team.blue)
+        .transition_remediation(pb::TransitionRemediationRequest {
+            remediation_id: remediation.remediation_id.clone(),
+            to: pb::RemediationState::InProgress as i32,
+            expected_version: remediation.version,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .remediation
+        .unwrap();
+    as_user(app, &team.blue)
+        .transition_remediation(pb::TransitionRemediationRequest {
+            remediation_id: remediation.remediation_id.clone(),
+            to: pb::RemediationState::Completed as i32,
+            expected_version: moved.version,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // t4 cancelled while red worked; t5 planned.
+    let t4 = create_test(app, team, "T1105").await;
+    let t = next(app, &t4, &team.red, StartRed).await;
+    next(app, &t, &team.lead, Cancel).await;
+    let t5 = create_test(app, team, "T1059").await;
+
+    as_user(app, &team.red)
+        .add_worklog(pb::AddWorklogRequest {
+            worklog: Some(pb::Worklog {
+                test_id: t1.test_id.clone(),
+                user_id: team.red.clone(),
+                minutes: 45,
+                note: "setup".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let ids = vec![
+        t1.test_id,
+        t2.test_id,
+        retest.test_id,
+        t4.test_id,
+        t5.test_id,
+    ];
+    (ids, voided)
+}
+
+/// The history of what `drive` did, written from what the API shows (the
+/// tests' instants, the audit trail's rejection instants, the results,
+/// remediations and worklogs) — not from the export.
+async fn by_hand(app: &TestApp, team: &Team, ids: &[String], voided: &[Voided]) -> String {
+    let mut lines = Vec::new();
+    for (user, role) in [
+        (&team.admin, "admin"),
+        (&team.lead, "purple_lead"),
+        (&team.red, "red_tech"),
+        (&team.blue, "blue_tech"),
+    ] {
+        lines.push(json!({"kind": "user", "user_id": user, "role": role}));
+    }
+    let tests = client(app)
+        .get_tests_by_ids(pb::GetTestsByIdsRequest {
+            test_ids: ids.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tests;
+    let mut metrics = MetricsServiceClient::new(app.channel.clone());
+    for t in &tests {
+        let rejected = metrics
+            .list_audit_events(ListAuditEventsRequest {
+                test_id: t.test_id.clone(),
+                event_kind: EventKind::TestRejected as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        let mut rejections: Vec<serde_json::Value> = Vec::new();
+        let mine: Vec<&Voided> = voided.iter().filter(|v| v.test_id == t.test_id).collect();
+        // The audit trail lists newest first; the notes are oldest first.
+        for (event, v) in rejected.iter().rev().zip(mine) {
+            rejections.push(json!({
+                "side": v.side, "at": rfc(&event.occurred_at), "reason": "not convincing",
+                "actor_id": team.lead, "voided_executed_at": v.executed_at,
+                "voided_completed_at": v.completed_at, "voided_outcome": v.outcome,
+            }));
+        }
+        let state = pb::TestState::try_from(t.state).unwrap().as_str_name()["TEST_STATE_".len()..]
+            .to_ascii_lowercase();
+        let outcome = Outcome::try_from(t.outcome).unwrap();
+        lines.push(json!({
+            "kind": "test", "test_id": t.test_id, "technique_id": t.technique_id,
+            "title": t.title, "state": state,
+            "outcome": (outcome != Outcome::Unspecified)
+                .then(|| outcome.as_str_name()["OUTCOME_".len()..].to_ascii_lowercase()),
+            "retest_of": (!t.retest_of.is_empty()).then_some(&t.retest_of),
+            "red_assignee_id": t.red_assignee_id, "blue_assignee_id": t.blue_assignee_id,
+            "created_at": rfc(&t.created_at), "red_started_at": rfc(&t.red_started_at),
+            "executed_at": rfc(&t.executed_at), "blue_started_at": rfc(&t.blue_started_at),
+            "detected_at": rfc(&t.detected_at), "blue_completed_at": rfc(&t.blue_completed_at),
+            "validated_at": rfc(&t.validated_at), "cancelled_at": rfc(&t.cancelled_at),
+            "rejections": rejections,
+        }));
+    }
+    let results = client(app)
+        .get_detection_results(pb::GetDetectionResultsRequest {
+            test_ids: ids.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    for r in results {
+        lines.push(json!({
+            "kind": "detection_result", "test_id": r.test_id, "source": r.source,
+            "rule_id": r.rule_id, "triggered": r.triggered, "triggered_at": rfc(&r.triggered_at),
+        }));
+    }
+    let remediations = client(app)
+        .list_remediations(pb::ListRemediationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .remediations;
+    for r in remediations {
+        let state = pb::RemediationState::try_from(r.state)
+            .unwrap()
+            .as_str_name()["REMEDIATION_STATE_".len()..]
+            .to_ascii_lowercase();
+        lines.push(json!({
+            "kind": "remediation", "remediation_id": r.remediation_id, "test_id": r.test_id,
+            "state": state, "opened_at": rfc(&r.opened_at), "started_at": rfc(&r.started_at),
+            "completed_at": rfc(&r.completed_at),
+        }));
+    }
+    let worklogs = client(app)
+        .list_worklogs(pb::ListWorklogsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .worklogs;
+    for w in worklogs {
+        lines.push(json!({
+            "kind": "worklog", "worklog_id": w.worklog_id, "test_id": w.test_id,
+            "user_id": w.user_id, "minutes": w.minutes, "logged_at": rfc(&w.logged_at),
+        }));
+    }
+    lines
+        .into_iter()
+        .map(|mut l| {
+            // Absent values are left out, as a hand-written file would.
+            if let Some(map) = l.as_object_mut() {
+                map.retain(|_, v| !v.is_null() && v != &json!([]));
+            }
+            l.to_string() + "\n"
+        })
+        .collect()
+}
+
+async fn import(app: &TestApp, text: &str) -> Result<pb::ImportHistoryResponse, tonic::Status> {
+    // In three chunks, as a client streams a file.
+    let bytes = text.as_bytes();
+    let third = bytes.len() / 3;
+    let chunks = vec![
+        pb::ImportHistoryRequest {
+            file_name: "history.ndjson".into(),
+            data: bytes[..third].to_vec(),
+            last: false,
+        },
+        pb::ImportHistoryRequest {
+            file_name: String::new(),
+            data: bytes[third..].to_vec(),
+            last: false,
+        },
+        pb::ImportHistoryRequest {
+            last: true,
+            ..Default::default()
+        },
+    ];
+    client(app)
+        .import_history(futures::stream::iter(chunks))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn export(app: &TestApp) -> String {
+    use futures::StreamExt;
+    let mut stream = client(app)
+        .export_history(pb::ExportHistoryRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend(chunk.unwrap().data);
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Everything the two servers must agree on.
+#[derive(Debug, PartialEq)]
+struct Figures {
+    scores_as_of: Vec<purple_api::scoring::v1::TechniqueScore>,
+    /// Now: the exact components (recency drifts between two reads).
+    now: Vec<(String, i32, i32, String, String, i32)>,
+    organization_as_of: String,
+    snapshot: Vec<String>,
+    summary: String,
+}
+
+async fn figures(app: &TestApp, as_of: prost_types::Timestamp, window: TimeWindow) -> Figures {
+    let ids: Vec<String> = ["T1059", "T1059.001", "T1003", "T1105"]
+        .map(String::from)
+        .to_vec();
+    let mut scoring = ScoringServiceClient::new(app.channel.clone());
+    let scores_as_of = scoring
+        .score_techniques(ScoreTechniquesRequest {
+            technique_ids: ids.clone(),
+            as_of: Some(as_of),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .scores;
+    let now = scoring
+        .score_techniques(ScoreTechniquesRequest {
+            technique_ids: ids,
+            as_of: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .scores
+        .into_iter()
+        .map(|s| {
+            let c = s.components.unwrap_or_default();
+            (
+                s.technique_id,
+                c.total_tests,
+                c.effective_tests,
+                format!("{:.6}", c.detection),
+                format!("{:.6}", c.rule_coverage),
+                c.triggered_rules,
+            )
+        })
+        .collect();
+    let organization_as_of = format!(
+        "{:?}",
+        scoring
+            .get_organization_score(GetOrganizationScoreRequest {
+                as_of: Some(as_of),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    );
+    let created = scoring
+        .create_snapshot(CreateSnapshotRequest {
+            label: "compare".into(),
+            as_of: Some(as_of),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let stored = scoring
+        .get_snapshot(GetSnapshotRequest {
+            snapshot_id: created.snapshot_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let mut snapshot: Vec<String> = stored.techniques.iter().map(|t| format!("{t:?}")).collect();
+    snapshot.push(format!(
+        "{:.6} {} {:?}",
+        stored.organization_score, stored.technique_count, stored.status_counts
+    ));
+    let summary = format!(
+        "{:?}",
+        MetricsServiceClient::new(app.channel.clone())
+            .get_operational_summary(GetOperationalSummaryRequest {
+                filter: Some(MetricFilter {
+                    window: Some(window),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    );
+    Figures {
+        scores_as_of,
+        now,
+        organization_as_of,
+        snapshot,
+        summary,
+    }
+}
+
+/// Waits until metrics holds `events` events (the relay delivers after
+/// the import commits).
+async fn delivered(app: &TestApp, events: usize) {
+    let mut metrics = MetricsServiceClient::new(app.channel.clone());
+    for _ in 0..200 {
+        let page = metrics
+            .list_audit_events(ListAuditEventsRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        if page.len() >= events {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead = client(app)
+        .list_dead_letters(pb::ListDeadLettersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    panic!(
+        "metrics never received {events} events (it has {}); dead letters: {dead:?}",
+        audit_count(app).await
+    );
+}
+
+async fn audit_count(app: &TestApp) -> usize {
+    MetricsServiceClient::new(app.channel.clone())
+        .list_audit_events(ListAuditEventsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .len()
+}
+
+#[tokio::test]
+async fn an_imported_history_scores_and_measures_like_the_live_one_and_round_trips() {
+    let live = spawn_app().await;
+    catalogue(&live).await;
+    let people = team(&live).await;
+    let (ids, voided) = drive(&live, &people).await;
+    // The live audit trail settles (the relay delivers every 500 ms).
+    let mut settled = 0;
+    while settled < 100 {
+        let rejected = MetricsServiceClient::new(live.channel.clone())
+            .list_audit_events(ListAuditEventsRequest {
+                event_kind: EventKind::TestRejected as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        if rejected.len() == voided.len() {
+            break;
+        }
+        settled += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let hand = by_hand(&live, &people, &ids, &voided).await;
+    let exported = export(&live).await;
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let as_of = ts(now + 60);
+    let window = TimeWindow {
+        from: Some(ts(now - 86_400)),
+        to: Some(ts(now + 86_400)),
+    };
+    let expected = figures(&live, as_of, window).await;
+    assert!(
+        expected.summary.contains("rejected"),
+        "{}",
+        expected.summary
+    );
+
+    for (what, text) in [("by hand", &hand), ("exported", &exported)] {
+        let app = spawn_app().await;
+        catalogue(&app).await;
+        let report = import(&app, text)
+            .await
+            .unwrap_or_else(|s| panic!("{what}: {s:?}"));
+        let tests = report.counts.iter().find(|c| c.kind == "test").unwrap();
+        assert_eq!((tests.created, tests.updated), (5, 0), "{what}");
+        delivered(&app, report.events as usize).await;
+        let got = figures(&app, as_of, window).await;
+        assert_eq!(
+            got, expected,
+            "{what}: scores and metrics differ from the live ones"
+        );
+
+        // A re-import changes nothing and emits nothing.
+        let again = import(&app, text).await.unwrap();
+        assert!(
+            again
+                .counts
+                .iter()
+                .all(|c| c.created == 0 && c.updated == 0),
+            "{what}: {:?}",
+            again.counts
+        );
+        assert_eq!(again.events, 0);
+    }
+}
+
+#[tokio::test]
+async fn an_impossible_history_is_refused_by_line_and_changes_nothing() {
+    let app = spawn_app().await;
+    catalogue(&app).await;
+    let good = [
+        json!({"kind": "user", "user_id": "ada", "role": "purple_lead"}),
+        json!({"kind": "test", "test_id": "h1", "technique_id": "t1003", "state": "validated",
+               "outcome": "blocked", "created_at": "2025-03-01T10:00:00Z",
+               "executed_at": "2025-03-01T11:00:00Z", "detected_at": "2025-03-01T11:05:00Z",
+               "validated_at": "2025-03-02T09:00:00Z"}),
+    ];
+    let text: String = good.iter().map(|l| l.to_string() + "\n").collect();
+    let report = import(&app, &text).await.unwrap();
+    assert_eq!(report.records, 2);
+    let events_before = {
+        delivered(&app, report.events as usize).await;
+        audit_count(&app).await
+    };
+
+    let bad = [
+        // 1: instants out of order.
+        json!({"kind": "test", "test_id": "b1", "technique_id": "T1003", "state": "validated",
+               "outcome": "detected", "created_at": "2025-03-05T10:00:00Z",
+               "executed_at": "2025-03-04T11:00:00Z", "detected_at": "2025-03-05T11:05:00Z",
+               "validated_at": "2025-03-06T09:00:00Z"}),
+        // 2: validated without an outcome.
+        json!({"kind": "test", "test_id": "b2", "technique_id": "T1003", "state": "validated",
+               "created_at": "2025-03-05T10:00:00Z", "executed_at": "2025-03-05T11:00:00Z",
+               "validated_at": "2025-03-06T09:00:00Z"}),
+        // 3: a retest of an unknown test.
+        json!({"kind": "test", "test_id": "b3", "technique_id": "T1003", "state": "planned",
+               "retest_of": "ghost", "created_at": "2025-03-05T10:00:00Z"}),
+        // 4: an unknown user.
+        json!({"kind": "test", "test_id": "b4", "technique_id": "T1003", "state": "planned",
+               "red_assignee_id": "zed", "created_at": "2025-03-05T10:00:00Z"}),
+        // 5: a technique the catalogue does not know.
+        json!({"kind": "test", "test_id": "b5", "technique_id": "T9999", "state": "planned",
+               "created_at": "2025-03-05T10:00:00Z"}),
+        // 6: a valid record; nothing of the upload is kept.
+        json!({"kind": "test", "test_id": "b6", "technique_id": "T1105", "state": "planned",
+               "created_at": "2025-03-05T10:00:00Z"}),
+    ];
+    let text: String = bad.iter().map(|l| l.to_string() + "\n").collect::<String>() + "not json\n";
+    let refused = import(&app, &text).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let violations: Vec<(String, String)> = refused
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| (v.field.clone(), v.description.clone()))
+        .collect();
+    // An unreadable line is refused before anything else is checked.
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(violations[0].0.starts_with("line 7"), "{violations:?}");
+
+    let text: String = bad.iter().map(|l| l.to_string() + "\n").collect();
+    let refused = import(&app, &text).await.unwrap_err();
+    let violations: Vec<(String, String)> = refused
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| (v.field.clone(), v.description.clone()))
+        .collect();
+    let has = |line: usize, field: &str, why: &str| {
+        violations
+            .iter()
+            .any(|(f, d)| f == &format!("line {line}: {field}") && d.contains(why))
+    };
+    assert!(has(1, "executed_at", "before created_at"), "{violations:?}");
+    assert!(has(2, "outcome", "required"), "{violations:?}");
+    assert!(has(3, "retest_of", "unknown test"), "{violations:?}");
+    assert!(has(4, "red_assignee_id", "unknown user"), "{violations:?}");
+    assert!(
+        has(5, "technique_id", "not in the ATT&CK catalogue"),
+        "{violations:?}"
+    );
+    assert!(!violations.iter().any(|(f, _)| f.starts_with("line 6")));
+
+    // Nothing of it was written, and no event left.
+    let found = client(&app)
+        .get_tests_by_ids(pb::GetTestsByIdsRequest {
+            test_ids: vec!["b6".into(), "h1".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.missing_ids, ["b6"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(audit_count(&app).await, events_before);
+
+    // Only an admin imports.
+    let lead = app.as_role("lead", purple_api::common::v1::Role::PurpleLead);
+    let err = CampaignsServiceClient::new(lead)
+        .import_history(futures::stream::iter([pb::ImportHistoryRequest {
+            file_name: "h.ndjson".into(),
+            last: true,
+            ..Default::default()
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
