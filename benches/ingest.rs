@@ -17,7 +17,6 @@ use purple_api::{
 };
 use purple_ingest::domain::Kind;
 use support::{BenchApp, ms, peak_rss_mib, time};
-use tonic::transport::Channel;
 
 async fn chunks(kind: Kind, path: &str) -> Vec<ImportRequest> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,7 +29,7 @@ async fn chunks(kind: Kind, path: &str) -> Vec<ImportRequest> {
 }
 
 async fn timed_import(
-    client: &mut IngestServiceClient<Channel>,
+    client: &mut IngestServiceClient<support::Authed>,
     label: &str,
     kind: Kind,
     path: &str,

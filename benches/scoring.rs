@@ -6,15 +6,21 @@
 //! Run: `cargo bench --bench scoring` (SQLite) or
 //! `PURPLE_BENCH_DATABASE_URL=postgres://... cargo bench --bench scoring`.
 //!
-//! Rules are imported through the real importer; the 50,000 tests are
-//! seeded with set-based SQL into the campaigns tables (walking each
-//! through five RPC transitions would make the set-up the benchmark).
+//! Rules are imported through the real importer and the 50,000 tests
+//! through the history import (docs/formats/history.md), whose own figures
+//! (records per second, statements per upload, peak memory) come first.
 
 mod support;
 
 use std::{path::Path, time::Instant};
 
 use futures::StreamExt;
+use purple_api::{
+    common::v1::TimeWindow,
+    metrics::v1::{
+        GetRejectionRatesRequest, MetricFilter, metrics_service_client::MetricsServiceClient,
+    },
+};
 use purple_api::{
     ingest::v1::{
         ImportKind, ImportRequest, ListTechniquesRequest,
@@ -27,74 +33,16 @@ use purple_api::{
     },
 };
 use purple_ingest::domain::Kind;
-use purple_runtime::{
-    Database, ServiceName,
-    time::{Micros, now_micros, timestamp},
+use purple_runtime::time::{now_micros, timestamp};
+use support::{
+    BenchApp,
+    history::{Lcg, Shape, generate},
+    ms, peak_rss_mib, time,
 };
-use serde::Serialize;
-use support::{BenchApp, ms, peak_rss_mib, time};
 
 const TESTS: usize = 50_000;
 const RULES: usize = 4_000;
 const DAY: i64 = 86_400_000_000;
-
-#[derive(Serialize)]
-struct TestSeed {
-    test_id: String,
-    technique_id: String,
-    state: &'static str,
-    outcome: Option<&'static str>,
-    retest_of: Option<String>,
-    chain_id: String,
-    validated_at: Option<Micros>,
-    created_at: Micros,
-}
-
-#[derive(Serialize)]
-struct ResultSeed {
-    test_id: String,
-    rule_id: String,
-    triggered: i64,
-}
-
-#[derive(Serialize)]
-struct EffectiveSeed {
-    chain_id: String,
-    technique_id: String,
-    test_id: String,
-    validated_at: Micros,
-}
-
-const SEED_TESTS: &str = "
-    INSERT INTO tests (test_id, technique_id, template_id, campaign_id, title, state, outcome, retest_of, chain_id,
-                       version, red_assignee_id, blue_assignee_id, executed_at, detected_at, validated_at,
-                       red_notes, blue_notes, rejection_reason, created_at, updated_at)
-    SELECT json_extract(value, '$.test_id'), json_extract(value, '$.technique_id'), '', NULL, 'bench',
-           json_extract(value, '$.state'), json_extract(value, '$.outcome'), json_extract(value, '$.retest_of'),
-           json_extract(value, '$.chain_id'), 1, '', '', NULL, NULL, CAST(json_extract(value, '$.validated_at') AS BIGINT),
-           '', '', '', CAST(json_extract(value, '$.created_at') AS BIGINT), CAST(json_extract(value, '$.created_at') AS BIGINT)
-    FROM json_each($1)";
-const SEED_RESULTS: &str = "
-    INSERT INTO detection_results (test_id, rule_id, triggered, triggered_at, notes, recorded_at)
-    SELECT json_extract(value, '$.test_id'), json_extract(value, '$.rule_id'), CAST(json_extract(value, '$.triggered') AS BIGINT), NULL, '', 0
-    FROM json_each($1)";
-const SEED_EFFECTIVE: &str = "
-    INSERT INTO chain_effective (chain_id, technique_id, test_id, validated_at)
-    SELECT json_extract(value, '$.chain_id'), json_extract(value, '$.technique_id'), json_extract(value, '$.test_id'),
-           CAST(json_extract(value, '$.validated_at') AS BIGINT)
-    FROM json_each($1)";
-
-/// A deterministic pseudo-random stream (no dependency for a benchmark).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
 
 fn rule_id(i: usize) -> String {
     format!("00000000-0000-4000-8000-{i:012}")
@@ -102,6 +50,8 @@ fn rule_id(i: usize) -> String {
 
 #[tokio::main]
 async fn main() {
+    // Spans in memory: how the import's statements are counted.
+    let spans = purple_runtime::telemetry::init_for_tests();
     let app = BenchApp::start().await;
     let mut ingest =
         IngestServiceClient::new(app.channel.clone()).max_encoding_message_size(64 << 20);
@@ -134,12 +84,10 @@ async fn main() {
         .collect();
 
     let mut rng = Lcg(7);
-    let mut rule_techniques: Vec<String> = Vec::with_capacity(RULES);
     let mut rules: Vec<ImportRequest> = (0..RULES)
         .map(|i| {
             let technique = techniques[rng.next(techniques.len() as u64) as usize].clone();
             let text = format!("title: bench rule {i}\nid: {}\nstatus: stable\nlevel: medium\ntags:\n  - attack.{}\n", rule_id(i), technique.to_ascii_lowercase());
-            rule_techniques.push(technique);
             ImportRequest { kind: ImportKind::Sigma as i32, file_name: format!("rule-{i}.yml"), data: text.into_bytes(), last: false }
         })
         .collect();
@@ -149,108 +97,124 @@ async fn main() {
     });
     ingest.import(futures::stream::iter(rules)).await.unwrap();
 
+    // The tests come in through the history import: 50,000 tests, five
+    // detection results per validated test, 5,000 remediations.
     let now = now_micros();
-    let mut tests = Vec::with_capacity(TESTS);
-    let mut results = Vec::new();
-    let mut effective: std::collections::BTreeMap<String, EffectiveSeed> =
-        std::collections::BTreeMap::new();
-    let outcomes = ["blocked", "detected", "logged", "not_detected"];
-    for i in 0..TESTS {
-        // Every fifth test retests the one before it.
-        let (technique, chain) = if i % 5 == 4 {
-            let prev: &TestSeed = &tests[i - 1];
-            (prev.technique_id.clone(), prev.chain_id.clone())
-        } else {
-            (
-                techniques[rng.next(techniques.len() as u64) as usize].clone(),
-                format!("bench-{i}"),
-            )
-        };
-        let validated = rng.next(10) < 6;
-        let validated_at = validated.then(|| now - (rng.next(365) as i64) * DAY - i as i64);
-        let test_id = format!("bench-{i}");
-        if let Some(at) = validated_at {
-            let newer = effective.get(&chain).is_none_or(|e| e.validated_at < at);
-            if newer {
-                effective.insert(
-                    chain.clone(),
-                    EffectiveSeed {
-                        chain_id: chain.clone(),
-                        technique_id: technique.clone(),
-                        test_id: test_id.clone(),
-                        validated_at: at,
-                    },
-                );
-            }
-            for _ in 0..2 {
-                let r = rng.next(RULES as u64) as usize;
-                results.push(ResultSeed {
-                    test_id: test_id.clone(),
-                    rule_id: rule_id(r),
-                    triggered: (rng.next(2)) as i64,
-                });
-            }
+    let rule_ids: Vec<String> = (0..RULES).map(rule_id).collect();
+    let history = generate(
+        &Shape {
+            tests: TESTS,
+            results_per_validated: 5,
+            remediations: 5_000,
+        },
+        &techniques,
+        &rule_ids,
+        now,
+    );
+    let rss_before = peak_rss_mib();
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let (report, took) = support::history::import(&app.channel, &history.ndjson, &trace_id).await;
+    let statements: Vec<String> = spans
+        .trace(&trace_id)
+        .iter()
+        .filter(|s| s.attr("db.statement").is_some())
+        .map(|s| s.attr("service").unwrap_or("?").to_owned())
+        .collect();
+    let records = report.records;
+    println!("# history import — {}", app.backend);
+    println!(
+        "{} records ({} tests, {} validated, {} detection results, {} remediations; {:.1} MB NDJSON)",
+        records,
+        history.tests,
+        history.validated,
+        history.results,
+        history.remediations,
+        history.ndjson.len() as f64 / 1e6
+    );
+    println!(
+        "import: {:.1} s, {:.0} records/s, {} events written, {} SQL statements ({} campaigns, {} ingest), peak RSS {:.0} MiB (before: {:.0} MiB)",
+        took.as_secs_f64(),
+        records as f64 / took.as_secs_f64(),
+        report.events,
+        statements.len(),
+        statements.iter().filter(|s| *s == "campaigns").count(),
+        statements.iter().filter(|s| *s == "ingest").count(),
+        peak_rss_mib(),
+        rss_before
+    );
+    let again_trace = uuid::Uuid::new_v4().simple().to_string();
+    let (again, took_again) =
+        support::history::import(&app.channel, &history.ndjson, &again_trace).await;
+    assert!(
+        again
+            .counts
+            .iter()
+            .all(|c| c.created == 0 && c.updated == 0)
+            && again.events == 0,
+        "a re-import changes nothing: {:?}",
+        again.counts
+    );
+    println!(
+        "re-import: {:.1} s, nothing created or updated, no event, {} SQL statements\n",
+        took_again.as_secs_f64(),
+        spans
+            .trace(&again_trace)
+            .iter()
+            .filter(|s| s.attr("db.statement").is_some())
+            .count()
+    );
+    // The audit events reach metrics through the outbox: measured after it
+    // drains, so the relay does not share the machine with the figures.
+    let drained = Instant::now();
+    let mut metrics = MetricsServiceClient::new(app.channel.clone());
+    loop {
+        let summary = metrics
+            .get_rejection_rates(GetRejectionRatesRequest {
+                filter: Some(MetricFilter {
+                    window: Some(TimeWindow {
+                        from: Some(timestamp(now - 400 * DAY)),
+                        to: Some(timestamp(now + DAY)),
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if summary.validated as usize == history.validated {
+            break;
         }
-        tests.push(TestSeed {
-            retest_of: (i % 5 == 4).then(|| chain.clone()),
-            test_id,
-            technique_id: technique,
-            state: if validated {
-                "validated"
-            } else if rng.next(10) == 0 {
-                "cancelled"
-            } else {
-                "planned"
-            },
-            outcome: validated.then(|| outcomes[rng.next(4) as usize]),
-            chain_id: chain,
-            validated_at,
-            created_at: now - 400 * DAY + i as i64,
-        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    results.sort_by(|a, b| (&a.test_id, &a.rule_id).cmp(&(&b.test_id, &b.rule_id)));
-    results.dedup_by(|a, b| a.test_id == b.test_id && a.rule_id == b.rule_id);
-    let db = Database::connect(ServiceName::Campaigns, &app.settings.storage)
-        .await
-        .unwrap();
-    let mut tx = db.begin().await.unwrap();
-    for chunk in tests.chunks(10_000) {
-        db.stmt(SEED_TESTS)
-            .bind_rows(chunk)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+    println!(
+        "outbox drained into metrics {:.1} s after the import",
+        drained.elapsed().as_secs_f64()
+    );
+    // And into scoring (its invalidations drop the cache): the relay's
+    // backlog gauge, measured every 5 s.
+    loop {
+        let backlog = purple_runtime::instruments::outbox();
+        if !backlog.is_empty() && backlog.iter().all(|(_, (n, _))| *n == 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    for chunk in results.chunks(10_000) {
-        db.stmt(SEED_RESULTS)
-            .bind_rows(chunk)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-    }
-    let effective: Vec<EffectiveSeed> = effective.into_values().collect();
-    db.stmt(SEED_EFFECTIVE)
-        .bind_rows(&effective)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    // The per-technique tallies campaigns keeps on write.
-    purple_campaigns::store::CampaignStore::new(db.clone())
-        .refresh_tallies(&mut tx, &techniques)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    println!(
+        "outbox drained into scoring {:.1} s after the import\n",
+        drained.elapsed().as_secs_f64()
+    );
 
     println!("# scoring benchmark — {}", app.backend);
     println!(
-        "{} live techniques, {RULES} rules, {TESTS} tests ({} validated chains, {} detection results)\n",
+        "{} live techniques, {RULES} rules, {TESTS} tests ({} validated, {} detection results)\n",
         techniques.len(),
-        effective.len(),
-        results.len()
+        history.validated,
+        history.results
     );
     println!("| request | median ms | min ms |\n|---|---|---|");
+    let internal = ScoringServiceClient::new(app.service.clone());
     let invalidate_all = || {
-        let (mut s, ids) = (scoring.clone(), techniques.clone());
+        let (mut s, ids) = (internal.clone(), techniques.clone());
         async move {
             s.invalidate_techniques(InvalidateTechniquesRequest {
                 technique_ids: ids,

@@ -8,11 +8,38 @@ use std::time::{Duration, Instant};
 
 use purple_runtime::{ServiceName, Settings};
 use tokio::sync::oneshot;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::AsciiMetadataValue,
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
+
+pub mod history;
+
+/// Puts the embedded server's admin token on every call.
+#[derive(Clone, Debug)]
+pub struct Bearer(AsciiMetadataValue);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry the admin token.
+pub type Authed = InterceptedService<Channel, Bearer>;
 
 /// A running server for a benchmark.
 pub struct BenchApp {
-    pub channel: Channel,
+    pub channel: Authed,
+    /// A channel with a `service` token, for internal RPCs.
+    pub service: Authed,
     pub settings: Settings,
     pub backend: &'static str,
     stop: Option<oneshot::Sender<()>>,
@@ -48,8 +75,31 @@ impl BenchApp {
             .connect()
             .await
             .unwrap();
+        // The embedded default wrote an admin token into its data directory.
+        let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+        let minter = purple_runtime::auth::tokens::Minter::new(
+            &settings.auth,
+            Some(&purple_runtime::auth::bootstrap::secret_path(dir.path())),
+        )
+        .unwrap()
+        .unwrap();
+        let service_token = minter.mint(
+            "service:bench",
+            purple_api::common::v1::Role::Service,
+            "bench",
+            Duration::from_secs(86_400),
+        );
+        let service = InterceptedService::new(
+            channel.clone(),
+            Bearer(format!("Bearer {service_token}").parse().unwrap()),
+        );
+        let channel = InterceptedService::new(
+            channel,
+            Bearer(format!("Bearer {}", token.trim()).parse().unwrap()),
+        );
         Self {
             channel,
+            service,
             settings,
             backend,
             stop: Some(stop),

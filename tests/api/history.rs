@@ -723,3 +723,71 @@ async fn an_impossible_history_is_refused_by_line_and_changes_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 }
+
+/// A history of `n` validated tests, each with two detection results.
+fn generated(n: usize) -> String {
+    let mut lines = vec![json!({"kind": "user", "user_id": "lee", "role": "purple_lead"})];
+    for i in 0..n {
+        let id = format!("g{i}");
+        let of = if i % 4 == 3 { i - 1 } else { i };
+        let technique = ["T1003", "T1059.001", "T1105"][of % 3];
+        let outcome = ["blocked", "logged"][i % 2];
+        lines.push(json!({
+            "kind": "test", "test_id": id, "technique_id": technique,
+            "retest_of": (i % 4 == 3).then(|| format!("g{}", i - 1)),
+            "state": "validated", "outcome": outcome,
+            "created_at": "2025-01-01T00:00:00Z", "executed_at": "2025-01-02T00:00:00Z",
+            "detected_at": (i % 2 == 0).then_some("2025-01-02T01:00:00Z"),
+            "validated_at": format!("2025-02-{:02}T00:00:00Z", 1 + i % 27),
+        }));
+        for rule in [
+            "11111111-1111-4111-8111-111111111111",
+            "22222222-2222-4222-8222-222222222222",
+        ] {
+            lines.push(
+                json!({"kind": "detection_result", "test_id": id, "source": "sigma",
+                              "rule_id": rule, "triggered": i % 3 == 0}),
+            );
+        }
+    }
+    lines
+        .into_iter()
+        .map(|mut l| {
+            l.as_object_mut().unwrap().retain(|_, v| !v.is_null());
+            l.to_string() + "\n"
+        })
+        .collect()
+}
+
+async fn import_cost(app: &TestApp, text: &str) -> crate::helpers::Cost {
+    let trace = crate::helpers::Trace::new("purple.campaigns.v1.CampaignsService/ImportHistory");
+    let chunks = [
+        pb::ImportHistoryRequest {
+            file_name: "h.ndjson".into(),
+            data: text.as_bytes().to_vec(),
+            last: false,
+        },
+        pb::ImportHistoryRequest {
+            last: true,
+            ..Default::default()
+        },
+    ];
+    client(app)
+        .import_history(trace.request(futures::stream::iter(chunks)))
+        .await
+        .unwrap();
+    crate::helpers::Cost::of(&app.trace(&trace).await)
+}
+
+#[tokio::test]
+async fn an_import_costs_the_same_statements_and_calls_at_two_sizes() {
+    let mut costs = Vec::new();
+    for n in [4, 400] {
+        let app = spawn_app().await;
+        catalogue(&app).await;
+        costs.push(import_cost(&app, &generated(n)).await);
+    }
+    assert_eq!(costs[0], costs[1], "4 tests vs 400");
+    // The request and one GetTechniquesByIds.
+    assert_eq!(costs[1].rpcs, 2);
+}

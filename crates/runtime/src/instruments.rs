@@ -126,7 +126,8 @@ fn pool_usage() -> Vec<(&'static str, i64, i64)> {
         .collect()
 }
 
-fn outbox() -> Vec<(&'static str, (u64, Option<Micros>))> {
+/// The outbox figures the relay last measured: (receiver, (backlog, oldest)).
+pub fn outbox() -> Vec<(&'static str, (u64, Option<Micros>))> {
     OUTBOX
         .lock()
         .expect("outbox figures poisoned")
