@@ -834,3 +834,48 @@ async fn sigma_and_elastic_rules_are_keyed_by_source_in_either_order_and_settle(
         );
     }
 }
+
+#[tokio::test]
+async fn a_directory_of_releases_and_domains_imports_the_newest_enterprise_objects() {
+    // v17.1 (STIX 2.1), v18.1 (2.0 and 2.1) and ATT&CK for ICS 18.1, in one
+    // import: ICS objects (which share tactic short names with Enterprise)
+    // are left out and reported, and each object is kept as last modified.
+    let app = spawn_app().await;
+    let report = import(&app, Kind::Attack, "attack").await.unwrap();
+    assert_eq!(report.files.len(), 4, "{:?}", report.files);
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.file_name.contains("ics-attack") && s.reason.contains("ATT&CK for ICS")),
+        "{:?}",
+        report.skipped
+    );
+    let everything = (
+        count_techniques(&app, SubtechniqueFilter::Unspecified, false).await,
+        count_techniques(&app, SubtechniqueFilter::Unspecified, true).await,
+    );
+    let single = spawn_app().await;
+    import(
+        &single,
+        Kind::Attack,
+        "attack/v18.1/stix21/enterprise-attack-18.1.json.gz",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        everything,
+        (
+            count_techniques(&single, SubtechniqueFilter::Unspecified, false).await,
+            count_techniques(&single, SubtechniqueFilter::Unspecified, true).await,
+        ),
+        "the directory's catalogue is v18.1's"
+    );
+    let tactics = client(&app)
+        .list_tactics(ListTacticsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tactics;
+    assert_eq!(tactics.len(), 14, "Enterprise's tactics only");
+}

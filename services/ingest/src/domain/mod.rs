@@ -138,6 +138,19 @@ pub struct Parsed {
     /// time, so a hostile file of repeated items cannot make parsing
     /// quadratic.
     seen: HashMap<(&'static str, String), usize>,
+    /// The `modified` instant of each object kept, where objects carry one.
+    modified: HashMap<(&'static str, String), String>,
+}
+
+/// What [`Parsed::newest`] decided for an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Newest {
+    /// The first of its id: add it.
+    First,
+    /// Newer than the one at this position: replace it.
+    Replaces(usize),
+    /// Not newer than the one kept: drop it.
+    Older,
 }
 
 impl Parsed {
@@ -149,6 +162,34 @@ impl Parsed {
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(position);
                 None
+            }
+        }
+    }
+
+    /// For an object that may come twice (two releases in one import): the
+    /// first of its id is added, a later one replaces it only when
+    /// modified later.
+    pub fn newest(
+        &mut self,
+        entity: &'static str,
+        key: &str,
+        modified: &str,
+        position: usize,
+    ) -> Newest {
+        match self.seen(entity, key, position) {
+            None => {
+                self.modified
+                    .insert((entity, key.to_owned()), modified.to_owned());
+                Newest::First
+            }
+            Some(at) => {
+                let kept = self.modified.entry((entity, key.to_owned())).or_default();
+                if modified > kept.as_str() {
+                    modified.clone_into(kept);
+                    Newest::Replaces(at)
+                } else {
+                    Newest::Older
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{ParseError, text};
 use crate::domain::{
-    ActorRow, Hashed, MitigationRow, Parsed, TacticRow, TechniqueRow, json_list,
+    ActorRow, Hashed, MitigationRow, Newest, Parsed, TacticRow, TechniqueRow, json_list,
     normalize_technique_id, parent_of,
 };
 
@@ -69,6 +69,11 @@ struct StixObject {
     target_ref: Option<String>,
     #[serde(default)]
     x_mitre_version: Option<String>,
+    /// The STIX `modified` instant (RFC 3339, so text order is time order).
+    #[serde(default)]
+    modified: String,
+    #[serde(default)]
+    x_mitre_domains: Vec<String>,
 }
 
 impl StixObject {
@@ -81,6 +86,17 @@ impl StixObject {
 
     fn flags(&self) -> (bool, bool) {
         (self.revoked, self.x_mitre_deprecated)
+    }
+
+    /// Whether it belongs to ATT&CK Enterprise: objects name their domains
+    /// (ICS and Mobile share tactic short names and some ids with
+    /// Enterprise); objects that name none (older bundles) are taken.
+    fn enterprise(&self) -> bool {
+        self.x_mitre_domains.is_empty()
+            || self
+                .x_mitre_domains
+                .iter()
+                .any(|d| d == "enterprise-attack")
     }
 }
 
@@ -158,11 +174,16 @@ fn rows<'o>(
     let order = tactic_order(objects);
     let version = parsed.attack_version.clone().unwrap_or_default();
     let mut attack_ids: HashMap<&str, String> = HashMap::new();
+    let mut other_domains = 0;
     for object in objects {
         let place = || format!("object {}", object.id);
         match object.kind.as_str() {
             "x-mitre-tactic" | "attack-pattern" | "intrusion-set" | "course-of-action" => {}
             _ => continue,
+        }
+        if !object.enterprise() {
+            other_domains += 1;
+            continue;
         }
         let Some(attack_id) = object.attack_id() else {
             parsed.skip(
@@ -172,8 +193,14 @@ fn rows<'o>(
             );
             continue;
         };
+        let modified = object.modified.as_str();
         match object.kind.as_str() {
-            "x-mitre-tactic" => parsed.tactics.push(tactic_row(object, attack_id, &order)),
+            "x-mitre-tactic" => {
+                let row = tactic_row(object, attack_id, &order);
+                keep_newest(parsed, "tactic", attack_id, modified, row, |p| {
+                    &mut p.tactics
+                });
+            }
             "attack-pattern" => {
                 let Some(row) = technique_row(object, attack_id, &version) else {
                     parsed.skip(
@@ -184,16 +211,53 @@ fn rows<'o>(
                     continue;
                 };
                 attack_ids.insert(object.id.as_str(), row.technique_id.clone());
-                parsed.techniques.push(row);
+                let id = row.technique_id.clone();
+                keep_newest(parsed, "technique", &id, modified, row, |p| {
+                    &mut p.techniques
+                });
             }
             "intrusion-set" => {
                 attack_ids.insert(object.id.as_str(), attack_id.to_owned());
-                parsed.actors.push(actor_row(object, attack_id));
+                let row = actor_row(object, attack_id);
+                keep_newest(parsed, "actor", attack_id, modified, row, |p| &mut p.actors);
             }
-            _ => parsed.mitigations.push(mitigation_row(object, attack_id)),
+            _ => {
+                let row = mitigation_row(object, attack_id);
+                keep_newest(parsed, "mitigation", attack_id, modified, row, |p| {
+                    &mut p.mitigations
+                });
+            }
         }
     }
+    if other_domains > 0 {
+        parsed.skip(
+            file,
+            "objects",
+            format!(
+                "{other_domains} objects of ATT&CK for ICS or Mobile left out: the catalogue is ATT&CK Enterprise"
+            ),
+        );
+    }
     attack_ids
+}
+
+/// Adds `row` under `id`, or, when an import holds the same object twice
+/// (two releases of ATT&CK in one directory), keeps the most recently
+/// modified one.
+fn keep_newest<T>(
+    parsed: &mut Parsed,
+    entity: &'static str,
+    id: &str,
+    modified: &str,
+    row: T,
+    rows: impl Fn(&mut Parsed) -> &mut Vec<T>,
+) {
+    let position = rows(parsed).len();
+    match parsed.newest(entity, id, modified, position) {
+        Newest::First => rows(parsed).push(row),
+        Newest::Replaces(at) => rows(parsed)[at] = row,
+        Newest::Older => {}
+    }
 }
 
 fn tactic_row(object: &StixObject, attack_id: &str, order: &HashMap<&str, i64>) -> TacticRow {
