@@ -302,7 +302,10 @@ impl Application {
 
     /// Serves until `signal` resolves; then health goes NOT_SERVING, the
     /// server drains, background tasks stop and the databases close.
-    pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<purple_runtime::server::Stopped> {
         let Self {
             server,
             databases,

@@ -13,11 +13,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         app.run_until(shutdown::signal()).await
     }
     .await;
-    if let Err(err) = &result {
-        tracing::error!("{err:#}");
+    match &result {
+        // The last line a process writes says how it ended.
+        Ok(stopped) if stopped.abandoned == 0 => tracing::info!(
+            drained = stopped.drained,
+            "stopped: drained {} in-flight requests, exit status 0",
+            stopped.drained
+        ),
+        Ok(stopped) => tracing::warn!(
+            drained = stopped.drained,
+            abandoned = stopped.abandoned,
+            "stopped: drained {}, abandoned {} at the end of the grace period, exit status 0",
+            stopped.drained,
+            stopped.abandoned
+        ),
+        Err(err) => tracing::error!("{err:#}; exit status 1"),
     }
     telemetry.shutdown().await;
-    result
+    result.map(drop)
 }
 
 async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
@@ -40,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Export(args)) => purple::cli::history::export(args, &cli.client).await,
         Some(Command::Layer(args)) => purple::cli::layer::run(args, &cli.client).await,
         Some(Command::Metrics(args)) => purple::cli::metrics::run(args, &cli.client).await,
+        Some(Command::Rules(args)) => purple::cli::rules::run(args, &cli.client).await,
         Some(Command::Token(command)) => purple::cli::token::run(command),
         Some(Command::Db(command)) => purple::cli::db::run(command).await,
     }

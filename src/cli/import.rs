@@ -299,10 +299,17 @@ pub fn render(report: &ImportReport) -> String {
             c.created, c.updated, c.unchanged, c.revoked, c.deprecated, c.removed
         );
     }
+    // Say what the two counts mean where people read them: one is kept
+    // data waiting for the catalogue, the other is data left out.
     let _ = writeln!(
         out,
-        "unresolved references: {}; skipped items: {}",
-        report.unresolved_references,
+        "unresolved references: {} (kept: they name ATT&CK ids this server does not know \
+         or that were revoked; they resolve when a catalogue that has them is imported)",
+        report.unresolved_references
+    );
+    let _ = writeln!(
+        out,
+        "skipped items: {} (not imported: the file, place and reason of each follow)",
         report.skipped.len()
     );
     for skipped in report.skipped.iter().take(20) {

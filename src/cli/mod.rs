@@ -8,6 +8,7 @@ pub mod history;
 pub mod import;
 pub mod layer;
 pub mod metrics;
+pub mod rules;
 pub mod token;
 
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Prints the operational summary of a window (MTTD, MTTR, rejection
     /// rates, weekly trend) from a running server.
     Metrics(metrics::MetricsArgs),
+    /// Lists the detection rules a running server holds (the ids detection
+    /// results name).
+    Rules(rules::RulesArgs),
     /// Signs bearer tokens with the deployment's key.
     #[command(subcommand)]
     Token(token::TokenCommand),

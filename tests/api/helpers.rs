@@ -71,7 +71,7 @@ pub struct TestApp {
     /// Every span of this process.
     pub spans: SpanCollector,
     stop: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    handle: Option<JoinHandle<anyhow::Result<purple_runtime::server::Stopped>>>,
     _data_dir: tempfile::TempDir,
 }
 
@@ -282,7 +282,7 @@ impl TestApp {
     }
 
     /// Asks the server to shut down and waits for it to finish.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> anyhow::Result<purple_runtime::server::Stopped> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -290,7 +290,9 @@ impl TestApp {
     }
 
     /// Sends the shutdown signal without waiting.
-    pub fn begin_shutdown(&mut self) -> JoinHandle<anyhow::Result<()>> {
+    pub fn begin_shutdown(
+        &mut self,
+    ) -> JoinHandle<anyhow::Result<purple_runtime::server::Stopped>> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -709,7 +709,12 @@ async fn shutdown_waits_for_an_import_in_flight() {
         .report
         .unwrap();
     assert_eq!(counts(&report, "technique").0, 1);
-    server.await.unwrap().unwrap();
+    let stopped = server.await.unwrap().unwrap();
+    assert_eq!(
+        (stopped.drained, stopped.abandoned),
+        (1, 0),
+        "the import was drained, not abandoned"
+    );
 }
 
 /// Every stored rule, listed page by page.

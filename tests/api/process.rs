@@ -12,6 +12,7 @@ use tonic_health::pb::{
 async fn a_dead_collector_slows_nothing_and_sigterm_exits_zero_within_five_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let port = crate::helpers::free_port();
+    let log = dir.path().join("server.log");
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_purple"))
         .arg("serve")
         .env("PURPLE_LISTEN", format!("127.0.0.1:{port}"))
@@ -20,6 +21,7 @@ async fn a_dead_collector_slows_nothing_and_sigterm_exits_zero_within_five_secon
         // Nothing listens there: export fails, requests must not notice.
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -81,5 +83,13 @@ async fn a_dead_collector_slows_nothing_and_sigterm_exits_zero_within_five_secon
         .expect("exited within 5 s")
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
-    assert!(stopped.elapsed() < Duration::from_secs(5));
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The last line says how the process ended.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["fields"]["message"], "stopped: drained 0 in-flight requests, exit status 0",
+        "{text}"
+    );
 }

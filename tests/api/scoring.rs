@@ -13,7 +13,7 @@ use crate::{
     campaigns::{
         CATALOG, Team, client as campaigns, create_test, import_bundle, step, team, validate,
     },
-    helpers::{AuthChannel, Cost, TestApp, Trace, spawn_app, spawn_app_with},
+    helpers::{AuthChannel, Cost, TestApp, Trace, spawn_app, spawn_app_with, ts},
 };
 
 const DAY: i64 = 86_400;
@@ -667,4 +667,199 @@ async fn purple_layer_writes_a_navigator_layer_file() {
         .filter(|t| t["enabled"] == true)
         .count();
     assert_eq!(enabled, 3, "G0001's three techniques");
+}
+
+/// Now, at the microsecond precision instants are stored with.
+fn micros_now() -> prost_types::Timestamp {
+    let mut now = prost_types::Timestamp::from(std::time::SystemTime::now());
+    now.nanos -= now.nanos % 1_000;
+    now
+}
+
+/// Walks `test` to blue's first submission (detected now, with `rule`
+/// fired), has the lead reject it, and returns the test back in blue's hands
+/// with the instant the rejected submission claimed.
+async fn rejected_submission(
+    app: &TestApp,
+    team: &Team,
+    test: cpb::Test,
+    rule: &str,
+) -> (cpb::Test, prost_types::Timestamp) {
+    use cpb::TestAction::*;
+    let executed = test.created_at;
+    let mut t = test;
+    for (actor, action) in [(&team.red, StartRed), (&team.red, CompleteRed)] {
+        t = step(app, &t, actor, action, |r| r.executed_at = executed)
+            .await
+            .unwrap()
+            .test
+            .unwrap();
+    }
+    t = step(app, &t, &team.blue, StartBlue, |_| {})
+        .await
+        .unwrap()
+        .test
+        .unwrap();
+    let claimed = micros_now();
+    t = step(app, &t, &team.blue, CompleteBlue, |r| {
+        r.outcome = Outcome::Detected as i32;
+        r.detected_at = Some(claimed);
+        r.detection_results = vec![cpb::DetectionResult {
+            rule_id: rule.into(),
+            triggered: true,
+            ..Default::default()
+        }];
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    t = step(app, &t, &team.lead, RejectBlue, |r| {
+        r.reason = "that alert was another host".into();
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    assert_eq!(t.state, cpb::TestState::BlueInProgress as i32);
+    (t, claimed)
+}
+
+/// Blue's second submission, then the lead's validation.
+async fn resubmit(
+    app: &TestApp,
+    team: &Team,
+    t: &cpb::Test,
+    outcome: Outcome,
+    rule: Option<&str>,
+) -> (cpb::Test, Option<prost_types::Timestamp>) {
+    use cpb::TestAction::*;
+    let detected = outcome.is_detection().then(micros_now);
+    let t = step(app, t, &team.blue, CompleteBlue, |r| {
+        r.outcome = outcome as i32;
+        r.detected_at = detected;
+        r.detection_results = rule
+            .map(|rule| cpb::DetectionResult {
+                rule_id: rule.into(),
+                triggered: true,
+                ..Default::default()
+            })
+            .into_iter()
+            .collect();
+    })
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    let t = step(app, &t, &team.lead, Validate, |_| {})
+        .await
+        .unwrap()
+        .test
+        .unwrap();
+    (t, detected)
+}
+
+#[tokio::test]
+async fn a_rejected_blue_submission_counts_for_neither_rules_nor_mttd() {
+    use purple_api::{
+        common::v1::TimeWindow,
+        metrics::v1::{GetMttdRequest, MetricFilter, metrics_service_client::MetricsServiceClient},
+    };
+    let app = spawn_app().await;
+    catalogue(&app).await;
+    let team = team(&app).await;
+
+    // T1059.001: r1 claimed, rejected; resubmitted detected by r2, later.
+    let powershell = create_test(&app, &team, "T1059.001").await;
+    let executed = powershell.created_at.unwrap();
+    let (t, first_claim) = rejected_submission(&app, &team, powershell, "r1").await;
+    let (accepted, second_claim) = resubmit(&app, &team, &t, Outcome::Detected, Some("r2")).await;
+    let second_claim = second_claim.unwrap();
+    assert!((second_claim.seconds, second_claim.nanos) > (first_claim.seconds, first_claim.nanos));
+    assert_eq!(accepted.detected_at, Some(second_claim));
+    // T1003: r4 claimed, rejected; resubmitted as only logged.
+    let dumping = create_test(&app, &team, "T1003").await;
+    let (t, _) = rejected_submission(&app, &team, dumping, "r4").await;
+    let (logged, none) = resubmit(&app, &team, &t, Outcome::Logged, None).await;
+    assert_eq!((none, logged.detected_at), (None, None));
+
+    let results = campaigns(&app)
+        .get_detection_results(cpb::GetDetectionResultsRequest {
+            test_ids: vec![accepted.test_id.clone(), logged.test_id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let kept: Vec<(&str, &str)> = results
+        .iter()
+        .map(|r| (r.test_id.as_str(), r.rule_id.as_str()))
+        .collect();
+    assert_eq!(kept, [(accepted.test_id.as_str(), "r2")]);
+
+    let scored = client(&app)
+        .score_techniques(pb::ScoreTechniquesRequest {
+            technique_ids: vec!["T1059.001".into(), "T1003".into()],
+            as_of: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .scores;
+    let c = |id: &str| {
+        scored
+            .iter()
+            .find(|s| s.technique_id == id)
+            .unwrap()
+            .components
+            .unwrap()
+    };
+    assert_eq!(
+        c("T1059.001").triggered_rules,
+        1,
+        "r2 only, not the rejected r1"
+    );
+    close(c("T1059.001").rule_coverage, 0.5);
+    assert_eq!(
+        c("T1003").triggered_rules,
+        0,
+        "the rejected r4 does not count"
+    );
+    close(c("T1003").rule_coverage, 0.0);
+
+    // MTTD: the accepted detection minus the execution, once the relay has
+    // delivered every event; the logged test has no detection to time.
+    let expected = (second_claim.seconds - executed.seconds) as f64
+        + f64::from(second_claim.nanos - executed.nanos) / 1e9;
+    let window = TimeWindow {
+        from: Some(ts(executed.seconds - 3_600)),
+        to: Some(ts(executed.seconds + 3_600)),
+    };
+    let mut metrics = MetricsServiceClient::new(app.channel.clone());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mttd = loop {
+        let mttd = metrics
+            .get_mttd(GetMttdRequest {
+                filter: Some(MetricFilter {
+                    window: Some(window),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .mttd
+            .unwrap();
+        // Events arrive in batches: wait for the accepted detection's.
+        let settled = mttd
+            .mean_seconds
+            .is_some_and(|mean| (mean - expected).abs() < 1e-3);
+        if settled || tokio::time::Instant::now() > deadline {
+            break mttd;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(mttd.count, 1, "the logged test has no detection");
+    let mean = mttd.mean_seconds.unwrap();
+    assert!((mean - expected).abs() < 1e-3, "{mean} != {expected}");
 }

@@ -148,3 +148,136 @@ async fn a_process_refuses_to_start_without_the_address_of_a_peer_it_calls() {
         "{message}"
     );
 }
+
+/// The file descriptor that defines `symbol`, through reflection v1 or
+/// v1alpha, decoded.
+async fn file_defining(
+    app: &crate::helpers::TestApp,
+    symbol: &str,
+    alpha: bool,
+) -> prost_types::FileDescriptorProto {
+    use prost::Message;
+    let files = if alpha {
+        use tonic_reflection::pb::v1alpha as r;
+        let request = r::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                r::server_reflection_request::MessageRequest::FileContainingSymbol(symbol.into()),
+            ),
+        };
+        let response = r::server_reflection_client::ServerReflectionClient::new(app.bare.clone())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner()
+            .next()
+            .await
+            .unwrap()
+            .unwrap();
+        match response.message_response {
+            Some(r::server_reflection_response::MessageResponse::FileDescriptorResponse(f)) => {
+                f.file_descriptor_proto
+            }
+            other => panic!("v1alpha: {other:?}"),
+        }
+    } else {
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+        };
+        let response = ServerReflectionClient::new(app.bare.clone())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner()
+            .next()
+            .await
+            .unwrap()
+            .unwrap();
+        match response.message_response {
+            Some(MessageResponse::FileDescriptorResponse(f)) => f.file_descriptor_proto,
+            other => panic!("v1: {other:?}"),
+        }
+    };
+    let (package, name) = symbol.rsplit_once('.').unwrap();
+    files
+        .iter()
+        .map(|bytes| prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap())
+        .find(|f| f.package() == package && f.message_type.iter().any(|m| m.name() == name))
+        .unwrap_or_else(|| panic!("no file defines {symbol}"))
+}
+
+#[tokio::test]
+async fn a_refusals_error_details_resolve_through_reflection_v1_and_v1alpha() {
+    use prost::Message;
+    use purple_api::metrics::v1::{
+        GetMttdRequest, MetricFilter, metrics_service_client::MetricsServiceClient,
+    };
+    use tonic_types::StatusExt;
+    let app = spawn_app_with(|s| s.auth.reflection = Toggle::On).await;
+
+    // A window that ends before it starts: INVALID_ARGUMENT with a BadRequest.
+    let err = MetricsServiceClient::new(app.channel.clone())
+        .get_mttd(GetMttdRequest {
+            filter: Some(MetricFilter {
+                window: Some(purple_api::common::v1::TimeWindow {
+                    from: Some(crate::helpers::ts(2_000_000_000)),
+                    to: Some(crate::helpers::ts(1_000_000_000)),
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let violations = err
+        .get_error_details()
+        .bad_request()
+        .cloned()
+        .expect("a BadRequest detail")
+        .field_violations;
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].field.starts_with("filter.window"),
+        "{violations:?}"
+    );
+    // What a client like grpcurl sees: Any messages named by type URL.
+    let details = tonic_types::pb::Status::decode(err.details())
+        .unwrap()
+        .details;
+    let types: Vec<&str> = details
+        .iter()
+        .filter_map(|any| any.type_url.strip_prefix("type.googleapis.com/"))
+        .collect();
+    assert!(types.contains(&"google.rpc.BadRequest"), "{types:?}");
+
+    // Every type a refusal carries resolves through both reflection
+    // versions, with the fields a client decodes it by.
+    for alpha in [false, true] {
+        for symbol in &types {
+            let file = file_defining(&app, symbol, alpha).await;
+            assert_eq!(file.package(), "google.rpc", "{symbol}");
+        }
+        let file = file_defining(&app, "google.rpc.BadRequest", alpha).await;
+        let bad_request = file
+            .message_type
+            .iter()
+            .find(|m| m.name() == "BadRequest")
+            .unwrap();
+        let violation = bad_request
+            .nested_type
+            .iter()
+            .find(|m| m.name() == "FieldViolation")
+            .expect("BadRequest.FieldViolation");
+        let fields: Vec<(&str, i32)> = violation
+            .field
+            .iter()
+            .map(|f| (f.name(), f.number()))
+            .collect();
+        assert!(
+            fields.contains(&("field", 1)) && fields.contains(&("description", 2)),
+            "{fields:?}"
+        );
+    }
+    app.shutdown().await.unwrap();
+}

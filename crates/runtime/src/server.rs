@@ -10,7 +10,16 @@
 //! the services it hosts itself — and only then does the server stop
 //! accepting and close its connections.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -117,8 +126,11 @@ impl GrpcServer {
     }
 
     /// Serves until `shutdown` resolves, then drains for at most the grace
-    /// period before closing.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    /// period before closing; says how the drain went.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<Stopped> {
         if self.exposure.reflection {
             // Reflection lists what this process hosts (plus health and
             // itself); every descriptor stays resolvable, so the error
@@ -152,11 +164,13 @@ impl GrpcServer {
         let grace = self.limits.shutdown_grace();
         let in_flight = self.exposure.gate.in_flight();
         let closing = tokio_util::sync::CancellationToken::new();
+        let at_drain = Arc::new(AtomicUsize::new(0));
         let drained = {
             let (health, closing) = (self.health.clone(), closing.clone());
-            let in_flight = in_flight.clone();
+            let (in_flight, at_drain) = (in_flight.clone(), at_drain.clone());
             async move {
                 shutdown.await;
+                at_drain.store(in_flight.count(), Ordering::SeqCst);
                 tracing::info!(
                     in_flight = in_flight.count(),
                     "shutting down: health NOT_SERVING, draining in-flight requests"
@@ -199,7 +213,21 @@ impl GrpcServer {
             // never reads its GOAWAY) do not hold the process.
             () = async { closing.cancelled().await; tokio::time::sleep(Duration::from_secs(1)).await } => {}
         }
-        tracing::info!(still_in_flight = in_flight.count(), "server stopped");
-        Ok(())
+        let abandoned = in_flight.count();
+        let stopped = Stopped {
+            drained: at_drain.load(Ordering::SeqCst).saturating_sub(abandoned),
+            abandoned,
+        };
+        tracing::debug!(?stopped, "server stopped");
+        Ok(stopped)
     }
+}
+
+/// How a server's drain went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// Requests in progress when shutdown began that completed.
+    pub drained: usize,
+    /// Requests still in progress when the grace period ran out.
+    pub abandoned: usize,
 }

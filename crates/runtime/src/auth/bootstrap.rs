@@ -30,23 +30,22 @@ pub fn admin_token_path(data_dir: &Path) -> PathBuf {
 const ADMIN_TOKEN_TTL: Duration = Duration::from_secs(365 * 86_400);
 
 /// Writes `contents` to a new file readable by its owner only; an existing
-/// file is left alone (false).
+/// file is left alone (false). The file appears whole or not at all (a
+/// temporary file, synced, then linked into place): a crash mid-write
+/// never leaves a truncated secret that would refuse every token.
 fn create_private(path: &Path, contents: &str) -> std::io::Result<bool> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+    if path.exists() {
+        return Ok(false);
     }
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(contents.as_bytes())?;
-            file.sync_all()?;
-            Ok(true)
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(err) => Err(err),
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    // tempfile creates it with mode 0600 on Unix.
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(contents.as_bytes())?;
+    file.as_file().sync_all()?;
+    match file.persist_noclobber(path) {
+        Ok(_) => Ok(true),
+        Err(err) if err.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(err) => Err(err.error),
     }
 }
 
