@@ -18,7 +18,7 @@ pub mod history;
 
 /// Puts the embedded server's admin token on every call.
 #[derive(Clone, Debug)]
-pub struct Bearer(AsciiMetadataValue);
+pub struct Bearer(pub AsciiMetadataValue);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(

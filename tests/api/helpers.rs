@@ -373,6 +373,11 @@ pub struct Cost {
 }
 
 impl Cost {
+    /// Statements of every service together.
+    pub fn statement_count(&self) -> usize {
+        self.statements.values().sum()
+    }
+
     /// Counts the statements and RPC server spans of a trace.
     pub fn of(spans: &[CollectedSpan]) -> Self {
         let mut statements = std::collections::BTreeMap::new();

@@ -433,10 +433,24 @@ async fn the_cache_serves_without_peers_until_a_transition_invalidates_it() {
     assert!(cached.cached);
     let cost = Cost::of(&app.trace(&trace).await);
     assert_eq!(
-        (cost.rpcs, cost.statements.get("scoring")),
-        (1, Some(&1)),
-        "a cached score calls no peer"
+        (cost.rpcs, cost.statement_count()),
+        (1, 0),
+        "a cached score is served from memory: no statement, no peer"
     );
+    // The board's techniques are cached with it: scoring them by id costs
+    // nothing either.
+    let trace = Trace::new("purple.scoring.v1.ScoringService/ScoreTechniques");
+    let scored = scoring
+        .score_techniques(trace.request(pb::ScoreTechniquesRequest {
+            technique_ids: vec!["T1105".into(), "T1059.001".into()],
+            as_of: None,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(scored.scores.len(), 2);
+    let cost = Cost::of(&app.trace(&trace).await);
+    assert_eq!((cost.rpcs, cost.statement_count()), (1, 0));
 
     validate(&app, &team, test, Outcome::Blocked, &[]).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -627,7 +641,8 @@ async fn organization_score_costs_the_same_statements_and_calls_at_two_sizes() {
     // The request; ListTactics, ListTechniques, GetCatalogInputs and
     // AggregateTestsByTechnique, one chunk each.
     assert_eq!(costs[1].rpcs, 5);
-    assert_eq!(costs[1].statements.get("scoring"), Some(&4));
+    // Scoring's own cache is in memory: no statement of its own.
+    assert_eq!(costs[1].statements.get("scoring"), None);
 }
 
 #[tokio::test]

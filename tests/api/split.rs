@@ -424,6 +424,7 @@ async fn split_mode_as_deployed() {
         let mut replica = deployment.start(ServiceName::Scoring, "127.0.0.2", "scoring-b");
         wait_serving(&mut replica).await;
         balancing(&deployment, &token, hosts, &processes["scoring"], &replica).await;
+        coherence(&deployment, &token).await;
         processes.insert("scoring-b", replica);
     }
     one_trace(&deployment, &token).await;
@@ -449,6 +450,37 @@ async fn workflow(deployment: &Deployment, token: &impl Fn(&str, Role) -> String
     .await
     .unwrap();
 
+    let test = drive(deployment, token, "T1003").await;
+
+    // Scoring reads ingest and campaigns; the relay invalidated its cache.
+    let mut scoring = ScoringServiceClient::new(with_token(
+        deployment.channel(ServiceName::Scoring),
+        token("viewer", Role::Viewer),
+    ));
+    let score = poll("the validated test scored", async || {
+        let scores = scoring
+            .score_techniques(ScoreTechniquesRequest {
+                technique_ids: vec!["T1003".into()],
+                as_of: None,
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .scores;
+        let s = scores.into_iter().next()?;
+        (s.components.as_ref()?.effective_tests == 1).then_some(s)
+    })
+    .await;
+    assert!(score.score > 50.0, "{score:?}");
+    test.test_id
+}
+
+/// Creates a test of `technique` and drives it to validated (detected).
+async fn drive(
+    deployment: &Deployment,
+    token: &impl Fn(&str, Role) -> String,
+    technique: &str,
+) -> cpb::Test {
     let campaigns = |subject: &str, role: Role| {
         CampaignsServiceClient::new(with_token(
             deployment.channel(ServiceName::Campaigns),
@@ -460,7 +492,7 @@ async fn workflow(deployment: &Deployment, token: &impl Fn(&str, Role) -> String
     let test = campaigns("lee", Role::PurpleLead)
         .create_tests(cpb::CreateTestsRequest {
             tests: vec![cpb::NewTest {
-                technique_id: "T1003".into(),
+                technique_id: technique.into(),
                 ..Default::default()
             }],
             ..Default::default()
@@ -508,29 +540,52 @@ async fn workflow(deployment: &Deployment, token: &impl Fn(&str, Role) -> String
         Some(Outcome::Detected),
     )
     .await;
-    step("lee", Role::PurpleLead, &t, Validate, None).await;
+    step("lee", Role::PurpleLead, &t, Validate, None).await
+}
 
-    // Scoring reads ingest and campaigns; the relay invalidated its cache.
-    let mut scoring = ScoringServiceClient::new(with_token(
-        deployment.channel(ServiceName::Scoring),
-        token("viewer", Role::Viewer),
-    ));
-    let score = poll("the validated test scored", async || {
-        let scores = scoring
-            .score_techniques(ScoreTechniquesRequest {
-                technique_ids: vec!["T1003".into()],
-                as_of: None,
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .scores;
-        let s = scores.into_iter().next()?;
-        (s.components.as_ref()?.effective_tests == 1).then_some(s)
-    })
-    .await;
-    assert!(score.score > 50.0, "{score:?}");
-    test.test_id
+/// Both scoring replicas cache a score; a transition delivered to one of
+/// them reaches the other through the generation it polls, within a relay
+/// interval or two (50 ms each here), not at the end of the cache's TTL.
+async fn coherence(deployment: &Deployment, token: &impl Fn(&str, Role) -> String) {
+    let port = deployment.port(ServiceName::Scoring);
+    let replicas = [
+        Deployment::channel_to(&format!("https://127.0.0.1:{port}")),
+        Deployment::channel_to(&format!("https://127.0.0.2:{port}")),
+    ];
+    let effective = async |channel: &Channel| {
+        let scores =
+            ScoringServiceClient::new(with_token(channel.clone(), token("viewer", Role::Viewer)))
+                .score_techniques(ScoreTechniquesRequest {
+                    technique_ids: vec!["T1105".into()],
+                    as_of: None,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .scores;
+        scores[0].components.as_ref().unwrap().effective_tests
+    };
+    // Twice each: the second answer is the cached one.
+    for replica in &replicas {
+        effective(replica).await;
+        assert_eq!(effective(replica).await, 0);
+    }
+    drive(deployment, token, "T1105").await;
+    let validated = Instant::now();
+    let mut seen = [None, None];
+    while seen.iter().any(Option::is_none) {
+        for (i, replica) in replicas.iter().enumerate() {
+            if seen[i].is_none() && effective(replica).await == 1 {
+                seen[i] = Some(validated.elapsed());
+            }
+        }
+        assert!(
+            validated.elapsed() < Duration::from_secs(5),
+            "a replica kept serving its cached score: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("after the validation, the replicas served the new score in {seen:?}");
 }
 
 /// The relay delivered every event to the metrics process, and a user

@@ -445,6 +445,7 @@ impl Stmt {
     }
 
     fn span(&self) -> tracing::Span {
+        crate::instruments::count_statement(self.service.as_str());
         // A statement outside any span is background polling (the relay,
         // the scheduler, health probes): not traced, so an idle process
         // exports nothing. Work worth a trace opens a span first.

@@ -35,6 +35,7 @@ const BUCKETS: [f64; 14] = [
 struct Instruments {
     server: Histogram<f64>,
     client: Histogram<f64>,
+    statements: opentelemetry::metrics::Counter<u64>,
     _gauges: Vec<ObservableGauge<i64>>,
     _ages: ObservableGauge<f64>,
 }
@@ -95,10 +96,24 @@ fn instruments() -> &'static Instruments {
         Instruments {
             server: duration("rpc.server.call.duration", "Duration of RPCs served"),
             client: duration("rpc.client.call.duration", "Duration of RPCs made to peers"),
+            statements: meter
+                .u64_counter("purple.db.statements")
+                .with_unit("{statement}")
+                .with_description(
+                    "SQL statements run, by service (the load driver's cost per request)",
+                )
+                .build(),
             _gauges: vec![connections, backlog],
             _ages: ages,
         }
     })
+}
+
+/// Counts one statement of `service`'s store.
+pub fn count_statement(service: &'static str) {
+    instruments()
+        .statements
+        .add(1, &[KeyValue::new("service", service)]);
 }
 
 fn seconds_between(from: Micros, to: Micros) -> f64 {

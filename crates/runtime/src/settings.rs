@@ -267,8 +267,8 @@ pub struct DomainSettings {
     #[arg(long, env = "PURPLE_STALE_TEST_DAYS", default_value_t = 90)]
     pub stale_test_days: u32,
 
-    /// How often the campaigns outbox relay and scheduler wake, in
-    /// milliseconds.
+    /// How often the campaigns outbox relay and scheduler wake, and scoring
+    /// replicas check for invalidations, in milliseconds.
     #[arg(long, env = "PURPLE_RELAY_INTERVAL_MS", default_value_t = 500)]
     pub relay_interval_ms: u64,
 }

@@ -216,7 +216,7 @@ impl Workflow {
             outbox.push(Event::created(new, actor_id, new_id()));
         }
         self.store.enqueue(&mut tx, &outbox, now).await?;
-        if updated || retest.is_some() {
+        if (updated && action.changes_tallies()) || retest.is_some() {
             self.store
                 .refresh_tallies(&mut tx, std::slice::from_ref(&test.technique_id))
                 .await?;

@@ -1,7 +1,8 @@
 //! The metrics service: the append-only event log (the audit trail of every
 //! workflow state change, fed by campaigns' outbox) and the operational
 //! metrics of docs/design.md section 5 — MTTD, MTTR, rejection rates and weekly
-//! trends — each computed in one SQL statement.
+//! trends — each computed in one SQL statement over milestones kept on
+//! write.
 
 pub mod api;
 pub mod convert;
@@ -21,6 +22,11 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         "events",
         include_str!("../migrations/0002_events.sqlite.sql"),
         include_str!("../migrations/0002_events.postgres.sql"),
+    ),
+    MigrationFile::same(
+        3,
+        "milestones",
+        include_str!("../migrations/0003_milestones.sql"),
     ),
 ]);
 

@@ -1,5 +1,8 @@
-//! All SQL of the metrics service. Each metric is one statement over the
-//! event log, the same text on SQLite and PostgreSQL.
+//! All SQL of the metrics service. Each metric is one statement, the same
+//! text on SQLite and PostgreSQL: MTTD, MTTR and the trend over the
+//! milestones kept per test and per remediation (refreshed in the
+//! transaction that appends their events), rejection rates over the event
+//! log's covering index.
 //!
 //! Every metric statement binds: `$1` window start, `$2` window end
 //! (exclusive), `$3` campaign id or '', `$4` technique ids as a JSON array,
@@ -8,6 +11,8 @@
 //! continuous: position p·(n−1) in the sorted values, interpolated between
 //! the two closest ranks (PostgreSQL's `percentile_cont`), written with
 //! window functions and integer arithmetic so SQLite computes them too.
+
+use std::collections::BTreeSet;
 
 use purple_runtime::{Database, db::Stmt, paging::Page, time::Micros};
 use sqlx::{Row, any::AnyRow};
@@ -55,32 +60,6 @@ macro_rules! duration_stats {
     };
 }
 
-/// Detect time of each test in `placed` (test_id, g) that was validated
-/// blocked or detected: the test.detected recorded last minus the
-/// test.red_executed recorded last — the accepted submission's, since every
-/// resubmission after a rejection records its own (a rejected submission's
-/// detection instant stops counting, whatever instant it claimed).
-macro_rules! detect_durations {
-    () => {
-        "durations AS (
-            SELECT p.g AS g,
-                   CAST(MAX(CASE WHEN l.kind = 'test.detected' THEN l.occurred_at END)
-                        - MAX(CASE WHEN l.kind = 'test.red_executed' THEN l.occurred_at END)
-                        AS DOUBLE PRECISION) / 1000000.0 AS x
-            FROM placed p
-            JOIN (
-                SELECT test_id, kind, occurred_at,
-                       ROW_NUMBER() OVER (PARTITION BY test_id, kind ORDER BY seq DESC) AS rn
-                FROM events
-                WHERE kind IN ('test.detected', 'test.red_executed')
-                  AND test_id IN (SELECT test_id FROM placed WHERE hit = 1)
-            ) l ON l.test_id = p.test_id AND l.rn = 1
-            WHERE p.hit = 1
-            GROUP BY p.g, p.test_id
-        )"
-    };
-}
-
 const INSERT_EVENTS: &str = "
     INSERT INTO events (event_id, kind, occurred_at, recorded_at, test_id, technique_id,
                         campaign_id, remediation_id, outcome, side, actor_id, attributes)
@@ -94,34 +73,72 @@ const INSERT_EVENTS: &str = "
     WHERE true
     ON CONFLICT (event_id) DO NOTHING";
 
+/// The milestones of the tests the appended events (`$1`, their test ids)
+/// touch, rebuilt from the log: the latest of each kind by position in the
+/// log (docs/design.md §5). Rows are written in id order, so two appends
+/// touching the same tests lock them in the same order.
+const REFRESH_TESTS: &str = "
+    INSERT INTO test_milestones (test_id, technique_id, campaign_id, validated_at, hit, detect_micros)
+    SELECT test_id,
+           MAX(CASE WHEN kind = 'test.validated' THEN technique_id END),
+           MAX(CASE WHEN kind = 'test.validated' THEN campaign_id END),
+           MAX(CASE WHEN kind = 'test.validated' THEN occurred_at END),
+           COALESCE(MAX(CASE WHEN kind = 'test.validated' AND outcome IN ('blocked', 'detected') THEN 1 END), 0),
+           MAX(CASE WHEN kind = 'test.detected' THEN occurred_at END)
+             - MAX(CASE WHEN kind = 'test.red_executed' THEN occurred_at END)
+    FROM (
+        SELECT test_id, kind, occurred_at, outcome, technique_id, campaign_id,
+               ROW_NUMBER() OVER (PARTITION BY test_id, kind ORDER BY seq DESC) AS rn
+        FROM events
+        WHERE test_id IN (SELECT value FROM json_each($1))
+          AND kind IN ('test.validated', 'test.detected', 'test.red_executed')
+    ) latest
+    WHERE rn = 1
+    GROUP BY test_id
+    ORDER BY test_id
+    ON CONFLICT (test_id) DO UPDATE SET
+        technique_id = excluded.technique_id, campaign_id = excluded.campaign_id,
+        validated_at = excluded.validated_at, hit = excluded.hit,
+        detect_micros = excluded.detect_micros";
+
+/// The milestones of the remediations the appended events (`$1`) touch.
+const REFRESH_REMEDIATIONS: &str = "
+    INSERT INTO remediation_milestones (remediation_id, technique_id, campaign_id, opened_at, completed_at)
+    SELECT remediation_id,
+           MAX(CASE WHEN kind = 'remediation.completed' THEN technique_id END),
+           MAX(CASE WHEN kind = 'remediation.completed' THEN campaign_id END),
+           MAX(CASE WHEN kind = 'remediation.opened' THEN occurred_at END),
+           MAX(CASE WHEN kind = 'remediation.completed' THEN occurred_at END)
+    FROM events
+    WHERE remediation_id IN (SELECT value FROM json_each($1))
+      AND kind IN ('remediation.opened', 'remediation.completed')
+    GROUP BY remediation_id
+    ORDER BY remediation_id
+    ON CONFLICT (remediation_id) DO UPDATE SET
+        technique_id = excluded.technique_id, campaign_id = excluded.campaign_id,
+        opened_at = excluded.opened_at, completed_at = excluded.completed_at";
+
+/// Over tests validated in the window with outcome blocked or detected:
+/// the milestones (aliased `e` for the filter) hold each one's detect time.
 const MTTD: &str = concat!(
-    "WITH placed AS (
-        SELECT e.test_id, 0 AS g, MAX(CASE WHEN e.outcome IN ('blocked', 'detected') THEN 1 ELSE 0 END) AS hit
-        FROM events e
-        WHERE e.kind = 'test.validated' AND e.occurred_at >= $1 AND e.occurred_at < $2",
+    "WITH durations AS (
+        SELECT 0 AS g, CAST(e.detect_micros AS DOUBLE PRECISION) / 1000000.0 AS x
+        FROM test_milestones e
+        WHERE e.validated_at >= $1 AND e.validated_at < $2 AND e.hit = 1",
     event_filter!(),
-    "   GROUP BY e.test_id
-    ),",
-    detect_durations!(),
-    ",",
+    "),",
     duration_stats!(),
     "SELECT COALESCE(MAX(n), 0) AS n, MAX(mean) AS mean, MAX(p50) AS p50, MAX(p90) AS p90 FROM stats"
 );
 
+/// Over remediations completed in the window: completed minus opened.
 const MTTR: &str = concat!(
-    "WITH completed AS (
-        SELECT e.remediation_id, MAX(e.occurred_at) AS done
-        FROM events e
-        WHERE e.kind = 'remediation.completed' AND e.occurred_at >= $1 AND e.occurred_at < $2",
+    "WITH durations AS (
+        SELECT 0 AS g, CAST(e.completed_at - e.opened_at AS DOUBLE PRECISION) / 1000000.0 AS x
+        FROM remediation_milestones e
+        WHERE e.completed_at >= $1 AND e.completed_at < $2",
     event_filter!(),
-    "   GROUP BY e.remediation_id
-    ),
-    durations AS (
-        SELECT 0 AS g, CAST(c.done - MAX(o.occurred_at) AS DOUBLE PRECISION) / 1000000.0 AS x
-        FROM completed c
-        JOIN events o ON o.remediation_id = c.remediation_id AND o.kind = 'remediation.opened'
-        GROUP BY c.remediation_id, c.done
-    ),",
+    "),",
     duration_stats!(),
     "SELECT COALESCE(MAX(n), 0) AS n, MAX(mean) AS mean, MAX(p50) AS p50, MAX(p90) AS p90 FROM stats"
 );
@@ -146,27 +163,24 @@ const TREND: &str = concat!(
         UNION ALL
         SELECT ws + 604800000000 FROM weeks WHERE ws + 604800000000 < $2
     ),
-    validated AS (
-        SELECT e.test_id, MAX(e.occurred_at) AS at,
-               MAX(CASE WHEN e.outcome IN ('blocked', 'detected') THEN 1 ELSE 0 END) AS hit
-        FROM events e
-        WHERE e.kind = 'test.validated' AND e.occurred_at >= $1 AND e.occurred_at < $2",
-    event_filter!(),
-    "   GROUP BY e.test_id
-    ),
     placed AS (
-        SELECT test_id, hit, $6 + ((at - $6) / 604800000000) * 604800000000 AS g FROM validated
+        SELECT e.hit, e.detect_micros,
+               $6 + ((e.validated_at - $6) / 604800000000) * 604800000000 AS g
+        FROM test_milestones e
+        WHERE e.validated_at >= $1 AND e.validated_at < $2",
+    event_filter!(),
+    "),
+    durations AS (
+        SELECT g, CAST(detect_micros AS DOUBLE PRECISION) / 1000000.0 AS x FROM placed WHERE hit = 1
     ),",
-    detect_durations!(),
-    ",",
     duration_stats!(),
     ",
     counts AS (
         SELECT g, COUNT(*) AS validated, CAST(SUM(hit) AS BIGINT) AS hits FROM placed GROUP BY g
     ),
     prior AS (
-        SELECT COUNT(DISTINCT e.test_id) AS n FROM events e
-        WHERE e.kind = 'test.validated' AND e.occurred_at < $1",
+        SELECT COUNT(*) AS n FROM test_milestones e
+        WHERE e.validated_at < $1",
     event_filter!(),
     ")
     SELECT w.ws,
@@ -249,19 +263,42 @@ impl EventStore {
         Self { db }
     }
 
-    /// Appends events in one statement; an event id already stored is
-    /// skipped. Returns how many were new.
+    /// Appends events in one statement (an event id already stored is
+    /// skipped) and refreshes the milestones of the tests and remediations
+    /// they touch, in one transaction: three statements at most. Returns
+    /// how many events were new.
     pub async fn append(&self, events: &[NewEvent], now: Micros) -> Result<u64, sqlx::Error> {
         if events.is_empty() {
             return Ok(0);
         }
+        let mut tx = self.db.begin().await?;
         let done = self
             .db
             .stmt(INSERT_EVENTS)
             .bind_rows(events)
             .bind(now)
-            .execute(self.db.pool())
+            .execute(&mut *tx)
             .await?;
+        let tests: BTreeSet<&str> = events.iter().filter_map(|e| e.test_id.as_deref()).collect();
+        if !tests.is_empty() {
+            self.db
+                .stmt(REFRESH_TESTS)
+                .bind_ids(&tests)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let remediations: BTreeSet<&str> = events
+            .iter()
+            .filter_map(|e| e.remediation_id.as_deref())
+            .collect();
+        if !remediations.is_empty() {
+            self.db
+                .stmt(REFRESH_REMEDIATIONS)
+                .bind_ids(&remediations)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 

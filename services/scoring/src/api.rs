@@ -6,7 +6,10 @@ use purple_api::scoring::v1::{self as pb, scoring_service_server::ScoringService
 use purple_runtime::{ServiceContext, time::timestamp};
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
 use crate::{
+    cache::ScoreCache,
     clients::Inputs,
     convert::{self, as_of, gap_limit},
     coverage::{BoardQuery, Coverage},
@@ -25,7 +28,9 @@ impl ScoringApi {
         let scorer = Scorer {
             inputs: Inputs::new(&ctx.peers),
             store: ScoreStore::new(ctx.db.clone()),
-            ttl: ctx.settings.domain.score_cache_ttl_secs as i64 * 1_000_000,
+            cache: Arc::new(ScoreCache::new(
+                ctx.settings.domain.score_cache_ttl_secs as i64 * 1_000_000,
+            )),
         };
         Self {
             coverage: Coverage {
@@ -33,6 +38,11 @@ impl ScoringApi {
                 critical_k: i64::from(ctx.settings.domain.critical_actor_threshold),
             },
         }
+    }
+
+    /// The scorer, for the background task that keeps its cache coherent.
+    pub fn scorer(&self) -> Scorer {
+        self.coverage.scorer.clone()
     }
 }
 

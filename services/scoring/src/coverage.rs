@@ -295,7 +295,7 @@ impl Coverage {
     /// Drops cached scores of techniques; how many entries went.
     pub async fn invalidate(&self, ids: &[String]) -> Result<u64, ScoringError> {
         check_ids("technique_ids", ids)?;
-        Ok(self.scorer.store.invalidate(ids).await?)
+        self.scorer.invalidate(ids).await
     }
 }
 

@@ -84,7 +84,7 @@ fn same_rule(triggered: &str, mapped: &str) -> bool {
 }
 
 /// A scored technique: the components, the counts behind them, the status.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
     pub technique_id: String,
     pub name: String,
@@ -106,8 +106,11 @@ pub struct Scored {
 }
 
 /// The coverage status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub enum Status {
+    #[default]
     Untested,
     InProgress,
     Gap,

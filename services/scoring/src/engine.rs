@@ -1,13 +1,14 @@
 //! The scorer: gathers inputs for a set of techniques with chunked batch
-//! calls, scores them, and keeps "now" in the cache. A request with an
-//! explicit as_of is always computed afresh.
+//! calls, scores them, and keeps "now" in this replica's memory (`cache`).
+//! A request with an explicit as_of is always computed afresh.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{collections::BTreeMap, sync::Arc};
 
 use purple_runtime::time::{Micros, now_micros};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    cache::ScoreCache,
     clients::Inputs,
     domain::{self, Scored, TacticInfo, TechniqueInfo},
     error::ScoringError,
@@ -30,8 +31,8 @@ pub struct Board {
 pub struct Scorer {
     pub(crate) inputs: Inputs,
     pub(crate) store: ScoreStore,
-    /// How long a cached score for "now" stays valid, in microseconds.
-    pub(crate) ttl: i64,
+    /// Scores for now, shared by every request of this replica.
+    pub(crate) cache: Arc<ScoreCache>,
 }
 
 impl Scorer {
@@ -60,29 +61,36 @@ impl Scorer {
             .collect())
     }
 
-    /// Scores for `techniques` now: cached where fresh, computed (and
-    /// cached) otherwise.
-    async fn now_scores(
-        &self,
-        techniques: &[TechniqueInfo],
-        now: Micros,
-    ) -> Result<Vec<Scored>, ScoringError> {
-        let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
-        let cached = self.store.cached_techniques(&ids, now - self.ttl).await?;
-        let have: BTreeSet<&str> = cached.iter().map(|s| s.technique_id.as_str()).collect();
-        let missing: Vec<TechniqueInfo> = techniques
+    /// Scores of `ids` now: cached where fresh; the rest fetched and
+    /// computed (and cached). A request whose every id is cached costs no
+    /// statement and no call to a peer.
+    async fn now_scores(&self, ids: &[String], now: Micros) -> Result<Vec<Scored>, ScoringError> {
+        let epoch = self.cache.epoch();
+        let cached = self.cache.techniques(ids, now);
+        if cached.len() == ids.len() {
+            return Ok(cached.iter().map(|s| Scored::clone(s)).collect());
+        }
+        let mut by_id: BTreeMap<&str, Scored> = cached
             .iter()
-            .filter(|t| !have.contains(t.technique_id.as_str()))
+            .map(|s| (s.technique_id.as_str(), Scored::clone(s)))
+            .collect();
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !by_id.contains_key(id.as_str()))
             .cloned()
             .collect();
-        let computed = self.compute(&missing, None, now).await?;
-        self.store.cache_techniques(&computed, now).await?;
-        let mut by_id: BTreeMap<String, Scored> = cached
-            .into_iter()
-            .chain(computed)
-            .map(|s| (s.technique_id.clone(), s))
-            .collect();
-        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+        let techniques = self.inputs.techniques(&missing).await?;
+        let computed = self.compute(&techniques, None, now).await?;
+        self.cache.put_techniques(&computed, now, epoch);
+        by_id.extend(
+            computed
+                .iter()
+                .map(|s| (s.technique_id.as_str(), s.clone())),
+        );
+        Ok(ids
+            .iter()
+            .filter_map(|id| by_id.remove(id.as_str()))
+            .collect())
     }
 
     /// Scores of techniques by id (live or not); unknown ids are returned
@@ -93,65 +101,102 @@ impl Scorer {
         as_of: Option<Micros>,
     ) -> Result<(Vec<Scored>, Micros), ScoringError> {
         let now = now_micros();
-        let techniques = self.inputs.techniques(ids).await?;
         let scores = match as_of {
-            None => self.now_scores(&techniques, now).await?,
-            Some(at) => self.compute(&techniques, Some(at), at).await?,
+            None => self.now_scores(ids, now).await?,
+            Some(at) => {
+                let techniques = self.inputs.techniques(ids).await?;
+                self.compute(&techniques, Some(at), at).await?
+            }
         };
         Ok((scores, as_of.unwrap_or(now)))
     }
 
     /// Every live technique scored now, computed afresh (never read from
     /// the cache, which it refreshes): what a stored record is made of.
-    pub async fn fresh_board(&self) -> Result<Board, ScoringError> {
+    pub async fn fresh_board(&self) -> Result<Arc<Board>, ScoringError> {
         let now = now_micros();
+        let epoch = self.cache.epoch();
         let (tactics, techniques) =
             futures::try_join!(self.inputs.tactics(), self.inputs.live_techniques())?;
         let scores = self.compute(&techniques, None, now).await?;
-        self.store.cache_techniques(&scores, now).await?;
         let board = Board {
             as_of: now,
             tactics,
             scores,
             cached: false,
         };
-        self.store.cache_organization(&board, now).await?;
-        Ok(board)
+        self.cache
+            .put_organization(Arc::new(board.cached()), now, epoch);
+        Ok(Arc::new(board))
     }
 
-    /// Every live technique scored: from the organization cache when fresh
-    /// and no as_of is given, which then costs no call to any peer.
-    pub async fn board(&self, as_of: Option<Micros>) -> Result<Board, ScoringError> {
+    /// Every live technique scored: from this replica's cache when fresh
+    /// and no as_of is given, which then costs no statement and no call.
+    pub async fn board(&self, as_of: Option<Micros>) -> Result<Arc<Board>, ScoringError> {
         let now = now_micros();
-        if as_of.is_none()
-            && let Some(mut board) = self
-                .store
-                .cached_organization::<Board>(now - self.ttl)
-                .await?
-        {
-            board.cached = true;
-            return Ok(board);
-        }
+        let Some(at) = as_of else {
+            if let Some(board) = self.cache.organization(now) {
+                return Ok(board);
+            }
+            return self.fresh_board().await;
+        };
         let (tactics, techniques) =
             futures::try_join!(self.inputs.tactics(), self.inputs.live_techniques())?;
-        let board = match as_of {
-            None => {
-                let board = Board {
-                    as_of: now,
-                    tactics,
-                    scores: self.now_scores(&techniques, now).await?,
-                    cached: false,
-                };
-                self.store.cache_organization(&board, now).await?;
-                board
-            }
-            Some(at) => Board {
-                as_of: at,
-                tactics,
-                scores: self.compute(&techniques, Some(at), at).await?,
-                cached: false,
-            },
-        };
-        Ok(board)
+        Ok(Arc::new(Board {
+            as_of: at,
+            tactics,
+            scores: self.compute(&techniques, Some(at), at).await?,
+            cached: false,
+        }))
+    }
+
+    /// Records an invalidation of `ids` for every replica and applies it
+    /// here at once; how many cached entries went.
+    pub async fn invalidate(&self, ids: &[String]) -> Result<u64, ScoringError> {
+        self.store.invalidate(ids).await?;
+        Ok(self.sync().await?)
+    }
+
+    /// Applies the invalidations any replica recorded since the generation
+    /// this one has seen: one statement when nothing changed, two when
+    /// something did.
+    pub async fn sync(&self) -> Result<u64, sqlx::Error> {
+        let seen = self.cache.generation();
+        let current = self.store.generation().await?;
+        if current <= seen {
+            return Ok(0);
+        }
+        let changed = self.store.changed_since(seen).await?;
+        Ok(self.cache.apply(current, &changed))
+    }
+}
+
+impl Board {
+    /// This board as the cache serves it.
+    fn cached(&self) -> Self {
+        Self {
+            cached: true,
+            ..self.clone()
+        }
+    }
+}
+
+/// Keeps this replica's cache coherent with the others until shutdown:
+/// polls the generation every `interval`.
+pub async fn run_sync(
+    scorer: Scorer,
+    interval: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        if let Err(err) = scorer.sync().await {
+            // The database is down: health says so; the TTL bounds how long
+            // an entry this replica holds can be served.
+            tracing::debug!(error = %err, "score cache sync failed");
+        }
     }
 }

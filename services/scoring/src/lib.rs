@@ -1,9 +1,10 @@
 //! The scoring service: docs/design.md §4 computed from batch inputs —
 //! technique, tactic, threat-actor and organization scores, heatmaps and
 //! ATT&CK Navigator layers, snapshots and their comparison — with a score
-//! cache for "now" kept fresh by invalidations.
+//! cache for "now" in each replica's memory, kept fresh by invalidations.
 
 pub mod api;
+pub mod cache;
 pub mod clients;
 pub mod convert;
 pub mod coverage;
@@ -20,12 +21,25 @@ use purple_runtime::{MigrationFile, Migrations, ServiceContext};
 pub const MIGRATIONS: Migrations = Migrations(&[
     purple_runtime::db::JSON_FUNCTIONS,
     MigrationFile::same(2, "scoring", include_str!("../migrations/0002_scoring.sql")),
+    MigrationFile::same(
+        3,
+        "cache_generations",
+        include_str!("../migrations/0003_cache_generations.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database.
 pub fn build(ctx: ServiceContext) -> anyhow::Result<ScoringServiceServer<api::ScoringApi>> {
     let max = ctx.settings.limits.max_message_bytes;
-    Ok(ScoringServiceServer::new(api::ScoringApi::new(ctx))
+    let api = api::ScoringApi::new(ctx.clone());
+    // Invalidations another replica received reach this one within one
+    // relay interval.
+    ctx.tasks.spawn(engine::run_sync(
+        api.scorer(),
+        std::time::Duration::from_millis(ctx.settings.domain.relay_interval_ms.max(50)),
+        ctx.shutdown.clone(),
+    ));
+    Ok(ScoringServiceServer::new(api)
         .max_decoding_message_size(max)
         .max_encoding_message_size(max))
 }

@@ -1,5 +1,6 @@
-//! All SQL of the scoring service: the score cache (per technique and for
-//! the organization) and snapshots with their per-technique rows.
+//! All SQL of the scoring service: the generations that keep every
+//! replica's score cache coherent, and snapshots with their per-technique
+//! rows.
 
 use std::collections::BTreeMap;
 
@@ -9,21 +10,19 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::domain::{Scored, Status};
 
-const CACHED_TECHNIQUES: &str = "
-    SELECT payload FROM technique_cache
-    WHERE technique_id IN (SELECT value FROM json_each($1)) AND computed_at >= $2";
-const CACHE_TECHNIQUES: &str = "
-    INSERT INTO technique_cache (technique_id, payload, computed_at)
-    SELECT json_extract(value, '$.technique_id'), json_extract(value, '$.payload'), $2 FROM json_each($1) WHERE true
-    ON CONFLICT (technique_id) DO UPDATE SET payload = excluded.payload, computed_at = excluded.computed_at";
-const CACHED_ORGANIZATION: &str =
-    "SELECT payload FROM organization_cache WHERE cache_key = 'now' AND computed_at >= $1";
-const CACHE_ORGANIZATION: &str = "
-    INSERT INTO organization_cache (cache_key, payload, computed_at) VALUES ('now', $1, $2)
-    ON CONFLICT (cache_key) DO UPDATE SET payload = excluded.payload, computed_at = excluded.computed_at";
-const DROP_TECHNIQUES: &str =
-    "DELETE FROM technique_cache WHERE technique_id IN (SELECT value FROM json_each($1))";
-const DROP_ORGANIZATION: &str = "DELETE FROM organization_cache";
+/// One invalidation: the next generation, then the techniques stamped with
+/// it. Every invalidation takes the one generation row first, so two never
+/// wait on each other's technique rows (no deadlock).
+const BUMP_GENERATION: &str = "
+    UPDATE cache_generation SET generation = generation + 1 WHERE cache_key = 'scores'
+    RETURNING generation";
+const STAMP_TECHNIQUES: &str = "
+    INSERT INTO technique_generations (technique_id, generation)
+    SELECT value, $2 FROM json_each($1) WHERE true
+    ON CONFLICT (technique_id) DO UPDATE SET generation = excluded.generation";
+const GENERATION: &str = "SELECT generation FROM cache_generation WHERE cache_key = 'scores'";
+const CHANGED_SINCE: &str =
+    "SELECT technique_id FROM technique_generations WHERE generation > $1 ORDER BY technique_id";
 
 const INSERT_SNAPSHOT: &str = "
     INSERT INTO snapshots (snapshot_id, label, as_of, organization_score, technique_count, status_counts, created_at)
@@ -87,12 +86,6 @@ fn snapshot_row(row: &AnyRow) -> Result<SnapshotRow, sqlx::Error> {
 pub type Compared = (String, Option<(f64, Status)>, Option<(f64, Status)>);
 
 #[derive(Serialize)]
-struct CacheRow<'a> {
-    technique_id: &'a str,
-    payload: String,
-}
-
-#[derive(Serialize)]
 struct SnapshotScoreRow<'a> {
     technique_id: &'a str,
     score: f64,
@@ -116,95 +109,45 @@ impl ScoreStore {
         Self { db }
     }
 
-    /// Cached scores of these techniques computed at or after `fresh_after`.
-    pub async fn cached_techniques(
-        &self,
-        ids: &[String],
-        fresh_after: Micros,
-    ) -> Result<Vec<Scored>, sqlx::Error> {
-        let rows = self
-            .db
-            .stmt(CACHED_TECHNIQUES)
-            .bind_ids(ids)
-            .bind(fresh_after)
-            .fetch_all(self.db.pool())
-            .await?;
-        rows.iter()
-            .map(|row| decode(&row.try_get::<String, _>(0)?))
-            .collect()
-    }
-
-    /// Caches technique scores computed at `at`, in one statement.
-    pub async fn cache_techniques(&self, scores: &[Scored], at: Micros) -> Result<(), sqlx::Error> {
-        if scores.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<CacheRow> = scores
-            .iter()
-            .map(|s| CacheRow {
-                technique_id: &s.technique_id,
-                payload: serde_json::to_string(s).expect("scores serialize"),
-            })
-            .collect();
-        self.db
-            .stmt(CACHE_TECHNIQUES)
-            .bind_rows(&rows)
-            .bind(at)
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
-    }
-
-    /// The cached organization board, if fresh.
-    pub async fn cached_organization<T: serde::de::DeserializeOwned>(
-        &self,
-        fresh_after: Micros,
-    ) -> Result<Option<T>, sqlx::Error> {
-        let row = self
-            .db
-            .stmt(CACHED_ORGANIZATION)
-            .bind(fresh_after)
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.map(|row| decode(&row.try_get::<String, _>(0)?))
-            .transpose()
-    }
-
-    /// Caches the organization board.
-    pub async fn cache_organization<T: Serialize>(
-        &self,
-        board: &T,
-        at: Micros,
-    ) -> Result<(), sqlx::Error> {
-        let payload = serde_json::to_string(board).expect("boards serialize");
-        self.db
-            .stmt(CACHE_ORGANIZATION)
-            .bind(payload)
-            .bind(at)
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
-    }
-
-    /// Drops the cached scores of techniques and the organization board;
-    /// returns how many entries went.
-    pub async fn invalidate(&self, ids: &[String]) -> Result<u64, sqlx::Error> {
+    /// Records an invalidation of `ids` in one transaction (two
+    /// statements); returns its generation.
+    pub async fn invalidate(&self, ids: &[String]) -> Result<i64, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        let techniques = self
+        let generation: i64 = self
             .db
-            .stmt(DROP_TECHNIQUES)
+            .stmt(BUMP_GENERATION)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        self.db
+            .stmt(STAMP_TECHNIQUES)
             .bind_ids(ids)
+            .bind(generation)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let organization = self
-            .db
-            .stmt(DROP_ORGANIZATION)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .await?;
         tx.commit().await?;
-        Ok(techniques + organization)
+        Ok(generation)
+    }
+
+    /// The current generation.
+    pub async fn generation(&self) -> Result<i64, sqlx::Error> {
+        self.db
+            .stmt(GENERATION)
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get(0)
+    }
+
+    /// The techniques invalidated after generation `seen`.
+    pub async fn changed_since(&self, seen: i64) -> Result<Vec<String>, sqlx::Error> {
+        self.db
+            .stmt(CHANGED_SINCE)
+            .bind(seen)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect()
     }
 
     /// Stores a snapshot and its rows in one transaction (two statements).
