@@ -101,10 +101,12 @@ async fn main() {
     let mut metrics =
         MetricsServiceClient::new(app.channel.clone()).max_decoding_message_size(64 << 20);
 
+    // RecordEvents is campaigns' relay's RPC: a service token.
+    let mut recorder = MetricsServiceClient::new(app.service.clone());
     let events: Vec<Event> = (0..TESTS).flat_map(events_of).collect();
     let started = Instant::now();
     for chunk in events.chunks(1_000) {
-        metrics
+        recorder
             .record_events(RecordEventsRequest {
                 events: chunk.to_vec(),
             })
