@@ -28,6 +28,11 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         "milestones",
         include_str!("../migrations/0003_milestones.sql"),
     ),
+    MigrationFile::same(
+        4,
+        "test_marks",
+        include_str!("../migrations/0004_test_marks.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database.

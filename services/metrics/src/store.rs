@@ -1,8 +1,8 @@
 //! All SQL of the metrics service. Each metric is one statement, the same
 //! text on SQLite and PostgreSQL: MTTD, MTTR and the trend over the
-//! milestones kept per test and per remediation (refreshed in the
-//! transaction that appends their events), rejection rates over the event
-//! log's covering index.
+//! milestones kept per test and per remediation, rejection rates over the
+//! marks kept per test (both refreshed in the transaction that appends
+//! their events).
 //!
 //! Every metric statement binds: `$1` window start, `$2` window end
 //! (exclusive), `$3` campaign id or '', `$4` technique ids as a JSON array,
@@ -101,6 +101,27 @@ const REFRESH_TESTS: &str = "
         validated_at = excluded.validated_at, hit = excluded.hit,
         detect_micros = excluded.detect_micros";
 
+/// The marks of the tests the appended events (`$1`) touch, dropped and
+/// rebuilt from the log (two statements).
+const DROP_MARKS: &str =
+    "DELETE FROM test_marks WHERE test_id IN (SELECT value FROM json_each($1))";
+const INSERT_MARKS: &str = "
+    INSERT INTO test_marks (test_id, mark, occurred_at, seq, prev_at, technique_id, campaign_id)
+    SELECT test_id, mark, occurred_at, seq,
+           LAG(occurred_at) OVER (PARTITION BY test_id, mark ORDER BY occurred_at, seq),
+           technique_id, campaign_id
+    FROM (
+        SELECT test_id, substr(kind, 6) AS mark, occurred_at, seq, technique_id, campaign_id
+        FROM events
+        WHERE test_id IN (SELECT value FROM json_each($1))
+          AND kind IN ('test.validated', 'test.rejected', 'test.red_executed', 'test.blue_completed')
+        UNION ALL
+        SELECT test_id, 'rejected:' || side, occurred_at, seq, technique_id, campaign_id
+        FROM events
+        WHERE test_id IN (SELECT value FROM json_each($1))
+          AND kind = 'test.rejected' AND side IN ('red', 'blue')
+    ) marks";
+
 /// The milestones of the remediations the appended events (`$1`) touch.
 const REFRESH_REMEDIATIONS: &str = "
     INSERT INTO remediation_milestones (remediation_id, technique_id, campaign_id, opened_at, completed_at)
@@ -143,16 +164,17 @@ const MTTR: &str = concat!(
     "SELECT COALESCE(MAX(n), 0) AS n, MAX(mean) AS mean, MAX(p50) AS p50, MAX(p90) AS p90 FROM stats"
 );
 
+/// Distinct tests per kind (and side) in the window: the marks whose
+/// previous instant for their test is before the window, counted.
 const REJECTIONS: &str = concat!(
-    "SELECT COUNT(DISTINCT CASE WHEN e.kind = 'test.validated' THEN e.test_id END),
-            COUNT(DISTINCT CASE WHEN e.kind = 'test.rejected' THEN e.test_id END),
-            COUNT(DISTINCT CASE WHEN e.kind = 'test.rejected' AND e.side = 'red' THEN e.test_id END),
-            COUNT(DISTINCT CASE WHEN e.kind = 'test.red_executed' THEN e.test_id END),
-            COUNT(DISTINCT CASE WHEN e.kind = 'test.rejected' AND e.side = 'blue' THEN e.test_id END),
-            COUNT(DISTINCT CASE WHEN e.kind = 'test.blue_completed' THEN e.test_id END)
-     FROM events e
-     WHERE e.kind IN ('test.validated', 'test.rejected', 'test.red_executed', 'test.blue_completed')
-       AND e.occurred_at >= $1 AND e.occurred_at < $2",
+    "SELECT COUNT(CASE WHEN e.mark = 'validated' THEN 1 END),
+            COUNT(CASE WHEN e.mark = 'rejected' THEN 1 END),
+            COUNT(CASE WHEN e.mark = 'rejected:red' THEN 1 END),
+            COUNT(CASE WHEN e.mark = 'red_executed' THEN 1 END),
+            COUNT(CASE WHEN e.mark = 'rejected:blue' THEN 1 END),
+            COUNT(CASE WHEN e.mark = 'blue_completed' THEN 1 END)
+     FROM test_marks e
+     WHERE e.occurred_at >= $1 AND e.occurred_at < $2 AND (e.prev_at IS NULL OR e.prev_at < $1)",
     event_filter!()
 );
 
@@ -264,8 +286,9 @@ impl EventStore {
     }
 
     /// Appends events in one statement (an event id already stored is
-    /// skipped) and refreshes the milestones of the tests and remediations
-    /// they touch, in one transaction: three statements at most. Returns
+    /// skipped) and refreshes the milestones and marks of the tests and
+    /// the milestones of the remediations they touch, in one transaction:
+    /// five statements at most. Returns
     /// how many events were new.
     pub async fn append(&self, events: &[NewEvent], now: Micros) -> Result<u64, sqlx::Error> {
         if events.is_empty() {
@@ -283,6 +306,16 @@ impl EventStore {
         if !tests.is_empty() {
             self.db
                 .stmt(REFRESH_TESTS)
+                .bind_ids(&tests)
+                .execute(&mut *tx)
+                .await?;
+            self.db
+                .stmt(DROP_MARKS)
+                .bind_ids(&tests)
+                .execute(&mut *tx)
+                .await?;
+            self.db
+                .stmt(INSERT_MARKS)
                 .bind_ids(&tests)
                 .execute(&mut *tx)
                 .await?;
