@@ -9,7 +9,8 @@
 //! Run: `cargo bench --bench load` (SQLite) or
 //! `PURPLE_BENCH_DATABASE_URL=postgres://... cargo bench --bench load`.
 //! `PURPLE_LOAD_CLIENTS` (32) and `PURPLE_LOAD_SECS` (10) size a run;
-//! `PURPLE_LOAD_JSON` names the JSON file (target/load-<backend>.json).
+//! `PURPLE_LOAD_JSON` names the JSON file (target/load-<backend>.json);
+//! `PURPLE_LOAD_ONLY=<text>` runs only the scenarios whose name has it.
 
 mod support;
 
@@ -249,12 +250,17 @@ async fn scenario<S, F, Fut>(
     secs: f64,
     make: impl Fn(usize) -> S,
     call: F,
-) -> Figures
+) -> Option<Figures>
 where
     S: Send + 'static,
     F: Fn(S) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = S> + Send,
 {
+    // PURPLE_LOAD_ONLY=<text>: only the scenarios whose name contains it
+    // (to profile one).
+    if std::env::var("PURPLE_LOAD_ONLY").is_ok_and(|only| !name.contains(&only)) {
+        return None;
+    }
     let (statements_before, rpcs_before) = counters(server).await;
     let cpu_before = server.cpu_seconds();
     let start = Instant::now();
@@ -283,7 +289,7 @@ where
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     let requests = latencies.len();
-    Figures {
+    Some(Figures {
         name: name.to_owned(),
         clients,
         requests,
@@ -295,7 +301,7 @@ where
         rss: server.peak_rss_mib(),
         statements: (statements_after - statements_before) / requests as f64,
         rpcs: (rpcs_after - rpcs_before) / requests as f64,
-    }
+    })
 }
 
 fn rule_id(i: usize) -> String {
@@ -596,7 +602,7 @@ async fn main() {
         "| scenario | clients | req/s | p50 ms | p90 ms | p99 ms | server CPU % | server peak RSS MiB | statements/req | RPCs/req |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for f in &all {
+    for f in all.iter().flatten() {
         println!(
             "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} |",
             f.name,
@@ -621,7 +627,7 @@ async fn main() {
     let report = json!({
         "backend": server.backend, "clients": clients, "seconds_per_scenario": secs,
         "load_average_before": load_avg.trim(),
-        "scenarios": all.iter().map(Figures::json).collect::<Vec<_>>(),
+        "scenarios": all.iter().flatten().map(Figures::json).collect::<Vec<_>>(),
     });
     std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     println!("JSON: {}", path.display());

@@ -658,6 +658,11 @@ async fn an_impossible_history_is_refused_by_line_and_changes_nothing() {
         // 6: a valid record; nothing of the upload is kept.
         json!({"kind": "test", "test_id": "b6", "technique_id": "T1105", "state": "planned",
                "created_at": "2025-03-05T10:00:00Z"}),
+        // 7: cancelled after blue completed, without the completion's
+        // outcome (its audit event could not be recorded).
+        json!({"kind": "test", "test_id": "b7", "technique_id": "T1003", "state": "cancelled",
+               "created_at": "2025-03-05T10:00:00Z", "executed_at": "2025-03-05T11:00:00Z",
+               "blue_completed_at": "2025-03-05T12:00:00Z", "cancelled_at": "2025-03-06T10:00:00Z"}),
     ];
     let text: String = bad.iter().map(|l| l.to_string() + "\n").collect::<String>() + "not json\n";
     let refused = import(&app, &text).await.unwrap_err();
@@ -672,7 +677,7 @@ async fn an_impossible_history_is_refused_by_line_and_changes_nothing() {
         .collect();
     // An unreadable line is refused before anything else is checked.
     assert_eq!(violations.len(), 1, "{violations:?}");
-    assert!(violations[0].0.starts_with("line 7"), "{violations:?}");
+    assert!(violations[0].0.starts_with("line 8"), "{violations:?}");
 
     let text: String = bad.iter().map(|l| l.to_string() + "\n").collect();
     let refused = import(&app, &text).await.unwrap_err();
@@ -698,6 +703,10 @@ async fn an_impossible_history_is_refused_by_line_and_changes_nothing() {
         "{violations:?}"
     );
     assert!(!violations.iter().any(|(f, _)| f.starts_with("line 6")));
+    assert!(
+        has(7, "outcome", "a completion has an outcome"),
+        "{violations:?}"
+    );
 
     // Nothing of it was written, and no event left.
     let found = client(&app)

@@ -190,9 +190,10 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::InvalidateTechniquesRequest>,
     ) -> Rpc<pb::InvalidateTechniquesResponse> {
+        let r = request.get_ref();
         let invalidated = self
             .coverage
-            .invalidate(&request.get_ref().technique_ids)
+            .invalidate(&r.technique_ids, &r.source)
             .await?;
         Ok(Response::new(pb::InvalidateTechniquesResponse {
             invalidated: invalidated as i32,

@@ -6,6 +6,11 @@
 //! indexed read per interval) and drops the techniques stamped since the
 //! generation it last saw (docs/adr/0009).
 //!
+//! The catalogue side of scoring (tactics, live techniques, each
+//! technique's mapped rules, countermeasures and actor count) is held too,
+//! and dropped whole when the catalogue generation moves (an invalidation
+//! from ingest rather than campaigns).
+//!
 //! A computation that started before a drop must not put back what it
 //! computed from older inputs: every drop moves a local epoch, and a put
 //! made with an older epoch is discarded.
@@ -17,16 +22,30 @@ use std::{
 
 use purple_runtime::time::Micros;
 
-use crate::{domain::Scored, engine::Board};
+use crate::{
+    domain::{CatalogSide, Scored, TacticInfo, TechniqueInfo},
+    engine::Board,
+};
 
 #[derive(Debug, Default)]
 struct State {
     /// Moves on every drop; puts carry the epoch they started at.
     epoch: u64,
-    /// The database generation this replica has applied.
+    /// The database generations this replica has applied: scores and
+    /// catalogue.
     generation: i64,
+    catalogue_generation: i64,
     techniques: HashMap<String, (Micros, Arc<Scored>)>,
     organization: Option<(Micros, Arc<Board>)>,
+    catalogue: Catalogue,
+}
+
+/// The catalogue side of scoring, as ingest last answered.
+#[derive(Debug, Default)]
+struct Catalogue {
+    tactics: Option<(Micros, Arc<Vec<TacticInfo>>)>,
+    live: Option<(Micros, Arc<Vec<TechniqueInfo>>)>,
+    sides: HashMap<String, (Micros, CatalogSide)>,
 }
 
 /// Scores for now, per technique and for the whole board.
@@ -67,11 +86,6 @@ impl ScoreCache {
     /// The epoch a computation starts at.
     pub fn epoch(&self) -> Epoch {
         Epoch(self.read().epoch)
-    }
-
-    /// The generation this replica has applied.
-    pub fn generation(&self) -> i64 {
-        self.read().generation
     }
 
     /// Fresh cached scores of `ids`, in the order of `ids`; the ids not
@@ -123,6 +137,12 @@ impl ScoreCache {
         state.organization = Some((at, board));
     }
 
+    /// The generations this replica has applied: (scores, catalogue).
+    pub fn generations(&self) -> (i64, i64) {
+        let state = self.read();
+        (state.generation, state.catalogue_generation)
+    }
+
     /// Applies generation `generation`, which changed `technique_ids`:
     /// drops them and the board. Returns how many entries went.
     pub fn apply(&self, generation: i64, technique_ids: &[String]) -> u64 {
@@ -138,6 +158,76 @@ impl ScoreCache {
         }
         dropped + u64::from(state.organization.take().is_some())
     }
+
+    /// Applies catalogue generation `generation`: the whole catalogue side
+    /// goes (an import may have changed any of it).
+    pub fn apply_catalogue(&self, generation: i64) {
+        let mut state = self.write();
+        if generation <= state.catalogue_generation {
+            return;
+        }
+        state.catalogue_generation = generation;
+        state.epoch += 1;
+        state.catalogue = Catalogue::default();
+    }
+
+    /// The fresh cached live tactics.
+    pub fn tactics(&self, now: Micros) -> Option<Arc<Vec<TacticInfo>>> {
+        let state = self.read();
+        fresh(state.catalogue.tactics.as_ref(), now, self.ttl)
+    }
+
+    /// The fresh cached live techniques.
+    pub fn live_techniques(&self, now: Micros) -> Option<Arc<Vec<TechniqueInfo>>> {
+        let state = self.read();
+        fresh(state.catalogue.live.as_ref(), now, self.ttl)
+    }
+
+    /// Caches the live tactics and techniques fetched at `at`.
+    pub fn put_catalogue(
+        &self,
+        tactics: Arc<Vec<TacticInfo>>,
+        live: Arc<Vec<TechniqueInfo>>,
+        at: Micros,
+        epoch: Epoch,
+    ) {
+        let mut state = self.write();
+        if state.epoch == epoch.0 {
+            state.catalogue.tactics = Some((at, tactics));
+            state.catalogue.live = Some((at, live));
+        }
+    }
+
+    /// Fresh cached catalogue sides of `ids`; the ids not cached are left
+    /// out.
+    pub fn sides(&self, ids: &[String], now: Micros) -> Vec<CatalogSide> {
+        let state = self.read();
+        ids.iter()
+            .filter_map(|id| state.catalogue.sides.get(id))
+            .filter(|(at, _)| now - *at < self.ttl)
+            .map(|(_, side)| side.clone())
+            .collect()
+    }
+
+    /// Caches catalogue sides fetched at `at`.
+    pub fn put_sides(&self, sides: &[CatalogSide], at: Micros, epoch: Epoch) {
+        let mut state = self.write();
+        if state.epoch != epoch.0 {
+            return;
+        }
+        for side in sides {
+            state
+                .catalogue
+                .sides
+                .insert(side.technique_id.clone(), (at, side.clone()));
+        }
+    }
+}
+
+fn fresh<T>(entry: Option<&(Micros, Arc<T>)>, now: Micros, ttl: i64) -> Option<Arc<T>> {
+    entry
+        .filter(|(at, _)| now - *at < ttl)
+        .map(|(_, value)| value.clone())
 }
 
 #[cfg(test)]
@@ -185,7 +275,7 @@ mod tests {
         assert_eq!(cache.apply(3, &ids(&["T1"])), 1);
         assert_eq!(cache.apply(3, &ids(&["T2"])), 0, "seen already");
         assert_eq!(cache.apply(2, &ids(&["T2"])), 0, "older");
-        assert_eq!(cache.generation(), 3);
+        assert_eq!(cache.generations(), (3, 0));
         assert_eq!(cache.techniques(&ids(&["T1", "T2"]), at(20)).len(), 1);
     }
 }

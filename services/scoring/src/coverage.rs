@@ -292,10 +292,12 @@ impl Coverage {
         })
     }
 
-    /// Drops cached scores of techniques; how many entries went.
-    pub async fn invalidate(&self, ids: &[String]) -> Result<u64, ScoringError> {
+    /// Drops cached scores of techniques, on every replica; how many
+    /// entries went here. Anyone but campaigns (ingest after an import)
+    /// changed the catalogue, so its cached side goes too.
+    pub async fn invalidate(&self, ids: &[String], source: &str) -> Result<u64, ScoringError> {
         check_ids("technique_ids", ids)?;
-        self.scorer.invalidate(ids).await
+        self.scorer.invalidate(ids, source != "campaigns").await
     }
 }
 

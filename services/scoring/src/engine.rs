@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     cache::ScoreCache,
     clients::Inputs,
-    domain::{self, Scored, TacticInfo, TechniqueInfo},
+    domain::{self, CatalogSide, Scored, TacticInfo, TechniqueInfo},
     error::ScoringError,
     store::ScoreStore,
 };
@@ -36,7 +36,8 @@ pub struct Scorer {
 }
 
 impl Scorer {
-    /// Scores `techniques` (catalogue and tests fetched in chunked batches).
+    /// Scores `techniques` (catalogue and tests fetched in chunked batches;
+    /// the catalogue side from this replica's memory where it has it).
     async fn compute(
         &self,
         techniques: &[TechniqueInfo],
@@ -47,16 +48,101 @@ impl Scorer {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
-        let (catalog, tests) = futures::try_join!(
-            self.inputs.catalog(techniques),
-            self.inputs.tests(&ids, as_of)
-        )?;
+        let (catalog, tests) =
+            futures::try_join!(self.catalog(techniques), self.inputs.tests(&ids, as_of))?;
         Ok(ids
             .iter()
             .filter_map(|id| {
                 catalog
                     .get(id)
                     .map(|c| domain::score(c, &tests.get(id).cloned().unwrap_or_default(), at))
+            })
+            .collect())
+    }
+
+    /// The catalogue side of `techniques`: cached, the rest fetched from
+    /// ingest in one chunked batch and cached.
+    async fn catalog(
+        &self,
+        techniques: &[TechniqueInfo],
+    ) -> Result<BTreeMap<String, CatalogSide>, ScoringError> {
+        let now = now_micros();
+        let epoch = self.cache.epoch();
+        let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
+        let mut sides: BTreeMap<String, CatalogSide> = self
+            .cache
+            .sides(&ids, now)
+            .into_iter()
+            .map(|side| (side.technique_id.clone(), side))
+            .collect();
+        let missing: Vec<TechniqueInfo> = techniques
+            .iter()
+            .filter(|t| !sides.contains_key(&t.technique_id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let fetched = self.inputs.catalog(&missing).await?;
+            let fetched: Vec<CatalogSide> = fetched.into_values().collect();
+            self.cache.put_sides(&fetched, now, epoch);
+            sides.extend(
+                fetched
+                    .into_iter()
+                    .map(|side| (side.technique_id.clone(), side)),
+            );
+        }
+        Ok(sides)
+    }
+
+    /// The live tactics and techniques: cached, or fetched (and cached).
+    async fn live_catalogue(
+        &self,
+    ) -> Result<(Arc<Vec<TacticInfo>>, Arc<Vec<TechniqueInfo>>), ScoringError> {
+        let now = now_micros();
+        if let (Some(tactics), Some(live)) =
+            (self.cache.tactics(now), self.cache.live_techniques(now))
+        {
+            return Ok((tactics, live));
+        }
+        let epoch = self.cache.epoch();
+        let (tactics, live) =
+            futures::try_join!(self.inputs.tactics(), self.inputs.live_techniques())?;
+        let (tactics, live) = (Arc::new(tactics), Arc::new(live));
+        self.cache
+            .put_catalogue(tactics.clone(), live.clone(), now, epoch);
+        Ok((tactics, live))
+    }
+
+    /// Techniques by id: from the cached live catalogue where it has them,
+    /// the rest (revoked, deprecated, unknown) from ingest.
+    async fn techniques(&self, ids: &[String]) -> Result<Vec<TechniqueInfo>, ScoringError> {
+        let now = now_micros();
+        let Some(live) = self.cache.live_techniques(now) else {
+            return self.inputs.techniques(ids).await;
+        };
+        let by_id: BTreeMap<&str, &TechniqueInfo> =
+            live.iter().map(|t| (t.technique_id.as_str(), t)).collect();
+        let others: Vec<String> = ids
+            .iter()
+            .filter(|id| !by_id.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        let mut found: BTreeMap<String, TechniqueInfo> = if others.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.inputs
+                .techniques(&others)
+                .await?
+                .into_iter()
+                .map(|t| (t.technique_id.clone(), t))
+                .collect()
+        };
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                by_id
+                    .get(id.as_str())
+                    .map(|t| (*t).clone())
+                    .or_else(|| found.remove(id))
             })
             .collect())
     }
@@ -79,7 +165,7 @@ impl Scorer {
             .filter(|id| !by_id.contains_key(id.as_str()))
             .cloned()
             .collect();
-        let techniques = self.inputs.techniques(&missing).await?;
+        let techniques = self.techniques(&missing).await?;
         let computed = self.compute(&techniques, None, now).await?;
         self.cache.put_techniques(&computed, now, epoch);
         by_id.extend(
@@ -104,7 +190,7 @@ impl Scorer {
         let scores = match as_of {
             None => self.now_scores(ids, now).await?,
             Some(at) => {
-                let techniques = self.inputs.techniques(ids).await?;
+                let techniques = self.techniques(ids).await?;
                 self.compute(&techniques, Some(at), at).await?
             }
         };
@@ -116,12 +202,11 @@ impl Scorer {
     pub async fn fresh_board(&self) -> Result<Arc<Board>, ScoringError> {
         let now = now_micros();
         let epoch = self.cache.epoch();
-        let (tactics, techniques) =
-            futures::try_join!(self.inputs.tactics(), self.inputs.live_techniques())?;
+        let (tactics, techniques) = self.live_catalogue().await?;
         let scores = self.compute(&techniques, None, now).await?;
         let board = Board {
             as_of: now,
-            tactics,
+            tactics: tactics.to_vec(),
             scores,
             cached: false,
         };
@@ -140,29 +225,32 @@ impl Scorer {
             }
             return self.fresh_board().await;
         };
-        let (tactics, techniques) =
-            futures::try_join!(self.inputs.tactics(), self.inputs.live_techniques())?;
+        let (tactics, techniques) = self.live_catalogue().await?;
         Ok(Arc::new(Board {
             as_of: at,
-            tactics,
+            tactics: tactics.to_vec(),
             scores: self.compute(&techniques, Some(at), at).await?,
             cached: false,
         }))
     }
 
     /// Records an invalidation of `ids` for every replica and applies it
-    /// here at once; how many cached entries went.
-    pub async fn invalidate(&self, ids: &[String]) -> Result<u64, ScoringError> {
-        self.store.invalidate(ids).await?;
+    /// here at once; how many cached entries went. `catalogue`: the
+    /// catalogue changed too (an import), so every replica drops it.
+    pub async fn invalidate(&self, ids: &[String], catalogue: bool) -> Result<u64, ScoringError> {
+        self.store.invalidate(ids, catalogue).await?;
         Ok(self.sync().await?)
     }
 
-    /// Applies the invalidations any replica recorded since the generation
+    /// Applies the invalidations any replica recorded since the generations
     /// this one has seen: one statement when nothing changed, two when
-    /// something did.
+    /// scores did.
     pub async fn sync(&self) -> Result<u64, sqlx::Error> {
-        let seen = self.cache.generation();
-        let current = self.store.generation().await?;
+        let (seen, seen_catalogue) = self.cache.generations();
+        let (current, catalogue) = self.store.generations().await?;
+        if catalogue > seen_catalogue {
+            self.cache.apply_catalogue(catalogue);
+        }
         if current <= seen {
             return Ok(0);
         }

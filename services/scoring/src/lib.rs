@@ -26,6 +26,11 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         "cache_generations",
         include_str!("../migrations/0003_cache_generations.sql"),
     ),
+    MigrationFile::same(
+        4,
+        "catalogue_generation",
+        include_str!("../migrations/0004_catalogue_generation.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database.

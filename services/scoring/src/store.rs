@@ -20,7 +20,12 @@ const STAMP_TECHNIQUES: &str = "
     INSERT INTO technique_generations (technique_id, generation)
     SELECT value, $2 FROM json_each($1) WHERE true
     ON CONFLICT (technique_id) DO UPDATE SET generation = excluded.generation";
-const GENERATION: &str = "SELECT generation FROM cache_generation WHERE cache_key = 'scores'";
+const BUMP_CATALOGUE: &str =
+    "UPDATE cache_generation SET generation = generation + 1 WHERE cache_key = 'catalogue'";
+const GENERATIONS: &str = "
+    SELECT MAX(CASE WHEN cache_key = 'scores' THEN generation END),
+           MAX(CASE WHEN cache_key = 'catalogue' THEN generation END)
+    FROM cache_generation";
 const CHANGED_SINCE: &str =
     "SELECT technique_id FROM technique_generations WHERE generation > $1 ORDER BY technique_id";
 
@@ -110,8 +115,8 @@ impl ScoreStore {
     }
 
     /// Records an invalidation of `ids` in one transaction (two
-    /// statements); returns its generation.
-    pub async fn invalidate(&self, ids: &[String]) -> Result<i64, sqlx::Error> {
+    /// statements; three when the catalogue changed too).
+    pub async fn invalidate(&self, ids: &[String], catalogue: bool) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
         let generation: i64 = self
             .db
@@ -125,17 +130,19 @@ impl ScoreStore {
             .bind(generation)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(generation)
+        if catalogue {
+            self.db.stmt(BUMP_CATALOGUE).execute(&mut *tx).await?;
+        }
+        tx.commit().await
     }
 
-    /// The current generation.
-    pub async fn generation(&self) -> Result<i64, sqlx::Error> {
-        self.db
-            .stmt(GENERATION)
-            .fetch_one(self.db.pool())
-            .await?
-            .try_get(0)
+    /// The current generations: (scores, catalogue).
+    pub async fn generations(&self) -> Result<(i64, i64), sqlx::Error> {
+        let row = self.db.stmt(GENERATIONS).fetch_one(self.db.pool()).await?;
+        Ok((
+            row.try_get::<Option<i64>, _>(0)?.unwrap_or(0),
+            row.try_get::<Option<i64>, _>(1)?.unwrap_or(0),
+        ))
     }
 
     /// The techniques invalidated after generation `seen`.

@@ -794,6 +794,15 @@ fn states(
             );
         }
     }
+    if m.blue_completed_at.is_some() {
+        // The completion's event carries it (a test cancelled after blue
+        // completed too): without one the audit trail would lose the event.
+        need(
+            outcome.is_some(),
+            "outcome",
+            "required with blue_completed_at (a completion has an outcome)",
+        );
+    }
     if state == State::Validated {
         need(validated_at.is_some(), "validated_at", &what);
     }
