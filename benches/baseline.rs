@@ -315,10 +315,10 @@ fn history(dir: &Path, mitre: &BTreeMap<i64, String>) -> String {
                     let mut r = json!({"side": side, "at": at,
                                        "reason": detail("reason").unwrap_or(""),
                                        "actor_id": opt_text(row, "user").unwrap_or("")});
-                    if side == "red" {
-                        if let Some(e) = executed {
-                            r["voided_executed_at"] = json!(e);
-                        }
+                    if side == "red"
+                        && let Some(e) = executed
+                    {
+                        r["voided_executed_at"] = json!(e);
                     }
                     // A red rejection of a completed test voids blue's
                     // completion too.
