@@ -878,3 +878,42 @@ async fn a_rejected_blue_submission_counts_for_neither_rules_nor_mttd() {
     let mean = mttd.mean_seconds.unwrap();
     assert!((mean - expected).abs() < 1e-3, "{mean} != {expected}");
 }
+
+#[tokio::test]
+async fn an_import_refreshes_the_catalogue_scoring_holds_in_memory() {
+    let app = spawn_app_with(|s| s.domain.relay_interval_ms = 20).await;
+    catalogue(&app).await;
+    let mapped = async || {
+        client(&app)
+            .score_techniques(pb::ScoreTechniquesRequest {
+                technique_ids: vec!["T1059.001".into()],
+                as_of: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .scores[0]
+            .components
+            .unwrap()
+            .mapped_rules
+    };
+    // r1 and r2 (r3 is deprecated); the second answer comes from memory.
+    assert_eq!(mapped().await, 2);
+    assert_eq!(mapped().await, 2);
+    IngestServiceClient::new(app.channel.clone())
+        .import(futures::stream::iter([ImportRequest {
+            last: true,
+            ..sigma("r5", "stable", "attack.t1059.001")
+        }]))
+        .await
+        .unwrap();
+    // Ingest tells scoring the catalogue changed: the next score maps r5.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while mapped().await != 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "scoring kept the catalogue it held before the import"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
