@@ -541,7 +541,10 @@ async fn main() {
     let want_validated = values["rejection_rates_365d"]["validated"]
         .as_i64()
         .unwrap();
-    let deadline = Instant::now() + std::time::Duration::from_secs(300);
+    // Every implied event must have reached metrics: wait until the counts
+    // hold still for two seconds (the relay delivers 1,000 events a round).
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    let mut last = None;
     loop {
         let rates = metrics
             .get_rejection_rates(GetRejectionRatesRequest {
@@ -550,14 +553,27 @@ async fn main() {
             .await
             .unwrap()
             .into_inner();
-        let backlog = purple_runtime::instruments::outbox();
-        if (rates.validated == want_validated || Instant::now() > deadline)
-            && !backlog.is_empty()
-            && backlog.iter().all(|(_, (n, _))| *n == 0)
-        {
+        let mttr = metrics
+            .get_mttr(GetMttrRequest {
+                filter: Some(filter()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .mttr
+            .unwrap_or_default()
+            .count;
+        let now = (
+            rates.validated,
+            rates.red_executed,
+            rates.blue_completed,
+            mttr,
+        );
+        if (rates.validated == want_validated && last == Some(now)) || Instant::now() > deadline {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        last = Some(now);
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 
     let mut check = Check {
