@@ -378,8 +378,13 @@ async fn load(server: &Server, admin: &Authed, now: Micros) -> Vec<String> {
         server.backend,
         std::env::consts::ARCH
     );
-    // Let the outbox drain into metrics and scoring before measuring.
+    // Let the outbox drain into metrics and scoring before measuring: the
+    // backlog gauge is measured every 5 s and rendered every 2 s, so two
+    // zero readings 6 s apart (a stale zero would let the relay's
+    // invalidations of the import drop the cache under the first
+    // scenarios).
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut zeros = 0;
     loop {
         let text = scrape(&server.metrics).await.unwrap_or_default();
         let backlog: f64 = text
@@ -388,8 +393,14 @@ async fn load(server: &Server, admin: &Authed, now: Micros) -> Vec<String> {
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
             .sum();
         if text.contains("purple_outbox_backlog") && backlog == 0.0 {
-            break;
+            zeros += 1;
+            if zeros == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            continue;
         }
+        zeros = 0;
         assert!(Instant::now() < deadline, "the outbox never drained");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
