@@ -1,6 +1,12 @@
 //! `purple`: the server and its command-line clients (`purple::cli::Cli`).
 
 use purple::cli::{Cli, Command, ServeArgs};
+
+/// `--features mimalloc`: the allocator the performance issue asked to
+/// measure against the system's.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use purple_runtime::{ServiceName, shutdown, telemetry};
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
