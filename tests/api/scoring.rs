@@ -455,13 +455,19 @@ async fn the_cache_serves_without_peers_until_a_transition_invalidates_it() {
     validate(&app, &team, test, Outcome::Blocked, &[]).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
+        let trace = Trace::new("purple.scoring.v1.ScoringService/GetOrganizationScore");
         let now = scoring
-            .get_organization_score(pb::GetOrganizationScoreRequest::default())
+            .get_organization_score(trace.request(pb::GetOrganizationScoreRequest::default()))
             .await
             .unwrap()
             .into_inner();
         // Blocked, no rule or defence, just validated: 50 + 20 = 70, partial.
         if !now.cached && now.status_counts.as_ref().unwrap().partial == 1 {
+            // The catalogue comes from memory: the request and one
+            // AggregateTestsByTechnique (for the techniques the change
+            // dropped; the others' scores are still cached).
+            let cost = Cost::of(&app.trace(&trace).await);
+            assert_eq!(cost.rpcs, 2, "the request and AggregateTestsByTechnique");
             break;
         }
         assert!(

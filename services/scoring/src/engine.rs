@@ -223,7 +223,20 @@ impl Scorer {
             if let Some(board) = self.cache.organization(now) {
                 return Ok(board);
             }
-            return self.fresh_board().await;
+            // The techniques a change did not touch are still cached: only
+            // the invalidated ones are computed.
+            let epoch = self.cache.epoch();
+            let (tactics, techniques) = self.live_catalogue().await?;
+            let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
+            let board = Board {
+                as_of: now,
+                tactics: tactics.to_vec(),
+                scores: self.now_scores(&ids, now).await?,
+                cached: false,
+            };
+            self.cache
+                .put_organization(Arc::new(board.cached()), now, epoch);
+            return Ok(Arc::new(board));
         };
         let (tactics, techniques) = self.live_catalogue().await?;
         Ok(Arc::new(Board {
