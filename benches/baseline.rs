@@ -502,21 +502,12 @@ async fn main() {
         )]))
         .await
         .unwrap();
-    let mut rules: Vec<ImportRequest> = converted
-        .sigma
-        .into_iter()
-        .map(|(name, yaml)| ImportRequest {
-            kind: ImportKind::Sigma as i32,
-            file_name: name,
-            data: yaml.into_bytes(),
-            last: false,
-        })
-        .collect();
-    rules.push(ImportRequest {
-        last: true,
-        ..Default::default()
-    });
-    ingest.import(futures::stream::iter(rules)).await.unwrap();
+    ingest
+        .import(futures::stream::iter(support::catalogue::sigma_upload(
+            converted.sigma,
+        )))
+        .await
+        .unwrap();
     ingest
         .import(futures::stream::iter([one(
             ImportKind::D3fend,

@@ -15,22 +15,17 @@
 mod support;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use purple_api::{
     campaigns::v1::{
         GetTestsByIdsRequest, NewTest, Test, TestAction, TransitionTestRequest,
         campaigns_service_client::CampaignsServiceClient,
     },
     common::v1::{Outcome, Role, TimeWindow},
-    ingest::v1::{
-        ImportKind, ImportRequest, ListTechniquesRequest,
-        ingest_service_client::IngestServiceClient,
-    },
     metrics::v1::{
         GetOperationalSummaryRequest, MetricFilter, metrics_service_client::MetricsServiceClient,
     },
@@ -39,7 +34,6 @@ use purple_api::{
         scoring_service_client::ScoringServiceClient,
     },
 };
-use purple_ingest::domain::Kind;
 use purple_runtime::{
     auth::tokens::Minter,
     settings::AuthSettings,
@@ -53,7 +47,6 @@ use support::{
 use tonic::{service::interceptor::InterceptedService, transport::Endpoint};
 
 const TESTS: usize = 50_000;
-const RULES: usize = 4_000;
 const DAY: i64 = 86_400_000_000;
 
 /// The server under load: a child process on its own data directory.
@@ -304,61 +297,10 @@ where
     })
 }
 
-fn rule_id(i: usize) -> String {
-    format!("00000000-0000-4000-8000-{i:012}")
-}
-
 /// The catalogue and the history, through the imports. Returns the live
 /// technique ids.
 async fn load(server: &Server, admin: &Authed, now: Micros) -> Vec<String> {
-    let mut ingest = IngestServiceClient::new(admin.clone()).max_encoding_message_size(64 << 20);
-    let attack = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/data/attack/v18.1/stix21/enterprise-attack-18.1.json.gz");
-    let files = purple::cli::import::collect_files(Kind::Attack, &attack).unwrap();
-    let chunks: Vec<ImportRequest> = purple::cli::import::chunks(
-        Kind::Attack,
-        &attack,
-        files,
-        indicatif::ProgressBar::hidden(),
-    )
-    .collect()
-    .await;
-    ingest.import(futures::stream::iter(chunks)).await.unwrap();
-    let techniques: Vec<String> = ingest
-        .list_techniques(ListTechniquesRequest {
-            page_size: 1_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .techniques
-        .into_iter()
-        .map(|t| t.technique_id)
-        .collect();
-    let mut rng = Lcg(7);
-    let mut rules: Vec<ImportRequest> = (0..RULES)
-        .map(|i| {
-            let technique = &techniques[rng.next(techniques.len() as u64) as usize];
-            let text = format!(
-                "title: bench rule {i}\nid: {}\nstatus: stable\nlevel: medium\ntags:\n  - attack.{}\n",
-                rule_id(i),
-                technique.to_ascii_lowercase()
-            );
-            ImportRequest {
-                kind: ImportKind::Sigma as i32,
-                file_name: format!("rule-{i}.yml"),
-                data: text.into_bytes(),
-                last: false,
-            }
-        })
-        .collect();
-    rules.push(ImportRequest {
-        last: true,
-        ..Default::default()
-    });
-    ingest.import(futures::stream::iter(rules)).await.unwrap();
-    let rule_ids: Vec<String> = (0..RULES).map(rule_id).collect();
+    let (techniques, rule_ids) = support::catalogue::enterprise(admin).await;
     let history = generate(
         &Shape {
             tests: TESTS,
@@ -490,7 +432,11 @@ async fn main() {
     // catalogue goes too), and as campaigns' relay does after a round of
     // transitions (five techniques; the others' scores stay cached).
     for (source, what, touched) in [
-        ("ingest", "an import invalidated every technique", techniques.len()),
+        (
+            "ingest",
+            "an import invalidated every technique",
+            techniques.len(),
+        ),
         ("campaigns", "transitions invalidated five techniques", 5),
     ] {
         let mut cold = Vec::new();

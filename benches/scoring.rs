@@ -12,95 +12,42 @@
 
 mod support;
 
-use std::{path::Path, time::Instant};
+use std::time::Instant;
 
-use futures::StreamExt;
+use purple_api::scoring::v1::{
+    CreateSnapshotRequest, ExportNavigatorLayerRequest, GetOrganizationScoreRequest,
+    InvalidateTechniquesRequest, ScoreTechniquesRequest,
+    scoring_service_client::ScoringServiceClient,
+};
 use purple_api::{
     common::v1::TimeWindow,
     metrics::v1::{
         GetRejectionRatesRequest, MetricFilter, metrics_service_client::MetricsServiceClient,
     },
 };
-use purple_api::{
-    ingest::v1::{
-        ImportKind, ImportRequest, ListTechniquesRequest,
-        ingest_service_client::IngestServiceClient,
-    },
-    scoring::v1::{
-        CreateSnapshotRequest, ExportNavigatorLayerRequest, GetOrganizationScoreRequest,
-        InvalidateTechniquesRequest, ScoreTechniquesRequest,
-        scoring_service_client::ScoringServiceClient,
-    },
-};
-use purple_ingest::domain::Kind;
 use purple_runtime::time::{now_micros, timestamp};
 use support::{
     BenchApp,
-    history::{Lcg, Shape, generate},
+    history::{Shape, generate},
     ms, peak_rss_mib, time,
 };
 
 const TESTS: usize = 50_000;
-const RULES: usize = 4_000;
 const DAY: i64 = 86_400_000_000;
-
-fn rule_id(i: usize) -> String {
-    format!("00000000-0000-4000-8000-{i:012}")
-}
 
 #[tokio::main]
 async fn main() {
     // Spans in memory: how the import's statements are counted.
     let spans = purple_runtime::telemetry::init_for_tests();
     let app = BenchApp::start().await;
-    let mut ingest =
-        IngestServiceClient::new(app.channel.clone()).max_encoding_message_size(64 << 20);
     let mut scoring =
         ScoringServiceClient::new(app.channel.clone()).max_decoding_message_size(64 << 20);
 
-    let attack = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/data/attack/v18.1/stix21/enterprise-attack-18.1.json.gz");
-    let files = purple::cli::import::collect_files(Kind::Attack, &attack).unwrap();
-    let chunks: Vec<ImportRequest> = purple::cli::import::chunks(
-        Kind::Attack,
-        &attack,
-        files,
-        indicatif::ProgressBar::hidden(),
-    )
-    .collect()
-    .await;
-    ingest.import(futures::stream::iter(chunks)).await.unwrap();
-    let techniques: Vec<String> = ingest
-        .list_techniques(ListTechniquesRequest {
-            page_size: 1_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .techniques
-        .into_iter()
-        .map(|t| t.technique_id)
-        .collect();
-
-    let mut rng = Lcg(7);
-    let mut rules: Vec<ImportRequest> = (0..RULES)
-        .map(|i| {
-            let technique = techniques[rng.next(techniques.len() as u64) as usize].clone();
-            let text = format!("title: bench rule {i}\nid: {}\nstatus: stable\nlevel: medium\ntags:\n  - attack.{}\n", rule_id(i), technique.to_ascii_lowercase());
-            ImportRequest { kind: ImportKind::Sigma as i32, file_name: format!("rule-{i}.yml"), data: text.into_bytes(), last: false }
-        })
-        .collect();
-    rules.push(ImportRequest {
-        last: true,
-        ..Default::default()
-    });
-    ingest.import(futures::stream::iter(rules)).await.unwrap();
+    let (techniques, rule_ids) = support::catalogue::enterprise(&app.channel).await;
 
     // The tests come in through the history import: 50,000 tests, five
     // detection results per validated test, 5,000 remediations.
     let now = now_micros();
-    let rule_ids: Vec<String> = (0..RULES).map(rule_id).collect();
     let history = generate(
         &Shape {
             tests: TESTS,
@@ -206,8 +153,9 @@ async fn main() {
 
     println!("# scoring benchmark — {}", app.backend);
     println!(
-        "{} live techniques, {RULES} rules, {TESTS} tests ({} validated, {} detection results)\n",
+        "{} live techniques, {} rules, {TESTS} tests ({} validated, {} detection results)\n",
         techniques.len(),
+        rule_ids.len(),
         history.validated,
         history.results
     );

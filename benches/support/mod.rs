@@ -14,6 +14,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
+pub mod catalogue;
 pub mod history;
 
 /// Puts the embedded server's admin token on every call.
