@@ -14,7 +14,7 @@ use sqlx::{Any, Row, Transaction, any::AnyRow};
 
 use super::{CampaignStore, campaigns::CampaignRow, people::UserRow, test_columns, test_row};
 use crate::domain::{DetectionResult, Rejection, Remediation, TestRow};
-use crate::store::people::WorklogRow;
+use crate::store::people::{WorklogRow, worklog_row};
 
 const USERS_BY_IDS: &str = "
     SELECT user_id, display_name, role, created_at FROM users
@@ -288,17 +288,6 @@ fn user_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
         display_name: row.try_get(1)?,
         role: super::people::role_of(&role)?,
         created_at: row.try_get(3)?,
-    })
-}
-
-fn worklog_row(row: &AnyRow) -> Result<WorklogRow, sqlx::Error> {
-    Ok(WorklogRow {
-        worklog_id: row.try_get(0)?,
-        test_id: row.try_get(1)?,
-        user_id: row.try_get(2)?,
-        minutes: row.try_get(3)?,
-        note: row.try_get(4)?,
-        logged_at: row.try_get(5)?,
     })
 }
 

@@ -407,17 +407,21 @@ impl CampaignStore {
         let logs = rows
             .iter()
             .filter(|row| matches!(row.try_get::<Option<String>, _>(0), Ok(Some(_))))
-            .map(|row| {
-                Ok(WorklogRow {
-                    worklog_id: row.try_get(0)?,
-                    test_id: row.try_get(1)?,
-                    user_id: row.try_get(2)?,
-                    minutes: row.try_get(3)?,
-                    note: row.try_get(4)?,
-                    logged_at: row.try_get(5)?,
-                })
-            })
+            .map(worklog_row)
             .collect::<Result<_, sqlx::Error>>()?;
         Ok((logs, total))
     }
+}
+
+/// A worklog from its columns (worklog_id, test_id, user_id, minutes, note,
+/// logged_at), starting at column 0.
+pub(crate) fn worklog_row(row: &AnyRow) -> Result<WorklogRow, sqlx::Error> {
+    Ok(WorklogRow {
+        worklog_id: row.try_get(0)?,
+        test_id: row.try_get(1)?,
+        user_id: row.try_get(2)?,
+        minutes: row.try_get(3)?,
+        note: row.try_get(4)?,
+        logged_at: row.try_get(5)?,
+    })
 }
