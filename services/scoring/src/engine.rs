@@ -200,10 +200,39 @@ impl Scorer {
     /// Every live technique scored now, computed afresh (never read from
     /// the cache, which it refreshes): what a stored record is made of.
     pub async fn fresh_board(&self) -> Result<Arc<Board>, ScoringError> {
+        self.now_board(true).await
+    }
+
+    /// Every live technique scored: from this replica's cache when fresh
+    /// and no as_of is given, which then costs no statement and no call.
+    pub async fn board(&self, as_of: Option<Micros>) -> Result<Arc<Board>, ScoringError> {
+        let Some(at) = as_of else {
+            if let Some(board) = self.cache.organization(now_micros()) {
+                return Ok(board);
+            }
+            return self.now_board(false).await;
+        };
+        let (tactics, techniques) = self.live_catalogue().await?;
+        Ok(Arc::new(Board {
+            as_of: at,
+            tactics: tactics.to_vec(),
+            scores: self.compute(&techniques, Some(at), at).await?,
+            cached: false,
+        }))
+    }
+
+    /// The board for now, cached: every technique computed when `fresh`,
+    /// else only those an invalidation dropped (the rest from memory).
+    async fn now_board(&self, fresh: bool) -> Result<Arc<Board>, ScoringError> {
         let now = now_micros();
         let epoch = self.cache.epoch();
         let (tactics, techniques) = self.live_catalogue().await?;
-        let scores = self.compute(&techniques, None, now).await?;
+        let scores = if fresh {
+            self.compute(&techniques, None, now).await?
+        } else {
+            let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
+            self.now_scores(&ids, now).await?
+        };
         let board = Board {
             as_of: now,
             tactics: tactics.to_vec(),
@@ -213,38 +242,6 @@ impl Scorer {
         self.cache
             .put_organization(Arc::new(board.cached()), now, epoch);
         Ok(Arc::new(board))
-    }
-
-    /// Every live technique scored: from this replica's cache when fresh
-    /// and no as_of is given, which then costs no statement and no call.
-    pub async fn board(&self, as_of: Option<Micros>) -> Result<Arc<Board>, ScoringError> {
-        let now = now_micros();
-        let Some(at) = as_of else {
-            if let Some(board) = self.cache.organization(now) {
-                return Ok(board);
-            }
-            // The techniques a change did not touch are still cached: only
-            // the invalidated ones are computed.
-            let epoch = self.cache.epoch();
-            let (tactics, techniques) = self.live_catalogue().await?;
-            let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
-            let board = Board {
-                as_of: now,
-                tactics: tactics.to_vec(),
-                scores: self.now_scores(&ids, now).await?,
-                cached: false,
-            };
-            self.cache
-                .put_organization(Arc::new(board.cached()), now, epoch);
-            return Ok(Arc::new(board));
-        };
-        let (tactics, techniques) = self.live_catalogue().await?;
-        Ok(Arc::new(Board {
-            as_of: at,
-            tactics: tactics.to_vec(),
-            scores: self.compute(&techniques, Some(at), at).await?,
-            cached: false,
-        }))
     }
 
     /// Records an invalidation of `ids` for every replica and applies it
