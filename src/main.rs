@@ -60,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Layer(args)) => purple::cli::layer::run(args, &cli.client).await,
         Some(Command::Metrics(args)) => purple::cli::metrics::run(args, &cli.client).await,
         Some(Command::Rules(args)) => purple::cli::rules::run(args, &cli.client).await,
+        Some(Command::Plan(args)) => purple::cli::plan::run_plan(args, &cli.client).await,
+        Some(Command::Watch(args)) => purple::cli::plan::run_watch(args, &cli.client).await,
         Some(Command::Token(command)) => purple::cli::token::run(command),
         Some(Command::Db(command)) => purple::cli::db::run(command).await,
     }

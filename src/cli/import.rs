@@ -29,7 +29,8 @@ pub enum Target {
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// attack, d3fend, sigma, elastic, atomic, caldera, lolbas, nist, cve,
-    /// or history (one NDJSON file, docs/formats/history.md).
+    /// stix-reports, kev, or history (one NDJSON file,
+    /// docs/formats/history.md).
     #[arg(value_parser = parse_kind)]
     kind: Target,
     /// A file, or a directory whose matching files are imported together.
@@ -46,7 +47,7 @@ fn parse_kind(name: &str) -> Result<Target, String> {
         return Ok(Target::History);
     }
     Kind::parse(name).map(Target::Catalogue).ok_or_else(|| {
-        format!("unknown kind {name:?}; expected attack, d3fend, sigma, elastic, atomic, caldera, lolbas, nist, cve or history")
+        format!("unknown kind {name:?}; expected attack, d3fend, sigma, elastic, atomic, caldera, lolbas, nist, cve, stix-reports, kev or history")
     })
 }
 
@@ -65,6 +66,9 @@ fn matches(kind: Kind, path: &Path) -> bool {
         Kind::Atomic => any(&[".yml", ".yaml"]) && name.starts_with('t'),
         Kind::Elastic => any(&[".toml"]),
         Kind::Nist => any(&[".json", ".tsv"]),
+        Kind::StixReports => any(&[".json", ".json.gz"]),
+        // A JSON Schema shipped beside the catalogue is not data.
+        Kind::Kev => any(&[".json", ".json.gz"]) && !name.contains("schema"),
     }
 }
 

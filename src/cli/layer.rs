@@ -1,5 +1,6 @@
 //! `purple layer`: writes the ATT&CK Navigator layer of the current
-//! coverage (or of one threat actor's techniques) to a file.
+//! coverage (or of one threat actor's techniques, or the test priorities)
+//! to a file.
 
 use std::path::PathBuf;
 
@@ -30,6 +31,10 @@ pub struct LayerArgs {
     /// Score as of this instant (RFC 3339 or YYYY-MM-DD) instead of now.
     #[arg(long, value_parser = parse_instant)]
     as_of: Option<DateTime<Utc>>,
+    /// Colour techniques by their test priority (the plan of `purple
+    /// plan`, default weights) instead of their score.
+    #[arg(long, conflicts_with = "as_of")]
+    priority: bool,
     #[command(flatten)]
     server: ServerArg,
 }
@@ -44,6 +49,7 @@ pub async fn run(args: LayerArgs, client: &super::ClientArgs) -> anyhow::Result<
             threat_actor_id: args.actor.unwrap_or_default(),
             platform: args.platform.unwrap_or_default(),
             as_of: args.as_of.map(|at| timestamp(Micros::from_datetime(at))),
+            priority: args.priority,
         })
         .await
         .map_err(status_error)?

@@ -8,6 +8,7 @@ pub mod history;
 pub mod import;
 pub mod layer;
 pub mod metrics;
+pub mod plan;
 pub mod rules;
 pub mod token;
 
@@ -61,6 +62,12 @@ pub enum Command {
     /// Lists the detection rules a running server holds (the ids detection
     /// results name).
     Rules(rules::RulesArgs),
+    /// Prints what to test next and why: techniques ranked by recent
+    /// intel, exploited vulnerabilities, actors, weakness and staleness.
+    Plan(plan::PlanArgs),
+    /// Follows score changes and regressions as they happen (resumable
+    /// with --cursor).
+    Watch(plan::WatchArgs),
     /// Signs bearer tokens with the deployment's key.
     #[command(subcommand)]
     Token(token::TokenCommand),

@@ -579,7 +579,18 @@ const MINI_BUNDLE: &str = r#"{"type": "bundle", "id": "bundle--mini", "objects":
   {"type": "course-of-action", "id": "course-of-action--1", "name": "Audit",
    "external_references": [{"source_name": "mitre-attack", "external_id": "M1047"}]},
   {"type": "relationship", "id": "relationship--1", "relationship_type": "uses",
-   "source_ref": "intrusion-set--1", "target_ref": "attack-pattern--1"}
+   "source_ref": "intrusion-set--1", "target_ref": "attack-pattern--1"},
+  {"type": "attack-pattern", "id": "attack-pattern--2", "name": "Old", "revoked": true,
+   "external_references": [{"source_name": "mitre-attack", "external_id": "T1058"}]},
+  {"type": "relationship", "id": "relationship--2", "relationship_type": "revoked-by",
+   "source_ref": "attack-pattern--2", "target_ref": "attack-pattern--1"},
+  {"type": "campaign", "id": "campaign--1", "name": "Op", "first_seen": "2024-01-01T00:00:00Z",
+   "external_references": [{"source_name": "mitre-attack", "external_id": "C0001",
+                            "url": "https://attack.mitre.org/campaigns/C0001"}]},
+  {"type": "relationship", "id": "relationship--3", "relationship_type": "uses",
+   "source_ref": "campaign--1", "target_ref": "attack-pattern--1"},
+  {"type": "relationship", "id": "relationship--4", "relationship_type": "attributed-to",
+   "source_ref": "campaign--1", "target_ref": "intrusion-set--1"}
 ]}"#;
 
 async fn import_cost(app: &TestApp, chunks: Vec<ImportRequest>) -> Cost {
@@ -614,9 +625,11 @@ async fn import_statements_do_not_grow_with_the_number_of_items() {
         large.statements.get("ingest"),
         "{small:?} vs {large:?}"
     );
-    // Four tables preloaded and upserted, the uses preloaded and inserted,
-    // and the run record.
-    assert_eq!(large.statements.get("ingest"), Some(&11));
+    // Four tables preloaded and upserted, the uses and the revocations
+    // preloaded and inserted; for the campaigns, the known techniques and
+    // revocations read, the reports preloaded and upserted, their
+    // technique and actor links preloaded and inserted; and the run record.
+    assert_eq!(large.statements.get("ingest"), Some(&21));
 
     // Rules: one Linux file, then all 152 Sigma files, over the catalogue.
     let one = import_cost(
@@ -708,7 +721,11 @@ async fn shutdown_waits_for_an_import_in_flight() {
         .into_inner()
         .report
         .unwrap();
-    assert_eq!(counts(&report, "technique").0, 1);
+    assert_eq!(
+        counts(&report, "technique").0,
+        2,
+        "T1059 and the revoked T1058"
+    );
     let stopped = server.await.unwrap().unwrap();
     assert_eq!(
         (stopped.drained, stopped.abandoned),

@@ -12,15 +12,16 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use purple_api::{
     batch::{DEFAULT_FANOUT, MAX_BATCH_IDS, chunked},
     campaigns::v1::{
-        AggregateTestsByTechniqueRequest, TechniqueTestAggregate,
-        campaigns_service_client::CampaignsServiceClient,
+        AggregateTestsByTechniqueRequest, NotifyRegressionsRequest, Regression,
+        TechniqueTestAggregate, campaigns_service_client::CampaignsServiceClient,
     },
     common::v1::Event,
     ingest::v1::{
         ActorTechniques, CatalogInput, GetActorTechniquesRequest, GetCatalogInputsRequest,
         GetTechniquesByIdsRequest, GetTemplatesForTechniquesRequest, GetThreatActorsByIdsRequest,
-        ListTacticsRequest, ListTechniquesRequest, SubtechniqueFilter, Tactic, Technique,
-        TechniqueTemplates, ThreatActor, ingest_service_client::IngestServiceClient,
+        GetThreatSignalsRequest, ListTacticsRequest, ListTechniquesRequest, SubtechniqueFilter,
+        Tactic, Technique, TechniqueTemplates, ThreatActor, ThreatSignals,
+        ingest_service_client::IngestServiceClient,
     },
     metrics::v1::{RecordEventsRequest, metrics_service_client::MetricsServiceClient},
     scoring::v1::{
@@ -389,6 +390,33 @@ impl IngestPeer {
         .await
     }
 
+    /// The threat signals (recent intel, KEV, actors) of each technique;
+    /// unknown ids are left out.
+    pub async fn threat_signals(
+        &self,
+        ids: &[String],
+        intel_since: Micros,
+    ) -> Result<Vec<ThreatSignals>, PeerError> {
+        batch(Self::NAME, ids, |chunk| {
+            let mut client = self.client.clone();
+            let deadline = self.deadline;
+            async move {
+                Ok(client
+                    .get_threat_signals(request(
+                        GetThreatSignalsRequest {
+                            technique_ids: chunk,
+                            intel_since: Some(timestamp(intel_since)),
+                        },
+                        deadline,
+                    ))
+                    .await?
+                    .into_inner()
+                    .signals)
+            }
+        })
+        .await
+    }
+
     /// Threat actors by id; unknown ids are left out.
     pub async fn threat_actors_by_ids(
         &self,
@@ -495,6 +523,31 @@ impl CampaignsPeer {
             }
         })
         .await
+    }
+}
+
+impl CampaignsPeer {
+    /// Tells the purple leads of regressions, in chunks of the batch limit
+    /// sent in order; how many notifications were new.
+    pub async fn notify_regressions(&self, regressions: Vec<Regression>) -> Result<u64, PeerError> {
+        let mut notified = 0;
+        for chunk in regressions.chunks(MAX_BATCH_IDS) {
+            let mut client = self.client.clone();
+            let answer = client
+                .notify_regressions(request(
+                    NotifyRegressionsRequest {
+                        regressions: chunk.to_vec(),
+                    },
+                    self.deadline,
+                ))
+                .await
+                .map_err(|status| PeerError {
+                    service: "campaigns",
+                    status,
+                })?;
+            notified += u64::try_from(answer.into_inner().notified).unwrap_or(0);
+        }
+        Ok(notified)
     }
 }
 

@@ -424,6 +424,17 @@ impl CampaignsService for CampaignsApi {
         }))
     }
 
+    async fn notify_regressions(
+        &self,
+        request: Request<pb::NotifyRegressionsRequest>,
+    ) -> Rpc<pb::NotifyRegressionsResponse> {
+        let regressions = convert::regressions(&request.get_ref().regressions)?;
+        let notified = self.people.notify_regressions(&regressions).await?;
+        Ok(Response::new(pb::NotifyRegressionsResponse {
+            notified: notified as i32,
+        }))
+    }
+
     async fn list_dead_letters(
         &self,
         request: Request<pb::ListDeadLettersRequest>,

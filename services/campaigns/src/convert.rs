@@ -551,3 +551,35 @@ pub fn history_report_pb(report: crate::history::ImportReport) -> pb::ImportHist
         records: report.records,
     }
 }
+
+/// Scoring's regressions, with their statuses checked.
+pub fn regressions(
+    regressions: &[pb::Regression],
+) -> Result<Vec<crate::people::Regression>, CampaignError> {
+    purple_api::batch::check_batch_len("regressions", regressions.len())?;
+    regressions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let status = |field: &str, value: i32| {
+                purple_api::common::v1::TechniqueStatus::try_from(value)
+                    .ok()
+                    .and_then(purple_api::common::v1::TechniqueStatus::key)
+                    .ok_or_else(|| {
+                        CampaignError::invalid(
+                            format!("regressions[{i}].{field}"),
+                            "a known technique status",
+                        )
+                    })
+            };
+            Ok(crate::people::Regression {
+                key: r.regression_key.clone(),
+                technique_id: r.technique_id.clone(),
+                old_status: status("old_status", r.old_status)?,
+                new_status: status("new_status", r.new_status)?,
+                old_score: r.old_score,
+                new_score: r.new_score,
+            })
+        })
+        .collect()
+}

@@ -18,7 +18,7 @@ use crate::{
     error::CampaignError,
     store::{
         CampaignStore,
-        people::{NotificationRow, UserRow, WorklogRow},
+        people::{NotificationRow, RegressionNotice, UserRow, WorklogRow},
     },
     workflow::new_id,
 };
@@ -31,6 +31,18 @@ pub struct NewUser {
     pub display_name: String,
     /// None when the request named no role.
     pub role: Option<Role>,
+}
+
+/// A technique whose status went down, as scoring reports it: statuses
+/// by their vocabulary key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Regression {
+    pub key: String,
+    pub technique_id: String,
+    pub old_status: &'static str,
+    pub new_status: &'static str,
+    pub old_score: f64,
+    pub new_score: f64,
 }
 
 /// The most users the directory remembers as already stored; past it, it
@@ -249,6 +261,54 @@ impl People {
     pub async fn mark_read(&self, caller: &Caller, ids: &[String]) -> Result<u64, CampaignError> {
         check_ids("notification_ids", ids)?;
         Ok(self.store.mark_read(&caller.subject, ids).await?)
+    }
+
+    /// Tells every purple lead of each regression, once per regression key
+    /// however often scoring delivers it.
+    pub async fn notify_regressions(
+        &self,
+        regressions: &[Regression],
+    ) -> Result<u64, CampaignError> {
+        check_batch_len("regressions", regressions.len())?;
+        let mut notices = Vec::with_capacity(regressions.len());
+        for (i, r) in regressions.iter().enumerate() {
+            let key = r.key.trim();
+            let key_ok = !key.is_empty()
+                && key.len() <= 100
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            if !key_ok {
+                return Err(CampaignError::invalid(
+                    format!("regressions[{i}].regression_key"),
+                    "1 to 100 characters of letters, digits and -_.:",
+                ));
+            }
+            let technique = r.technique_id.trim();
+            if technique.is_empty() || technique.len() > 20 {
+                return Err(CampaignError::invalid(
+                    format!("regressions[{i}].technique_id"),
+                    "an ATT&CK technique id",
+                ));
+            }
+            if !(r.old_score.is_finite() && r.new_score.is_finite()) {
+                return Err(CampaignError::invalid(
+                    format!("regressions[{i}].new_score"),
+                    "scores must be finite",
+                ));
+            }
+            notices.push(RegressionNotice {
+                key: key.to_owned(),
+                message: format!(
+                    "{technique} regressed from {} ({:.1}) to {} ({:.1})",
+                    r.old_status, r.old_score, r.new_status, r.new_score
+                ),
+            });
+        }
+        Ok(self
+            .store
+            .notify_regressions(&notices, now_micros())
+            .await?)
     }
 
     /// Logs the caller's time on a test.

@@ -14,12 +14,14 @@ use crate::{
     convert::{self, grouped_in_order, in_order},
     error::IngestError,
     import::Importer,
+    intel::Intel,
     store::CatalogStore,
 };
 
 /// The ingest gRPC API.
 pub struct IngestApi {
     catalog: Catalog,
+    intel: Intel,
     importer: Importer,
 }
 
@@ -29,7 +31,8 @@ impl IngestApi {
         let store = CatalogStore::new(ctx.db);
         let importer = Importer::new(store.clone(), ctx.peers.scoring(), ctx.uploads.clone());
         Self {
-            catalog: Catalog::new(store),
+            catalog: Catalog::new(store.clone()),
+            intel: Intel::new(store),
             importer,
         }
     }
@@ -242,6 +245,67 @@ impl IngestService for IngestApi {
         let (techniques, missing_ids) = grouped_in_order(ids, found, convert::technique_controls);
         Ok(Response::new(pb::GetControlsForTechniquesResponse {
             techniques,
+            missing_ids,
+        }))
+    }
+
+    async fn create_intel_reports(
+        &self,
+        request: Request<pb::CreateIntelReportsRequest>,
+    ) -> Rpc<pb::CreateIntelReportsResponse> {
+        let reports = convert::new_reports(request.into_inner())?;
+        let (reports, created, updated) = self.intel.create(reports).await?;
+        Ok(Response::new(pb::CreateIntelReportsResponse {
+            reports: reports.into_iter().map(Into::into).collect(),
+            created: created as i32,
+            updated: updated as i32,
+        }))
+    }
+
+    async fn list_intel_reports(
+        &self,
+        request: Request<pb::ListIntelReportsRequest>,
+    ) -> Rpc<pb::ListIntelReportsResponse> {
+        let (filter, page) = convert::intel_query(request.get_ref())?;
+        let (reports, next_page_token) = self.intel.list(&filter, &page).await?;
+        Ok(Response::new(pb::ListIntelReportsResponse {
+            reports: reports.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_intel_for_techniques(
+        &self,
+        request: Request<pb::GetIntelForTechniquesRequest>,
+    ) -> Rpc<pb::GetIntelForTechniquesResponse> {
+        let r = request.get_ref();
+        let (since, limit) = convert::intel_for_query(r)?;
+        let found = self
+            .intel
+            .for_techniques(&r.technique_ids, since, limit)
+            .await?;
+        let (techniques, missing_ids) =
+            in_order(&r.technique_ids, found, |intel| pb::TechniqueIntel {
+                technique_id: intel.technique_id,
+                report_count: intel.report_count as i32,
+                reports: intel.reports.into_iter().map(Into::into).collect(),
+            });
+        Ok(Response::new(pb::GetIntelForTechniquesResponse {
+            techniques,
+            missing_ids,
+        }))
+    }
+
+    async fn get_threat_signals(
+        &self,
+        request: Request<pb::GetThreatSignalsRequest>,
+    ) -> Rpc<pb::GetThreatSignalsResponse> {
+        let r = request.get_ref();
+        let since = convert::signals_since(r)?;
+        let found = self.intel.signals(&r.technique_ids, since).await?;
+        let (signals, missing_ids) = in_order(&r.technique_ids, found, pb::ThreatSignals::from);
+        Ok(Response::new(pb::GetThreatSignalsResponse {
+            signals,
             missing_ids,
         }))
     }

@@ -40,6 +40,8 @@ pub fn kind_of(kind: i32) -> Option<Kind> {
         pb::ImportKind::Lolbas => Kind::Lolbas,
         pb::ImportKind::Nist => Kind::Nist,
         pb::ImportKind::Cve => Kind::Cve,
+        pb::ImportKind::StixReports => Kind::StixReports,
+        pb::ImportKind::Kev => Kind::Kev,
     })
 }
 
@@ -55,6 +57,8 @@ pub fn kind_pb(kind: Kind) -> pb::ImportKind {
         Kind::Lolbas => pb::ImportKind::Lolbas,
         Kind::Nist => pb::ImportKind::Nist,
         Kind::Cve => pb::ImportKind::Cve,
+        Kind::StixReports => pb::ImportKind::StixReports,
+        Kind::Kev => pb::ImportKind::Kev,
     }
 }
 
@@ -343,6 +347,17 @@ impl From<Cve> for pb::Cve {
             link: c.link,
             known_exploited: c.known_exploited,
             published_at: timestamp_opt(c.published_at),
+            kev: c.kev.map(|k| pb::KevEntry {
+                vendor_project: k.vendor_project,
+                product: k.product,
+                vulnerability_name: k.vulnerability_name,
+                date_added: timestamp_opt(k.date_added),
+                due_date: timestamp_opt(k.due_date),
+                known_ransomware_use: k.ransomware,
+                required_action: k.required_action,
+                short_description: k.short_description,
+            }),
+            links: c.links,
         }
     }
 }
@@ -407,4 +422,147 @@ pub fn grouped_in_order<T: Clone, P>(
         .map(|(k, v)| (k.clone(), (k, v)))
         .collect();
     in_order(ids, keyed, |(id, items)| wrap(id, items))
+}
+
+/// An optional request instant, refused when malformed.
+fn instant_opt(
+    field: &str,
+    ts: Option<&prost_types::Timestamp>,
+) -> Result<Option<purple_runtime::time::Micros>, IngestError> {
+    ts.map(|ts| {
+        purple_runtime::time::from_timestamp(ts)
+            .map_err(|e| IngestError::invalid(field, e.to_string()))
+    })
+    .transpose()
+}
+
+/// Analysts' reports as the domain checks them.
+pub fn new_reports(
+    r: pb::CreateIntelReportsRequest,
+) -> Result<Vec<crate::intel::NewReport>, IngestError> {
+    purple_api::batch::check_batch_len("reports", r.reports.len())?;
+    r.reports
+        .into_iter()
+        .enumerate()
+        .map(|(i, report)| {
+            let field = |name: &str| format!("reports[{i}].{name}");
+            Ok(crate::intel::NewReport {
+                published_at: instant_opt(&field("published_at"), report.published_at.as_ref())?,
+                first_seen: instant_opt(&field("first_seen"), report.first_seen.as_ref())?,
+                last_seen: instant_opt(&field("last_seen"), report.last_seen.as_ref())?,
+                url: report.url,
+                title: report.title,
+                description: report.description,
+                techniques: report
+                    .techniques
+                    .into_iter()
+                    .map(|t| (t.technique_id, t.description))
+                    .collect(),
+                actor_ids: report.actor_ids,
+            })
+        })
+        .collect()
+}
+
+/// The report list's filters and page.
+pub fn intel_query(
+    r: &pb::ListIntelReportsRequest,
+) -> Result<(crate::domain::views::IntelFilter, Page), IngestError> {
+    let since =
+        instant_opt("since", r.since.as_ref())?.unwrap_or(purple_runtime::time::Micros::MIN);
+    let filter = crate::domain::views::IntelFilter {
+        technique_id: r.technique_id.trim().to_ascii_uppercase(),
+        actor_id: r.actor_id.trim().to_ascii_uppercase(),
+        since,
+    };
+    let fingerprint = format!(
+        "{}|{}|{}",
+        filter.technique_id,
+        filter.actor_id,
+        since.as_micros()
+    );
+    let page = Page::parse(
+        r.page_size,
+        &r.page_token,
+        100,
+        &fingerprint,
+        crate::intel::INTEL_KEY_LEN,
+    )?;
+    Ok((filter, page))
+}
+
+/// The "since" and per-technique limit of GetIntelForTechniques.
+pub fn intel_for_query(
+    r: &pb::GetIntelForTechniquesRequest,
+) -> Result<(purple_runtime::time::Micros, i64), IngestError> {
+    let since =
+        instant_opt("since", r.since.as_ref())?.unwrap_or(purple_runtime::time::Micros::MIN);
+    let limit = match r.limit_per_technique {
+        0 => 20,
+        n if (1..=100).contains(&n) => n,
+        _ => {
+            return Err(IngestError::invalid(
+                "limit_per_technique",
+                "between 1 and 100 (0 for the default, 20)",
+            ));
+        }
+    };
+    Ok((since, i64::from(limit)))
+}
+
+/// The "since" of GetThreatSignals (unset: every report).
+pub fn signals_since(
+    r: &pb::GetThreatSignalsRequest,
+) -> Result<purple_runtime::time::Micros, IngestError> {
+    Ok(instant_opt("intel_since", r.intel_since.as_ref())?
+        .unwrap_or(purple_runtime::time::Micros::MIN))
+}
+
+fn intel_source(source: &str) -> pb::IntelSource {
+    match source {
+        "attack_campaign" => pb::IntelSource::AttackCampaign,
+        "stix_report" => pb::IntelSource::StixReport,
+        "analyst" => pb::IntelSource::Analyst,
+        _ => pb::IntelSource::Unspecified,
+    }
+}
+
+impl From<crate::domain::views::IntelReport> for pb::IntelReport {
+    fn from(r: crate::domain::views::IntelReport) -> Self {
+        pb::IntelReport {
+            report_key: r.report_key,
+            source: intel_source(&r.source).into(),
+            title: r.title,
+            description: r.description,
+            url: r.url,
+            published_at: timestamp_opt(r.published_at),
+            first_seen: timestamp_opt(r.first_seen),
+            last_seen: timestamp_opt(r.last_seen),
+            techniques: r
+                .techniques
+                .into_iter()
+                .map(|t| pb::IntelTechnique {
+                    technique_id: t.technique_id,
+                    description: t.description,
+                })
+                .collect(),
+            actor_ids: r.actor_ids,
+            campaign_id: r.campaign_id,
+            revoked: r.revoked,
+        }
+    }
+}
+
+impl From<crate::domain::views::ThreatSignals> for pb::ThreatSignals {
+    fn from(s: crate::domain::views::ThreatSignals) -> Self {
+        pb::ThreatSignals {
+            technique_id: s.technique_id,
+            recent_reports: s.recent_reports as i32,
+            latest_report: timestamp_opt(s.latest_report),
+            report_titles: s.report_titles,
+            kev_cves: s.kev_cves as i32,
+            ransomware_cves: s.ransomware_cves as i32,
+            actor_ids: s.actor_ids,
+        }
+    }
 }

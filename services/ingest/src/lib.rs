@@ -9,6 +9,7 @@ pub mod convert;
 pub mod domain;
 pub mod error;
 pub mod import;
+pub mod intel;
 pub mod parse;
 pub mod store;
 
@@ -24,6 +25,7 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         "rule keys",
         include_str!("../migrations/0003_rule_keys.sql"),
     ),
+    MigrationFile::same(4, "intel", include_str!("../migrations/0004_intel.sql")),
 ]);
 
 /// Builds the gRPC service on a migrated database.

@@ -14,12 +14,16 @@ use crate::{
     convert::{self, as_of, gap_limit},
     coverage::{BoardQuery, Coverage},
     engine::Scorer,
+    error::ScoringError,
+    feed::Feed,
     store::ScoreStore,
 };
 
 /// The scoring gRPC API.
 pub struct ScoringApi {
     coverage: Coverage,
+    feed: Feed,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl ScoringApi {
@@ -32,24 +36,128 @@ impl ScoringApi {
                 ctx.settings.domain.score_cache_ttl_secs as i64 * 1_000_000,
             )),
         };
+        let critical_k = i64::from(ctx.settings.domain.critical_actor_threshold);
         Self {
-            coverage: Coverage {
-                scorer,
-                critical_k: i64::from(ctx.settings.domain.critical_actor_threshold),
-            },
+            feed: Feed::new(scorer.clone(), ctx.peers.campaigns(), critical_k),
+            coverage: Coverage { scorer, critical_k },
+            shutdown: ctx.shutdown.clone(),
         }
     }
 
-    /// The scorer, for the background task that keeps its cache coherent.
-    pub fn scorer(&self) -> Scorer {
-        self.coverage.scorer.clone()
+    /// The feed, for the background task that keeps the cache coherent
+    /// and publishes changes.
+    pub fn feed(&self) -> Feed {
+        self.feed.clone()
     }
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
 
+/// The stream WatchScores answers with.
+type ChangeStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchScoresResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl ScoringService for ScoringApi {
+    type WatchScoresStream = ChangeStream;
+
+    async fn plan_next_tests(
+        &self,
+        request: Request<pb::PlanNextTestsRequest>,
+    ) -> Rpc<pb::PlanNextTestsResponse> {
+        let query = convert::plan_query(request.get_ref())?;
+        let view = self.coverage.plan(&query).await?;
+        Ok(Response::new(view.into()))
+    }
+
+    async fn watch_scores(
+        &self,
+        request: Request<pb::WatchScoresRequest>,
+    ) -> Rpc<Self::WatchScoresStream> {
+        let r = request.into_inner();
+        let cursor = convert::watch_cursor(&r.cursor)?;
+        let permit = self.feed.admit().ok_or_else(|| {
+            purple_runtime::status::refused(
+                tonic::Code::ResourceExhausted,
+                purple_runtime::status::reason::RESOURCE_EXHAUSTED,
+                format!(
+                    "this replica serves {} watchers already; retry later or elsewhere",
+                    crate::feed::MAX_WATCHERS
+                ),
+                &[],
+            )
+        })?;
+        let store = self.feed.scorer().store.clone();
+        let start = match cursor {
+            Some(c) => c,
+            None => {
+                store
+                    .feed_state()
+                    .await
+                    .map_err(ScoringError::from)?
+                    .last_seq
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut tip = self.feed.subscribe();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut cursor = start;
+            let hello = pb::WatchScoresResponse {
+                changes: Vec::new(),
+                cursor: cursor.to_string(),
+            };
+            if tx.send(Ok(hello)).await.is_err() {
+                return;
+            }
+            loop {
+                let rows = match store.changes_after(cursor, crate::feed::BATCH).await {
+                    Ok(rows) => rows,
+                    Err(err) => {
+                        let _ = tx.send(Err(ScoringError::from(err).into())).await;
+                        return;
+                    }
+                };
+                let full = rows.len() as i64 == crate::feed::BATCH;
+                if let Some(last) = rows.last() {
+                    cursor = last.seq;
+                    let changes: Vec<pb::ScoreChange> = rows
+                        .iter()
+                        .filter(|c| {
+                            !r.regressions_only
+                                || c.kind != crate::store::feed::ChangeKind::Technique
+                        })
+                        .map(convert::change_pb)
+                        .collect();
+                    if !changes.is_empty() {
+                        let message = pb::WatchScoresResponse {
+                            changes,
+                            cursor: cursor.to_string(),
+                        };
+                        if tx.send(Ok(message)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if full {
+                    continue;
+                }
+                tokio::select! {
+                    changed = tip.changed() => if changed.is_err() {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    },
+                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    () = tx.closed() => return,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn score_techniques(
         &self,
         request: Request<pb::ScoreTechniquesRequest>,

@@ -14,6 +14,7 @@ use purple_runtime::{
 use crate::{
     domain::{ActorInfo, CatalogSide, TacticInfo, TechniqueInfo, TestSide, rule_key},
     error::ScoringError,
+    plan::Signals,
 };
 
 /// Fetches inputs from ingest and campaigns.
@@ -140,6 +141,31 @@ impl Inputs {
             .collect())
     }
 
+    /// The threat signals of each technique, intel counted from
+    /// `intel_since`; unknown ids are left out.
+    pub async fn signals(
+        &self,
+        ids: &[String],
+        intel_since: Micros,
+    ) -> Result<BTreeMap<String, Signals>, ScoringError> {
+        Ok(self
+            .ingest
+            .threat_signals(ids, intel_since)
+            .await?
+            .into_iter()
+            .map(|s| {
+                let signals = Signals {
+                    recent_reports: i64::from(s.recent_reports),
+                    latest_title: s.report_titles.into_iter().next(),
+                    kev_cves: i64::from(s.kev_cves),
+                    ransomware_cves: i64::from(s.ransomware_cves),
+                    actor_ids: s.actor_ids,
+                };
+                (s.technique_id, signals)
+            })
+            .collect())
+    }
+
     /// Actors and their live techniques; unknown actor ids are left out.
     pub async fn actors(
         &self,
@@ -180,4 +206,28 @@ fn rule_keys(rules: &[purple_api::common::v1::RuleRef], ids: &[String]) -> Vec<S
             .map(|r| rule_key(&r.source, &r.rule_id))
             .collect()
     }
+}
+
+/// Tells campaigns of regressions (the feed's numbered changes), each
+/// under its stable key.
+pub async fn notify_regressions(
+    campaigns: &purple_runtime::clients::CampaignsPeer,
+    changes: &[crate::store::feed::ChangeRow],
+) -> Result<u64, purple_runtime::clients::PeerError> {
+    use purple_api::common::v1::TechniqueStatus;
+    let status = |s: Option<crate::domain::Status>| {
+        s.map_or(TechniqueStatus::Unspecified, TechniqueStatus::from) as i32
+    };
+    let regressions = changes
+        .iter()
+        .map(|c| purple_api::campaigns::v1::Regression {
+            regression_key: crate::feed::regression_key(c.seq),
+            technique_id: c.technique_id.clone(),
+            old_status: status(c.old_status),
+            new_status: status(c.new_status),
+            old_score: c.old_score,
+            new_score: c.new_score,
+        })
+        .collect();
+    campaigns.notify_regressions(regressions).await
 }

@@ -53,6 +53,7 @@ impl TryFrom<&pb::GetHeatmapRequest> for BoardQuery {
             tactic: r.tactic.clone(),
             platform: r.platform.clone(),
             threat_actor_id: r.threat_actor_id.clone(),
+            priority: false,
         })
     }
 }
@@ -61,11 +62,18 @@ impl TryFrom<&pb::ExportNavigatorLayerRequest> for BoardQuery {
     type Error = ScoringError;
 
     fn try_from(r: &pb::ExportNavigatorLayerRequest) -> Result<Self, ScoringError> {
+        if r.priority && r.as_of.is_some() {
+            return Err(ScoringError::invalid(
+                "as_of",
+                "a priority layer is the plan for now: leave as_of unset",
+            ));
+        }
         Ok(BoardQuery {
             as_of: as_of(r.as_of.as_ref())?,
             tactic: String::new(),
             platform: r.platform.clone(),
             threat_actor_id: r.threat_actor_id.clone(),
+            priority: r.priority,
         })
     }
 }
@@ -280,5 +288,151 @@ impl From<Comparison> for pb::CompareSnapshotsResponse {
             });
         }
         response
+    }
+}
+
+/// PlanNextTests' query: limits checked, weights defaulted and bounded.
+pub fn plan_query(
+    r: &pb::PlanNextTestsRequest,
+) -> Result<crate::coverage::PlanQuery, ScoringError> {
+    let limit = match r.limit {
+        0 => 20,
+        n if (1..=1_000).contains(&n) => n as usize,
+        _ => {
+            return Err(ScoringError::invalid(
+                "limit",
+                "between 1 and 1,000 (0 for 20)",
+            ));
+        }
+    };
+    let window_days = match r.intel_window_days {
+        0 => 365,
+        n if (1..=36_500).contains(&n) => i64::from(n),
+        _ => {
+            return Err(ScoringError::invalid(
+                "intel_window_days",
+                "between 1 and 36,500 (0 for 365)",
+            ));
+        }
+    };
+    let mut weights = crate::plan::Weights::default();
+    if let Some(w) = &r.weights {
+        let fields: [(&str, Option<f64>, &mut f64); 9] = [
+            ("intel", w.intel, &mut weights.intel),
+            ("kev", w.kev, &mut weights.kev),
+            ("ransomware", w.ransomware, &mut weights.ransomware),
+            ("actors", w.actors, &mut weights.actors),
+            ("weakness", w.weakness, &mut weights.weakness),
+            ("staleness", w.staleness, &mut weights.staleness),
+            ("rules", w.rules, &mut weights.rules),
+            (
+                "countermeasures",
+                w.countermeasures,
+                &mut weights.countermeasures,
+            ),
+            ("regression", w.regression, &mut weights.regression),
+        ];
+        for (name, value, slot) in fields {
+            if let Some(v) = value {
+                if !(0.0..=crate::plan::Weights::MAX).contains(&v) {
+                    return Err(ScoringError::invalid(
+                        format!("weights.{name}"),
+                        "between 0 and 1,000",
+                    ));
+                }
+                *slot = v;
+            }
+        }
+    }
+    Ok(crate::coverage::PlanQuery {
+        limit,
+        tactic: r.tactic.trim().to_owned(),
+        platform: r.platform.trim().to_owned(),
+        threat_actor_id: r.threat_actor_id.trim().to_owned(),
+        window_days,
+        weights,
+    })
+}
+
+fn weights_pb(w: &crate::plan::Weights) -> pb::PlanWeights {
+    pb::PlanWeights {
+        intel: Some(w.intel),
+        kev: Some(w.kev),
+        ransomware: Some(w.ransomware),
+        actors: Some(w.actors),
+        weakness: Some(w.weakness),
+        staleness: Some(w.staleness),
+        rules: Some(w.rules),
+        countermeasures: Some(w.countermeasures),
+        regression: Some(w.regression),
+    }
+}
+
+impl From<crate::coverage::PlanView> for pb::PlanNextTestsResponse {
+    fn from(view: crate::coverage::PlanView) -> Self {
+        pb::PlanNextTestsResponse {
+            techniques: view
+                .techniques
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| pb::PlannedTechnique {
+                    rank: i as i32 + 1,
+                    technique_id: p.score.technique_id.clone(),
+                    name: p.score.name.clone(),
+                    priority: p.priority,
+                    score: round1(p.score.score),
+                    status: status_pb(p.score.status),
+                    reasons: p
+                        .reasons
+                        .into_iter()
+                        .map(|r| pb::PlanReason {
+                            contribution: r.contribution(),
+                            reason: r.reason.to_owned(),
+                            weight: r.weight,
+                            factor: r.factor,
+                            detail: r.detail,
+                        })
+                        .collect(),
+                    actor_ids: p.actor_ids,
+                })
+                .collect(),
+            weights: Some(weights_pb(&view.weights)),
+            as_of: Some(timestamp(view.as_of)),
+            considered: view.considered as i32,
+        }
+    }
+}
+
+/// A watch cursor: the number of the last change received ("" for the
+/// current end).
+pub fn watch_cursor(cursor: &str) -> Result<Option<i64>, ScoringError> {
+    if cursor.is_empty() {
+        return Ok(None);
+    }
+    cursor
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .map(Some)
+        .ok_or_else(|| ScoringError::invalid("cursor", "not a cursor this feed issued"))
+}
+
+/// A numbered change on the wire.
+pub fn change_pb(c: &crate::store::feed::ChangeRow) -> pb::ScoreChange {
+    use crate::store::feed::ChangeKind;
+    let status = |s: Option<Status>| s.map_or(0, status_pb);
+    pb::ScoreChange {
+        cursor: c.seq.to_string(),
+        kind: match c.kind {
+            ChangeKind::Technique => pb::ScoreChangeKind::Technique,
+            ChangeKind::Regression => pb::ScoreChangeKind::Regression,
+            ChangeKind::Organization => pb::ScoreChangeKind::Organization,
+        } as i32,
+        technique_id: c.technique_id.clone(),
+        old_score: c.old_score,
+        new_score: c.new_score,
+        old_status: status(c.old_status),
+        new_status: status(c.new_status),
+        observed_at: Some(timestamp(c.observed_at)),
     }
 }

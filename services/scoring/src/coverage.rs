@@ -16,6 +16,7 @@ use crate::{
     engine::{Board, Scorer},
     error::ScoringError,
     layer,
+    plan::{self, Planned, Previous, Weights},
     store::SnapshotRow,
 };
 
@@ -39,6 +40,28 @@ pub struct BoardQuery {
     pub platform: String,
     /// Only (or, for a layer, enable only) this actor's techniques.
     pub threat_actor_id: String,
+    /// A layer coloured by plan priority instead of score.
+    pub priority: bool,
+}
+
+/// What PlanNextTests asks.
+#[derive(Clone, Debug, Default)]
+pub struct PlanQuery {
+    pub limit: usize,
+    /// Short name or id; "" for all.
+    pub tactic: String,
+    pub platform: String,
+    pub threat_actor_id: String,
+    pub window_days: i64,
+    pub weights: Weights,
+}
+
+/// A plan and what it was computed over.
+pub struct PlanView {
+    pub techniques: Vec<Planned>,
+    pub weights: Weights,
+    pub as_of: Micros,
+    pub considered: usize,
 }
 
 /// Two snapshots compared.
@@ -175,6 +198,9 @@ impl Coverage {
         query: &BoardQuery,
         name: &str,
     ) -> Result<String, ScoringError> {
+        if query.priority {
+            return self.priority_layer(query, name).await;
+        }
         let (board, only) = futures::try_join!(
             self.scorer.board(query.as_of),
             self.actor_set(&query.threat_actor_id)
@@ -203,6 +229,78 @@ impl Coverage {
             vec![query.platform.clone()]
         };
         let layer = layer::layer(name, &description, "", &scores, only.as_ref(), &platforms);
+        Ok(serde_json::to_string_pretty(&layer).expect("layers serialize"))
+    }
+
+    /// The techniques to test next: the board now (cached where fresh),
+    /// filtered, weighed with ingest's threat signals (one chunked call)
+    /// and the latest snapshot's statuses (one statement).
+    pub async fn plan(&self, query: &PlanQuery) -> Result<PlanView, ScoringError> {
+        let (board, only) = futures::try_join!(
+            self.scorer.board(None),
+            self.actor_set(&query.threat_actor_id)
+        )?;
+        let tactic = board
+            .tactics
+            .iter()
+            .find(|t| t.tactic_id == query.tactic || t.short_name == query.tactic)
+            .map_or(query.tactic.clone(), |t| t.short_name.clone());
+        let candidates = filtered(&board, &tactic, &query.platform, only.as_ref());
+        let ids: Vec<String> = candidates.iter().map(|s| s.technique_id.clone()).collect();
+        let window_start = board.as_of - query.window_days * purple_runtime::time::MICROS_PER_DAY;
+        let (signals, previous) =
+            futures::try_join!(self.scorer.inputs.signals(&ids, window_start), async {
+                Ok(self.scorer.store.latest_snapshot_statuses().await?)
+            })?;
+        let previous: BTreeMap<String, Previous> = previous
+            .into_iter()
+            .map(|(id, (status, label))| (id, Previous { status, label }))
+            .collect();
+        let techniques = plan::rank(
+            &candidates,
+            &signals,
+            &previous,
+            &query.weights,
+            window_start,
+            query.limit,
+        );
+        Ok(PlanView {
+            techniques,
+            weights: query.weights,
+            as_of: board.as_of,
+            considered: candidates.len(),
+        })
+    }
+
+    /// The Navigator layer of the plan: every live technique (filtered by
+    /// platform, enabled by actor) coloured by its priority with default
+    /// weights.
+    async fn priority_layer(&self, query: &BoardQuery, name: &str) -> Result<String, ScoringError> {
+        let view = self
+            .plan(&PlanQuery {
+                limit: usize::MAX,
+                platform: query.platform.clone(),
+                window_days: 365,
+                ..PlanQuery::default()
+            })
+            .await?;
+        let only = self.actor_set(&query.threat_actor_id).await?;
+        let name = if name.is_empty() {
+            "Purple test priorities"
+        } else {
+            name
+        };
+        let description = format!(
+            "Threat-informed test priorities as of {} (default weights; highest first in red)",
+            view.as_of
+        );
+        let layer = layer::priority_layer(
+            name,
+            &description,
+            &view.techniques,
+            view.weights.total(),
+            only.as_ref(),
+        );
         Ok(serde_json::to_string_pretty(&layer).expect("layers serialize"))
     }
 

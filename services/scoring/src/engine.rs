@@ -197,6 +197,15 @@ impl Scorer {
         Ok((scores, as_of.unwrap_or(now)))
     }
 
+    /// Every live technique scored now, computed afresh and left out of
+    /// the score cache (what the change feed compares: it must neither read
+    /// a stale entry nor warm the cache behind the requests' back).
+    pub async fn survey(&self) -> Result<Vec<Scored>, ScoringError> {
+        let now = now_micros();
+        let (_, techniques) = self.live_catalogue().await?;
+        self.compute(&techniques, None, now).await
+    }
+
     /// Every live technique scored now, computed afresh (never read from
     /// the cache, which it refreshes): what a stored record is made of.
     pub async fn fresh_board(&self) -> Result<Arc<Board>, ScoringError> {
@@ -275,26 +284,6 @@ impl Board {
         Self {
             cached: true,
             ..self.clone()
-        }
-    }
-}
-
-/// Keeps this replica's cache coherent with the others until shutdown:
-/// polls the generation every `interval`.
-pub async fn run_sync(
-    scorer: Scorer,
-    interval: std::time::Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-        if let Err(err) = scorer.sync().await {
-            // The database is down: health says so; the TTL bounds how long
-            // an entry this replica holds can be served.
-            tracing::debug!(error = %err, "score cache sync failed");
         }
     }
 }

@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::domain::{Scored, Status, round1};
+use crate::{
+    domain::{Scored, Status, round1},
+    plan::Planned,
+};
 
 const RED: &str = "#ff6666";
 const AMBER: &str = "#ffe766";
@@ -124,6 +127,56 @@ pub fn layer(
         "selectSubtechniquesWithParent": false,
         "selectVisibleTechniques": false,
     })
+}
+
+/// The layer of a plan: each technique scored by its priority (0 to the
+/// sum of the weights) and coloured from green (lowest) to red (highest),
+/// its reasons in the comment and metadata.
+pub fn priority_layer(
+    name: &str,
+    description: &str,
+    planned: &[Planned],
+    max_priority: f64,
+    enabled_only: Option<&BTreeSet<String>>,
+) -> Value {
+    let mut techniques = Vec::new();
+    for (rank, p) in planned.iter().enumerate() {
+        let s = &p.score;
+        let enabled = enabled_only.is_none_or(|set| set.contains(&s.technique_id));
+        let share = if max_priority > 0.0 {
+            100.0 * p.priority / max_priority
+        } else {
+            0.0
+        };
+        let reasons: Vec<String> = p
+            .reasons
+            .iter()
+            .map(|r| format!("{} +{:.1}: {}", r.reason, r.weight * r.factor, r.detail))
+            .collect();
+        for tactic in &s.tactics {
+            techniques.push(json!({
+                "techniqueID": s.technique_id,
+                "tactic": tactic,
+                "score": round1(p.priority),
+                "color": color(100.0 - share),
+                "comment": format!("priority {:.1} (rank {}): {}", p.priority, rank + 1, reasons.join("; ")),
+                "enabled": enabled,
+                "metadata": p.reasons.iter().map(|r| json!({"name": r.reason, "value": format!("{:.1}", r.weight * r.factor)})).collect::<Vec<_>>(),
+                "links": [],
+                "showSubtechniques": false,
+            }));
+        }
+    }
+    let mut layer = layer(name, description, "", &[], enabled_only, &[]);
+    layer["techniques"] = Value::Array(techniques);
+    layer["gradient"] =
+        json!({"colors": [GREEN, AMBER, RED], "minValue": 0, "maxValue": round1(max_priority)});
+    layer["legendItems"] = json!([
+        {"label": "test first", "color": RED},
+        {"label": "then", "color": AMBER},
+        {"label": "later", "color": GREEN},
+    ]);
+    layer
 }
 
 #[cfg(test)]

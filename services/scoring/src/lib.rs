@@ -11,7 +11,9 @@ pub mod coverage;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod feed;
 pub mod layer;
+pub mod plan;
 pub mod store;
 
 use purple_api::scoring::v1::scoring_service_server::ScoringServiceServer;
@@ -31,16 +33,17 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         "catalogue_generation",
         include_str!("../migrations/0004_catalogue_generation.sql"),
     ),
+    MigrationFile::same(5, "feed", include_str!("../migrations/0005_feed.sql")),
 ]);
 
 /// Builds the gRPC service on a migrated database.
 pub fn build(ctx: ServiceContext) -> anyhow::Result<ScoringServiceServer<api::ScoringApi>> {
     let max = ctx.settings.limits.max_message_bytes;
     let api = api::ScoringApi::new(ctx.clone());
-    // Invalidations another replica received reach this one within one
-    // relay interval.
-    ctx.tasks.spawn(engine::run_sync(
-        api.scorer(),
+    // Invalidations another replica received reach this one, and changes
+    // reach the feed, within one relay interval.
+    ctx.tasks.spawn(feed::run(
+        api.feed(),
         std::time::Duration::from_millis(ctx.settings.domain.relay_interval_ms.max(50)),
         ctx.shutdown.clone(),
     ));

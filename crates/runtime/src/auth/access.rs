@@ -55,6 +55,16 @@ pub const TABLE: &[(&str, &[Role])] = &[
         "purple.ingest.v1.IngestService/GetControlsForTechniques",
         READERS,
     ),
+    (
+        "purple.ingest.v1.IngestService/CreateIntelReports",
+        &[Admin, PurpleLead, Service],
+    ),
+    ("purple.ingest.v1.IngestService/ListIntelReports", READERS),
+    (
+        "purple.ingest.v1.IngestService/GetIntelForTechniques",
+        READERS,
+    ),
+    ("purple.ingest.v1.IngestService/GetThreatSignals", READERS),
     // campaigns
     ("purple.campaigns.v1.CampaignsService/CreateUsers", &[Admin]),
     ("purple.campaigns.v1.CampaignsService/ListUsers", READERS),
@@ -157,6 +167,10 @@ pub const TABLE: &[(&str, &[Role])] = &[
         "purple.campaigns.v1.CampaignsService/ListDeadLetters",
         &[Admin],
     ),
+    (
+        "purple.campaigns.v1.CampaignsService/NotifyRegressions",
+        INTERNAL,
+    ),
     // scoring
     ("purple.scoring.v1.ScoringService/ScoreTechniques", READERS),
     ("purple.scoring.v1.ScoringService/ScoreTactics", READERS),
@@ -184,6 +198,8 @@ pub const TABLE: &[(&str, &[Role])] = &[
         "purple.scoring.v1.ScoringService/InvalidateTechniques",
         INTERNAL,
     ),
+    ("purple.scoring.v1.ScoringService/PlanNextTests", READERS),
+    ("purple.scoring.v1.ScoringService/WatchScores", READERS),
     // metrics
     ("purple.metrics.v1.MetricsService/RecordEvents", INTERNAL),
     ("purple.metrics.v1.MetricsService/GetMttd", READERS),

@@ -59,6 +59,15 @@ const INSERT_NOTIFICATIONS: &str = "
            json_extract(value, '$.kind'), json_extract(value, '$.message'),
            json_extract(value, '$.campaign_id'), 0, CAST(json_extract(value, '$.created_at') AS BIGINT)
     FROM json_each($1)";
+/// One notification per purple lead per regression; the id derives from
+/// the regression's key, so a repeated delivery notifies no one twice.
+const NOTIFY_REGRESSIONS: &str = "
+    INSERT INTO notifications (notification_id, user_id, kind, message, campaign_id, is_read, created_at)
+    SELECT 'regression:' || json_extract(r.value, '$.key') || ':' || u.user_id, u.user_id,
+           'technique.regressed', json_extract(r.value, '$.message'), '', 0, $2
+    FROM json_each($1) r CROSS JOIN users u
+    WHERE u.role = 'purple_lead'
+    ON CONFLICT (notification_id) DO NOTHING";
 /// Keyset page: `$4` 1 when the page starts after (`$5` created_at, `$6`
 /// id).
 const LIST_NOTIFICATIONS: &str = "
@@ -82,6 +91,13 @@ const LIST_WORKLOGS: &str = "
     LEFT JOIN worklogs w ON ($1 = '' OR w.test_id = $1) AND ($2 = '' OR w.user_id = $2)
       AND ($4 = 0 OR w.logged_at < $5 OR (w.logged_at = $5 AND w.worklog_id < $6))
     ORDER BY w.logged_at DESC, w.worklog_id DESC LIMIT $3";
+
+/// A regression to tell the purple leads of: its stable key and the text.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RegressionNotice {
+    pub key: String,
+    pub message: String,
+}
 
 /// A user.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -319,6 +335,26 @@ impl CampaignStore {
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+
+    /// Notifies every purple lead of each (key, message) regression once:
+    /// one statement; how many notifications are new.
+    pub async fn notify_regressions(
+        &self,
+        regressions: &[RegressionNotice],
+        at: Micros,
+    ) -> Result<u64, sqlx::Error> {
+        if regressions.is_empty() {
+            return Ok(0);
+        }
+        let done = self
+            .db
+            .stmt(NOTIFY_REGRESSIONS)
+            .bind_rows(regressions)
+            .bind(at)
+            .execute(self.db.pool())
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// A page of a user's notifications.

@@ -27,11 +27,13 @@ pub enum Kind {
     Lolbas,
     Nist,
     Cve,
+    StixReports,
+    Kev,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Attack,
         Kind::D3fend,
         Kind::Sigma,
@@ -41,6 +43,8 @@ impl Kind {
         Kind::Lolbas,
         Kind::Nist,
         Kind::Cve,
+        Kind::StixReports,
+        Kind::Kev,
     ];
 
     /// Lower-case name, as the CLI and run records spell it.
@@ -55,6 +59,8 @@ impl Kind {
             Kind::Lolbas => "lolbas",
             Kind::Nist => "nist",
             Kind::Cve => "cve",
+            Kind::StixReports => "stix-reports",
+            Kind::Kev => "kev",
         }
     }
 
@@ -133,6 +139,16 @@ pub struct Parsed {
     /// (control, technique).
     pub control_techniques: BTreeSet<(String, String)>,
     pub cves: Vec<CveRow>,
+    /// Intel reports (ATT&CK campaigns, STIX reports) before their
+    /// references meet the catalogue.
+    pub intel: Vec<IntelDraft>,
+    /// (revoked technique, the technique that replaced it).
+    pub technique_replacements: BTreeSet<(String, String)>,
+    /// KEV catalogue entries and mappings; `kev_mapped` is whether the
+    /// upload held a mapping file (an absent file removes nothing).
+    pub kev: Vec<KevRow>,
+    pub kev_mappings: Vec<KevMappingRow>,
+    pub kev_mapped: bool,
     pub skipped: Vec<Skipped>,
     /// Keys already added, per entity: duplicates are found in constant
     /// time, so a hostile file of repeated items cannot make parsing
@@ -140,6 +156,21 @@ pub struct Parsed {
     seen: HashMap<(&'static str, String), usize>,
     /// The `modified` instant of each object kept, where objects carry one.
     modified: HashMap<(&'static str, String), String>,
+}
+
+/// An intel report as a parser read it: its row without the technique
+/// and actor lists, which the writer completes once the references that
+/// name STIX objects outside the file are resolved against the catalogue.
+#[derive(Clone, Debug)]
+pub struct IntelDraft {
+    pub row: IntelReportRow,
+    /// ATT&CK technique id → what the report says of it.
+    pub techniques: BTreeMap<String, String>,
+    /// ATT&CK group ids.
+    pub actors: BTreeSet<String>,
+    /// STIX ids of attack-patterns or intrusion-sets not in the file, with
+    /// the description of the relationship that named them.
+    pub stix_refs: Vec<(String, String)>,
 }
 
 /// What [`Parsed::newest`] decided for an object.
@@ -217,6 +248,7 @@ impl Parsed {
         oversized(&mut self.templates, &mut skipped);
         oversized(&mut self.controls, &mut skipped);
         oversized(&mut self.cves, &mut skipped);
+        oversized(&mut self.kev, &mut skipped);
         self.skipped.extend(skipped);
     }
 
@@ -231,6 +263,9 @@ impl Parsed {
             && self.templates.is_empty()
             && self.controls.is_empty()
             && self.cves.is_empty()
+            && self.intel.is_empty()
+            && self.kev.is_empty()
+            && self.kev_mappings.is_empty()
     }
 }
 

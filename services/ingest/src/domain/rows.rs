@@ -173,6 +173,82 @@ pub struct CveRow {
     pub content_hash: String,
 }
 
+/// A threat-intelligence report (docs/design.md §2, "Intel and KEV").
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct IntelReportRow {
+    /// The URL, or the STIX id when there is none.
+    pub report_key: String,
+    /// `attack_campaign`, `stix_report` or `analyst`.
+    pub source: String,
+    pub campaign_id: String,
+    pub stix_id: String,
+    pub title: String,
+    pub description: String,
+    pub url: String,
+    pub published_at: Option<Micros>,
+    pub first_seen: Option<Micros>,
+    pub last_seen: Option<Micros>,
+    /// last_seen, else published_at, else first_seen, else 0.
+    pub seen_at: Micros,
+    /// JSON `[{"technique_id","description"}]`, by technique id.
+    pub techniques: String,
+    /// JSON `["G0032"]`, sorted.
+    pub actor_ids: String,
+    #[serde(serialize_with = "flag")]
+    pub revoked: bool,
+    #[serde(serialize_with = "flag")]
+    pub deprecated: bool,
+    pub content_hash: String,
+}
+
+impl IntelReportRow {
+    /// The instant windows read: last seen, else published, else first seen.
+    pub fn seen(
+        last_seen: Option<Micros>,
+        published_at: Option<Micros>,
+        first_seen: Option<Micros>,
+    ) -> Micros {
+        last_seen
+            .or(published_at)
+            .or(first_seen)
+            .unwrap_or(Micros::EPOCH)
+    }
+}
+
+/// A technique an intel report names, with what the report says of it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IntelTechniqueLink {
+    pub technique_id: String,
+    pub description: String,
+}
+
+/// A CVE's entry in CISA's Known Exploited Vulnerabilities catalogue.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct KevRow {
+    pub cve_id: String,
+    pub vendor_project: String,
+    pub product: String,
+    pub vulnerability_name: String,
+    pub date_added: Option<Micros>,
+    pub due_date: Option<Micros>,
+    #[serde(serialize_with = "flag")]
+    pub ransomware: bool,
+    pub required_action: String,
+    pub short_description: String,
+    pub content_hash: String,
+}
+
+/// One (CVE, technique, mapping type) of the KEV → ATT&CK mapping.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct KevMappingRow {
+    /// `cve|technique|type`.
+    pub mapping_key: String,
+    pub cve_id: String,
+    pub technique_id: String,
+    pub mapping_type: String,
+    pub content_hash: String,
+}
+
 macro_rules! attack_entity {
     ($name:ident, $key:ident) => {
         impl Entity for $name {
@@ -196,6 +272,9 @@ attack_entity!(TacticRow, tactic_id);
 attack_entity!(TechniqueRow, technique_id);
 attack_entity!(ActorRow, actor_id);
 attack_entity!(MitigationRow, mitigation_id);
+attack_entity!(IntelReportRow, report_key);
+entity!(KevRow, cve_id);
+entity!(KevMappingRow, mapping_key);
 entity!(DefenseRow, defense_id);
 entity!(RuleRow, rule_key);
 entity!(TemplateRow, template_id);
@@ -233,7 +312,10 @@ hashed!(
     RuleRow,
     TemplateRow,
     ControlRow,
-    CveRow
+    CveRow,
+    IntelReportRow,
+    KevRow,
+    KevMappingRow
 );
 
 impl Hashed for TechniqueRow {

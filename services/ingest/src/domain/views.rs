@@ -139,6 +139,69 @@ pub struct Cve {
     pub link: String,
     pub known_exploited: bool,
     pub published_at: Option<Micros>,
+    /// Its KEV catalogue entry, when listed.
+    pub kev: Option<Kev>,
+    /// How it reaches the technique: "rule" and/or KEV mapping types.
+    pub links: Vec<String>,
+}
+
+/// A CVE's KEV catalogue entry.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Kev {
+    pub vendor_project: String,
+    pub product: String,
+    pub vulnerability_name: String,
+    pub date_added: Option<Micros>,
+    pub due_date: Option<Micros>,
+    pub ransomware: bool,
+    pub required_action: String,
+    pub short_description: String,
+}
+
+/// An intel report with its technique and actor links.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IntelReport {
+    pub report_key: String,
+    pub source: String,
+    pub campaign_id: String,
+    pub title: String,
+    pub description: String,
+    pub url: String,
+    pub published_at: Option<Micros>,
+    pub first_seen: Option<Micros>,
+    pub last_seen: Option<Micros>,
+    pub seen_at: Micros,
+    pub techniques: Vec<crate::domain::IntelTechniqueLink>,
+    pub actor_ids: Vec<String>,
+    pub revoked: bool,
+}
+
+/// The filters of the intel report list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IntelFilter {
+    pub technique_id: String,
+    pub actor_id: String,
+    pub since: Micros,
+}
+
+/// One technique's intel: the most recent reports and how many in all.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TechniqueIntel {
+    pub technique_id: String,
+    pub reports: Vec<IntelReport>,
+    pub report_count: i64,
+}
+
+/// What a threat-informed plan weighs for one technique.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ThreatSignals {
+    pub technique_id: String,
+    pub recent_reports: i64,
+    pub latest_report: Option<Micros>,
+    pub report_titles: Vec<String>,
+    pub kev_cves: i64,
+    pub ransomware_cves: i64,
+    pub actor_ids: Vec<String>,
 }
 
 /// A NIST 800-53 control.

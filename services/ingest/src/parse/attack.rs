@@ -1,7 +1,9 @@
 //! MITRE ATT&CK enterprise STIX bundles, 2.0 and 2.1: tactics, techniques
 //! and sub-techniques with their tactics and platforms, groups with their
-//! aliases and `uses` of techniques, and mitigations. Revoked and
-//! deprecated objects are kept and marked.
+//! aliases and `uses` of techniques, mitigations, and campaigns as intel
+//! reports (their `uses` of techniques and `attributed-to` groups).
+//! Revoked and deprecated objects are kept and marked; `revoked-by`
+//! between techniques is kept so older mappings can follow it.
 
 use std::collections::HashMap;
 
@@ -9,8 +11,8 @@ use serde::Deserialize;
 
 use super::{ParseError, text};
 use crate::domain::{
-    ActorRow, Hashed, MitigationRow, Newest, Parsed, TacticRow, TechniqueRow, json_list,
-    normalize_technique_id, parent_of,
+    ActorRow, Hashed, IntelDraft, IntelReportRow, MitigationRow, Newest, Parsed, TacticRow,
+    TechniqueRow, json_list, normalize_technique_id, parent_of,
 };
 
 #[derive(Deserialize)]
@@ -26,6 +28,8 @@ struct ExternalReference {
     source_name: String,
     #[serde(default)]
     external_id: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +78,12 @@ struct StixObject {
     modified: String,
     #[serde(default)]
     x_mitre_domains: Vec<String>,
+    #[serde(default)]
+    created: Option<String>,
+    #[serde(default)]
+    first_seen: Option<String>,
+    #[serde(default)]
+    last_seen: Option<String>,
 }
 
 impl StixObject {
@@ -82,6 +92,13 @@ impl StixObject {
             .iter()
             .find(|r| r.source_name == "mitre-attack")
             .and_then(|r| r.external_id.as_deref())
+    }
+
+    fn attack_url(&self) -> Option<&str> {
+        self.external_references
+            .iter()
+            .find(|r| r.source_name == "mitre-attack")
+            .and_then(|r| r.url.as_deref())
     }
 
     fn flags(&self) -> (bool, bool) {
@@ -178,7 +195,8 @@ fn rows<'o>(
     for object in objects {
         let place = || format!("object {}", object.id);
         match object.kind.as_str() {
-            "x-mitre-tactic" | "attack-pattern" | "intrusion-set" | "course-of-action" => {}
+            "x-mitre-tactic" | "attack-pattern" | "intrusion-set" | "course-of-action"
+            | "campaign" => {}
             _ => continue,
         }
         if !object.enterprise() {
@@ -220,6 +238,12 @@ fn rows<'o>(
                 attack_ids.insert(object.id.as_str(), attack_id.to_owned());
                 let row = actor_row(object, attack_id);
                 keep_newest(parsed, "actor", attack_id, modified, row, |p| &mut p.actors);
+            }
+            "campaign" => {
+                let draft = campaign_draft(object, attack_id);
+                attack_ids.insert(object.id.as_str(), draft.row.report_key.clone());
+                let key = draft.row.report_key.clone();
+                keep_newest(parsed, "intel", &key, modified, draft, |p| &mut p.intel);
             }
             _ => {
                 let row = mitigation_row(object, attack_id);
@@ -328,6 +352,43 @@ fn actor_row(object: &StixObject, attack_id: &str) -> ActorRow {
     .hashed()
 }
 
+/// A campaign as an intel report keyed by its ATT&CK page; its techniques
+/// and groups come from its relationships.
+fn campaign_draft(object: &StixObject, attack_id: &str) -> IntelDraft {
+    let (revoked, deprecated) = object.flags();
+    let url = object.attack_url().unwrap_or_default().to_owned();
+    let first_seen = super::intel::instant(object.first_seen.as_deref());
+    let last_seen = super::intel::instant(object.last_seen.as_deref());
+    let published_at = super::intel::instant(object.created.as_deref());
+    IntelDraft {
+        row: IntelReportRow {
+            report_key: if url.is_empty() {
+                object.id.clone()
+            } else {
+                url.clone()
+            },
+            source: "attack_campaign".to_owned(),
+            campaign_id: attack_id.to_owned(),
+            stix_id: object.id.clone(),
+            title: object.name.clone(),
+            description: object.description.clone(),
+            url,
+            published_at,
+            first_seen,
+            last_seen,
+            seen_at: IntelReportRow::seen(last_seen, published_at, first_seen),
+            techniques: String::new(),
+            actor_ids: String::new(),
+            revoked,
+            deprecated,
+            content_hash: String::new(),
+        },
+        techniques: Default::default(),
+        actors: Default::default(),
+        stix_refs: Vec::new(),
+    }
+}
+
 fn mitigation_row(object: &StixObject, attack_id: &str) -> MitigationRow {
     let (revoked, deprecated) = object.flags();
     MitigationRow {
@@ -342,27 +403,53 @@ fn mitigation_row(object: &StixObject, attack_id: &str) -> MitigationRow {
     .hashed()
 }
 
-/// Adds each live `uses` relationship from an actor to a technique.
+/// Adds each live `uses` relationship from an actor to a technique, the
+/// campaigns' techniques and groups, and which technique replaced a
+/// revoked one.
 fn uses(
     file: &str,
     objects: &[StixObject],
     attack_ids: &HashMap<&str, String>,
     parsed: &mut Parsed,
 ) {
+    let campaigns: HashMap<String, usize> = parsed
+        .intel
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.row.report_key.clone(), i))
+        .collect();
     for relation in objects.iter().filter(|o| o.kind == "relationship") {
-        if relation.relationship_type.as_deref() != Some("uses")
-            || relation.revoked
-            || relation.x_mitre_deprecated
-        {
-            continue;
-        }
+        let kind = relation.relationship_type.as_deref().unwrap_or("");
         let (Some(source), Some(target)) = (
             relation.source_ref.as_deref(),
             relation.target_ref.as_deref(),
         ) else {
             continue;
         };
-        if !source.starts_with("intrusion-set--") || !target.starts_with("attack-pattern--") {
+        if kind == "revoked-by"
+            && source.starts_with("attack-pattern--")
+            && target.starts_with("attack-pattern--")
+        {
+            if let (Some(old), Some(new)) = (attack_ids.get(source), attack_ids.get(target)) {
+                parsed
+                    .technique_replacements
+                    .insert((old.clone(), new.clone()));
+            }
+            continue;
+        }
+        if relation.revoked || relation.x_mitre_deprecated {
+            continue;
+        }
+        if source.starts_with("campaign--") {
+            campaign_relation(
+                relation, kind, source, target, attack_ids, &campaigns, parsed,
+            );
+            continue;
+        }
+        if kind != "uses"
+            || !source.starts_with("intrusion-set--")
+            || !target.starts_with("attack-pattern--")
+        {
             continue;
         }
         match (attack_ids.get(source), attack_ids.get(target)) {
@@ -377,5 +464,36 @@ fn uses(
                 "uses relationship to an object not in the bundle",
             ),
         }
+    }
+}
+
+/// A campaign's `uses` of a technique (with what it says) or its
+/// `attributed-to` group.
+fn campaign_relation(
+    relation: &StixObject,
+    kind: &str,
+    source: &str,
+    target: &str,
+    attack_ids: &HashMap<&str, String>,
+    campaigns: &HashMap<String, usize>,
+    parsed: &mut Parsed,
+) {
+    let Some(&at) = attack_ids.get(source).and_then(|key| campaigns.get(key)) else {
+        return;
+    };
+    let Some(target_id) = attack_ids.get(target) else {
+        return;
+    };
+    let draft = &mut parsed.intel[at];
+    match kind {
+        "uses" if target.starts_with("attack-pattern--") => {
+            draft
+                .techniques
+                .insert(target_id.clone(), relation.description.clone());
+        }
+        "attributed-to" if target.starts_with("intrusion-set--") => {
+            draft.actors.insert(target_id.clone());
+        }
+        _ => {}
     }
 }

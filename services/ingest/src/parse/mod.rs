@@ -5,6 +5,8 @@
 pub mod attack;
 pub mod cve;
 pub mod d3fend;
+pub mod intel;
+pub mod kev;
 pub mod nist;
 pub mod rules;
 pub mod templates;
@@ -179,6 +181,8 @@ pub fn parse_file(
         Kind::Lolbas => templates::parse_lolbas(file, bytes, parsed),
         Kind::Nist => nist::parse(file, bytes, parsed),
         Kind::Cve => cve::parse(file, bytes, parsed),
+        Kind::StixReports => intel::parse(file, bytes, parsed),
+        Kind::Kev => kev::parse(file, bytes, parsed),
     }
 }
 

@@ -2,6 +2,7 @@
 //! catalogue with a fixed number of set-based statements, [`read`] serves
 //! the batch reads, one statement per chunk.
 
+pub mod intel;
 pub mod read;
 pub mod write;
 

@@ -9,8 +9,8 @@ use sqlx::{Row, any::AnyRow};
 use super::CatalogStore;
 
 use crate::domain::views::{
-    CatalogInput, Control, Cve, Defense, Rule, RuleFilter, Subtechniques, Tactic, Technique,
-    Template, ThreatActor,
+    CatalogInput, Control, Defense, Rule, RuleFilter, Subtechniques, Tactic, Technique, Template,
+    ThreatActor,
 };
 
 macro_rules! technique_select {
@@ -146,17 +146,6 @@ const LIST_RULES: &str = "
       AND ($4 = '' OR r.status = $4)
       AND ($6 = 0 OR r.source > $7 OR (r.source = $7 AND r.rule_id > $8))
     ORDER BY r.source, r.rule_id LIMIT $5";
-
-const CVES_FOR: &str = "
-    SELECT t.technique_id, c.cve_id, c.description, c.cvss_score, c.link, c.known_exploited, c.published_at
-    FROM techniques t
-    LEFT JOIN (
-        SELECT DISTINCT rt.technique_id AS technique_id, rc.cve_id AS cve_id
-        FROM rule_techniques rt JOIN rule_cves rc ON rc.rule_key = rt.rule_key
-    ) l ON l.technique_id = t.technique_id
-    LEFT JOIN cves c ON c.cve_id = l.cve_id
-    WHERE t.technique_id IN (SELECT value FROM json_each($1))
-    ORDER BY t.technique_id, c.cvss_score DESC, c.cve_id";
 
 const CONTROLS_FOR: &str = "
     SELECT t.technique_id, c.control_id, c.name, c.family
@@ -458,27 +447,6 @@ impl CatalogStore {
             .iter()
             .map(rule)
             .collect()
-    }
-
-    /// CVEs per technique, through the rules that name them.
-    pub async fn cves_for(
-        &self,
-        ids: &[String],
-    ) -> Result<BTreeMap<String, Vec<Cve>>, sqlx::Error> {
-        let rows = self.by_ids(CVES_FOR, ids).await?;
-        grouped(&rows, |row| {
-            let Some(cve_id) = row.try_get::<Option<String>, _>(1)? else {
-                return Ok(None);
-            };
-            Ok(Some(Cve {
-                cve_id,
-                description: row.try_get(2)?,
-                cvss_score: row.try_get(3)?,
-                link: row.try_get(4)?,
-                known_exploited: row.try_get::<i64, _>(5)? != 0,
-                published_at: row.try_get(6)?,
-            }))
-        })
     }
 
     /// Controls per technique.

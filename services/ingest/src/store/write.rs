@@ -10,7 +10,7 @@ use purple_runtime::{Database, time::Micros};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
-use crate::domain::{Counts, Entity, Kind, Parsed, Skipped};
+use crate::domain::{Counts, Entity, Hashed, IntelDraft, Kind, Parsed, Skipped};
 
 /// The preload and upsert of one entity table.
 struct EntitySql {
@@ -97,13 +97,36 @@ const CVES: EntitySql = entity_sql!("cve", "cves", "cve_id", flags: "0 AS revoke
     "description" as "TEXT", "cvss_score" as "DOUBLE PRECISION", "link" as "TEXT",
     "known_exploited" as "BIGINT", "published_at" as "BIGINT", "content_hash" as "TEXT"]);
 
+const INTEL_REPORTS: EntitySql = entity_sql!("intel_report", "intel_reports", "report_key", flags: "revoked, deprecated", [
+    "source" as "TEXT", "campaign_id" as "TEXT", "stix_id" as "TEXT", "title" as "TEXT", "description" as "TEXT",
+    "url" as "TEXT", "published_at" as "BIGINT", "first_seen" as "BIGINT", "last_seen" as "BIGINT",
+    "seen_at" as "BIGINT", "techniques" as "TEXT", "actor_ids" as "TEXT", "revoked" as "BIGINT",
+    "deprecated" as "BIGINT", "content_hash" as "TEXT"]);
+const KEV_ENTRIES: EntitySql = entity_sql!("kev_entry", "kev_entries", "cve_id", flags: "0 AS revoked, 0 AS deprecated", [
+    "vendor_project" as "TEXT", "product" as "TEXT", "vulnerability_name" as "TEXT", "date_added" as "BIGINT",
+    "due_date" as "BIGINT", "ransomware" as "BIGINT", "required_action" as "TEXT",
+    "short_description" as "TEXT", "content_hash" as "TEXT"]);
+const KEV_MAPPINGS: EntitySql = entity_sql!("kev_mapping", "kev_mappings", "mapping_key", flags: "0 AS revoked, 0 AS deprecated", [
+    "cve_id" as "TEXT", "technique_id" as "TEXT", "mapping_type" as "TEXT", "content_hash" as "TEXT"]);
+const DELETE_KEV_MAPPINGS: &str =
+    "DELETE FROM kev_mappings WHERE mapping_key IN (SELECT value FROM json_each($1))";
+
 const ACTOR_TECHNIQUES: PairSql = pair_sql!("actor_techniques", "actor_id", "technique_id");
 const TECHNIQUE_DEFENSES: PairSql = pair_sql!("technique_defenses", "technique_id", "defense_id");
 const RULE_TECHNIQUES: PairSql = pair_sql!("rule_techniques", "rule_key", "technique_id");
 const RULE_CVES: PairSql = pair_sql!("rule_cves", "rule_key", "cve_id");
 const CONTROL_TECHNIQUES: PairSql = pair_sql!("control_techniques", "control_id", "technique_id");
+const INTEL_TECHNIQUES: PairSql =
+    pair_sql!("intel_report_techniques", "report_key", "technique_id");
+const INTEL_ACTORS: PairSql = pair_sql!("intel_report_actors", "report_key", "actor_id");
+const REPLACEMENTS: PairSql = pair_sql!("technique_replacements", "technique_id", "replaced_by");
 
 const KNOWN_TECHNIQUES: &str = "SELECT technique_id, revoked, deprecated FROM techniques";
+/// What a STIX id outside an uploaded file may name: a technique or an actor.
+const STIX_IDS: &str = "
+    SELECT stix_id, technique_id, 't' FROM techniques
+    UNION ALL SELECT stix_id, actor_id, 'a' FROM actors";
+const ALL_REPLACEMENTS: &str = "SELECT technique_id, replaced_by FROM technique_replacements";
 
 const INSERT_RUN: &str = "
     INSERT INTO import_runs (run_id, kind, status, attack_version, report, error, started_at, finished_at)
@@ -178,7 +201,26 @@ pub async fn apply(
         Kind::Cve => {
             w.entities(&CVES, &parsed.cves).await?;
         }
+        Kind::StixReports => w.intel(&parsed.intel).await?,
+        Kind::Kev => w.kev(parsed).await?,
     }
+    Ok(changes)
+}
+
+/// Writes intel reports outside an import (analysts' reports, through the
+/// API): the same statements as an import of reports.
+pub async fn intel_reports(
+    db: &Database,
+    tx: &mut Transaction<'static, Any>,
+    drafts: &[IntelDraft],
+) -> Result<Changes, sqlx::Error> {
+    let mut changes = Changes::default();
+    let mut w = Writer {
+        db,
+        tx,
+        changes: &mut changes,
+    };
+    w.intel(drafts).await?;
     Ok(changes)
 }
 
@@ -202,6 +244,136 @@ impl Writer<'_, '_> {
         self.changes
             .invalidated
             .extend(added.into_iter().chain(removed).map(|(_, t)| t));
+        let scope = keys(&parsed.techniques);
+        self.pairs(
+            &REPLACEMENTS,
+            "technique_replacement",
+            &scope,
+            &parsed.technique_replacements,
+        )
+        .await?;
+        self.intel(&parsed.intel).await?;
+        Ok(())
+    }
+
+    /// Intel reports: references by STIX id resolved against the
+    /// catalogue, techniques revoked since the report followed to their
+    /// replacement, then the reports and their technique and actor links.
+    async fn intel(&mut self, drafts: &[IntelDraft]) -> Result<(), sqlx::Error> {
+        let known = self.known_techniques().await?;
+        let replacements = self.replacements().await?;
+        let stix = if drafts.iter().any(|d| !d.stix_refs.is_empty()) {
+            self.stix_ids().await?
+        } else {
+            HashMap::new()
+        };
+        let mut rows = Vec::with_capacity(drafts.len());
+        let (mut techniques, mut actors) = (BTreeSet::new(), BTreeSet::new());
+        for draft in drafts {
+            let mut draft = draft.clone();
+            let key = draft.row.report_key.clone();
+            for (stix_id, description) in std::mem::take(&mut draft.stix_refs) {
+                match stix.get(&stix_id) {
+                    Some((id, true)) => {
+                        let entry = draft.techniques.entry(id.clone()).or_default();
+                        if entry.is_empty() {
+                            *entry = description;
+                        }
+                    }
+                    Some((id, false)) => {
+                        draft.actors.insert(id.clone());
+                    }
+                    None => self.changes.unresolved.push(Skipped {
+                        file_name: String::new(),
+                        location: format!("report {key}"),
+                        reason: format!("unresolved: {stix_id} is not in the catalogue"),
+                    }),
+                }
+            }
+            draft.techniques = std::mem::take(&mut draft.techniques)
+                .into_iter()
+                .map(|(t, d)| (follow(&replacements, &t), d))
+                .collect();
+            self.unresolved(
+                &known,
+                draft
+                    .techniques
+                    .keys()
+                    .map(|t| (format!("report {key}"), t)),
+            );
+            techniques.extend(draft.techniques.keys().map(|t| (key.clone(), t.clone())));
+            actors.extend(draft.actors.iter().map(|a| (key.clone(), a.clone())));
+            rows.push(crate::parse::intel::finish(draft));
+        }
+        self.entities(&INTEL_REPORTS, &rows).await?;
+        let scope = keys(&rows);
+        self.pairs(&INTEL_TECHNIQUES, "intel_technique", &scope, &techniques)
+            .await?;
+        self.pairs(&INTEL_ACTORS, "intel_actor", &scope, &actors)
+            .await?;
+        Ok(())
+    }
+
+    /// KEV entries and mappings; a mapping to a technique revoked since the
+    /// mapping's ATT&CK release follows its replacement, one to a technique
+    /// the catalogue does not have is kept and reported unresolved. An
+    /// upload with a mapping file makes the stored mappings exactly its own.
+    async fn kev(&mut self, parsed: &Parsed) -> Result<(), sqlx::Error> {
+        if !parsed.kev.is_empty() {
+            self.entities(&KEV_ENTRIES, &parsed.kev).await?;
+        }
+        if !parsed.kev_mapped {
+            return Ok(());
+        }
+        let known = self.known_techniques().await?;
+        let replacements = self.replacements().await?;
+        let mut seen = HashSet::new();
+        let mut rows = Vec::with_capacity(parsed.kev_mappings.len());
+        for row in &parsed.kev_mappings {
+            let technique = follow(&replacements, &row.technique_id);
+            let key = format!("{}|{technique}|{}", row.cve_id, row.mapping_type);
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            rows.push(
+                crate::domain::KevMappingRow {
+                    mapping_key: key,
+                    technique_id: technique,
+                    content_hash: String::new(),
+                    ..row.clone()
+                }
+                .hashed(),
+            );
+        }
+        self.unresolved(
+            &known,
+            rows.iter()
+                .map(|r| (format!("CVE {}", r.cve_id), &r.technique_id)),
+        );
+        let existing = self.entities(&KEV_MAPPINGS, &rows).await?;
+        drop(existing);
+        let keep = keys(&rows);
+        let stale: Vec<String> = self
+            .db
+            .stmt(KEV_MAPPINGS.preload)
+            .fetch_all(&mut **self.tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|k| !keep.contains(k))
+            .collect();
+        if !stale.is_empty() {
+            self.db
+                .stmt(DELETE_KEV_MAPPINGS)
+                .bind_ids(&stale)
+                .execute(&mut **self.tx)
+                .await?;
+        }
+        if let Some(counts) = self.changes.counts.get_mut(KEV_MAPPINGS.name) {
+            counts.removed = stale.len() as u64;
+        }
         Ok(())
     }
 
@@ -312,6 +484,19 @@ impl Writer<'_, '_> {
         .await?;
         Ok(())
     }
+}
+
+/// A technique, or the one that replaced it (followed through at most a
+/// few revocations: a cycle in hostile data cannot loop).
+fn follow(replacements: &HashMap<String, String>, technique: &str) -> String {
+    let mut at = technique;
+    for _ in 0..8 {
+        match replacements.get(at) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    at.to_owned()
 }
 
 fn keys<E: Entity>(rows: &[E]) -> BTreeSet<String> {
@@ -460,6 +645,34 @@ impl Writer<'_, '_> {
                         row.try_get::<i64, _>(1)? != 0,
                         row.try_get::<i64, _>(2)? != 0,
                     ),
+                ))
+            })
+            .collect()
+    }
+
+    /// Each revoked technique's replacement.
+    async fn replacements(&mut self) -> Result<HashMap<String, String>, sqlx::Error> {
+        self.db
+            .stmt(ALL_REPLACEMENTS)
+            .fetch_all(&mut **self.tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
+    /// What each STIX id of a technique or actor names: (ATT&CK id, whether
+    /// a technique).
+    async fn stix_ids(&mut self) -> Result<HashMap<String, (String, bool)>, sqlx::Error> {
+        self.db
+            .stmt(STIX_IDS)
+            .fetch_all(&mut **self.tx)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    (row.try_get(1)?, row.try_get::<String, _>(2)? == "t"),
                 ))
             })
             .collect()

@@ -1,6 +1,8 @@
 //! All SQL of the scoring service: the generations that keep every
 //! replica's score cache coherent, and snapshots with their per-technique
-//! rows.
+//! rows; the change feed's in [`feed`].
+
+pub mod feed;
 
 use std::collections::BTreeMap;
 

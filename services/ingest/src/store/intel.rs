@@ -1,0 +1,332 @@
+//! The SQL of threat intelligence: intel reports by filter and by
+//! technique, CVEs per technique (through rules and the KEV mapping, with
+//! their KEV entries), and the per-technique signals a plan weighs. One
+//! statement per chunk of ids (three for the signals), whatever the size.
+
+use std::collections::BTreeMap;
+
+use purple_runtime::{paging::Page, time::Micros};
+use sqlx::{Row, any::AnyRow};
+
+use super::CatalogStore;
+use crate::domain::views::{Cve, IntelFilter, IntelReport, Kev, TechniqueIntel, ThreatSignals};
+
+macro_rules! report_select {
+    ($($rest:literal),*) => {
+        concat!(
+            "SELECT r.report_key, r.source, r.campaign_id, r.title, r.description, r.url, ",
+            "r.published_at, r.first_seen, r.last_seen, r.seen_at, r.techniques, r.actor_ids, ",
+            "r.revoked, r.deprecated FROM intel_reports r ", $($rest),*
+        )
+    };
+}
+
+/// Keyset page, most recently seen first: `$5` 1 when the page starts
+/// after (`$6` seen_at, `$7` key).
+const LIST_REPORTS: &str = report_select!(
+    "WHERE r.seen_at >= $1 ",
+    "AND ($2 = '' OR EXISTS (SELECT 1 FROM intel_report_techniques it WHERE it.report_key = r.report_key AND it.technique_id = $2)) ",
+    "AND ($3 = '' OR EXISTS (SELECT 1 FROM intel_report_actors ia WHERE ia.report_key = r.report_key AND ia.actor_id = $3)) ",
+    "AND ($5 = 0 OR r.seen_at < $6 OR (r.seen_at = $6 AND r.report_key < $7)) ",
+    "ORDER BY r.seen_at DESC, r.report_key DESC LIMIT $4"
+);
+
+const REPORTS_BY_KEYS: &str =
+    report_select!("WHERE r.report_key IN (SELECT value FROM json_each($1))");
+
+/// The `$3` most recent reports per requested technique seen since `$2`,
+/// with each technique's count; a known technique without any still has a
+/// row (its report columns null).
+const INTEL_FOR: &str = "
+    SELECT t.technique_id, x.report_key, x.n, r.source, r.campaign_id, r.title, r.description, r.url,
+           r.published_at, r.first_seen, r.last_seen, r.seen_at, r.actor_ids, r.revoked, r.deprecated
+    FROM techniques t
+    LEFT JOIN (
+        SELECT it.technique_id, it.report_key,
+               ROW_NUMBER() OVER (PARTITION BY it.technique_id ORDER BY r.seen_at DESC, r.report_key DESC) AS rn,
+               COUNT(*) OVER (PARTITION BY it.technique_id) AS n
+        FROM intel_report_techniques it JOIN intel_reports r ON r.report_key = it.report_key
+        WHERE it.technique_id IN (SELECT value FROM json_each($1)) AND r.seen_at >= $2
+    ) x ON x.technique_id = t.technique_id AND x.rn <= $3
+    LEFT JOIN intel_reports r ON r.report_key = x.report_key
+    WHERE t.technique_id IN (SELECT value FROM json_each($1))
+    ORDER BY t.technique_id, r.seen_at DESC, r.report_key DESC";
+
+/// CVEs per technique: those named by a rule mapped to it and those the
+/// KEV mapping links to it, each with how it is linked and its KEV entry.
+const CVES_FOR: &str = "
+    SELECT t.technique_id, l.cve_id, c.description, c.cvss_score, c.link, c.known_exploited, c.published_at,
+           l.links, k.vendor_project, k.product, k.vulnerability_name, k.date_added, k.due_date,
+           k.ransomware, k.required_action, k.short_description
+    FROM techniques t
+    LEFT JOIN (
+        SELECT x.technique_id, x.cve_id, string_agg(x.link, ',' ORDER BY x.link) AS links FROM (
+            SELECT DISTINCT rt.technique_id AS technique_id, rc.cve_id AS cve_id, 'rule' AS link
+            FROM rule_techniques rt JOIN rule_cves rc ON rc.rule_key = rt.rule_key
+            WHERE rt.technique_id IN (SELECT value FROM json_each($1))
+            UNION ALL
+            SELECT m.technique_id, m.cve_id, m.mapping_type FROM kev_mappings m
+            WHERE m.technique_id IN (SELECT value FROM json_each($1))
+        ) x GROUP BY x.technique_id, x.cve_id
+    ) l ON l.technique_id = t.technique_id
+    LEFT JOIN cves c ON c.cve_id = l.cve_id
+    LEFT JOIN kev_entries k ON k.cve_id = l.cve_id
+    WHERE t.technique_id IN (SELECT value FROM json_each($1))
+    ORDER BY t.technique_id, COALESCE(c.cvss_score, 0) DESC, l.cve_id";
+
+/// Known techniques with the live actors using each (null when none).
+const SIGNAL_ACTORS: &str = "
+    SELECT t.technique_id, a.actor_id
+    FROM techniques t
+    LEFT JOIN actor_techniques at ON at.technique_id = t.technique_id
+    LEFT JOIN actors a ON a.actor_id = at.actor_id AND a.revoked = 0 AND a.deprecated = 0
+    WHERE t.technique_id IN (SELECT value FROM json_each($1))
+    ORDER BY t.technique_id, a.actor_id";
+/// Per technique: live reports seen since `$2`, the three most recent.
+const SIGNAL_INTEL: &str = "
+    SELECT technique_id, title, seen_at, n FROM (
+        SELECT it.technique_id, r.title, r.seen_at,
+               ROW_NUMBER() OVER (PARTITION BY it.technique_id ORDER BY r.seen_at DESC, r.report_key DESC) AS rn,
+               COUNT(*) OVER (PARTITION BY it.technique_id) AS n
+        FROM intel_report_techniques it JOIN intel_reports r ON r.report_key = it.report_key
+        WHERE it.technique_id IN (SELECT value FROM json_each($1))
+          AND r.seen_at >= $2 AND r.revoked = 0 AND r.deprecated = 0
+    ) x WHERE rn <= 3
+    ORDER BY technique_id, rn";
+/// Per technique: KEV CVEs mapped to it, and those used by ransomware.
+const SIGNAL_KEV: &str = "
+    SELECT m.technique_id, COUNT(DISTINCT m.cve_id),
+           COUNT(DISTINCT CASE WHEN k.ransomware = 1 THEN m.cve_id END)
+    FROM kev_mappings m LEFT JOIN kev_entries k ON k.cve_id = m.cve_id
+    WHERE m.technique_id IN (SELECT value FROM json_each($1))
+    GROUP BY m.technique_id";
+
+fn json<T: serde::de::DeserializeOwned + Default>(text: Option<String>) -> T {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// A report row from column `at` on: key, source, campaign, title,
+/// description, url, published, first seen, last seen, seen_at, then
+/// (when `with_techniques`) the technique links, then actors, revoked,
+/// deprecated.
+fn report(row: &AnyRow, at: usize, with_techniques: bool) -> Result<IntelReport, sqlx::Error> {
+    let links = if with_techniques { 1 } else { 0 };
+    let opt = |i: usize| -> Result<Option<Micros>, sqlx::Error> { row.try_get(at + i) };
+    Ok(IntelReport {
+        report_key: row.try_get(at)?,
+        source: row.try_get(at + 1)?,
+        campaign_id: row.try_get(at + 2)?,
+        title: row.try_get(at + 3)?,
+        description: row.try_get(at + 4)?,
+        url: row.try_get(at + 5)?,
+        published_at: opt(6)?,
+        first_seen: opt(7)?,
+        last_seen: opt(8)?,
+        seen_at: row.try_get(at + 9)?,
+        techniques: if with_techniques {
+            json(row.try_get(at + 10)?)
+        } else {
+            Vec::new()
+        },
+        actor_ids: json(row.try_get(at + 10 + links)?),
+        revoked: row.try_get::<i64, _>(at + 11 + links)? != 0
+            || row.try_get::<i64, _>(at + 12 + links)? != 0,
+    })
+}
+
+impl CatalogStore {
+    /// A filtered page of intel reports, most recently seen first.
+    pub async fn list_intel(
+        &self,
+        filter: &IntelFilter,
+        page: &Page,
+    ) -> Result<Vec<IntelReport>, sqlx::Error> {
+        self.db
+            .stmt(LIST_REPORTS)
+            .bind(filter.since)
+            .bind(filter.technique_id.clone())
+            .bind(filter.actor_id.clone())
+            .bind(page.limit())
+            .bind(page.has_cursor())
+            .bind(page.instant(0))
+            .bind(page.text(1))
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| report(row, 0, true))
+            .collect()
+    }
+
+    /// Intel reports by key.
+    pub async fn intel_by_keys(
+        &self,
+        keys: &[String],
+    ) -> Result<BTreeMap<String, IntelReport>, sqlx::Error> {
+        self.db
+            .stmt(REPORTS_BY_KEYS)
+            .bind_ids(keys)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| report(row, 0, true).map(|r| (r.report_key.clone(), r)))
+            .collect()
+    }
+
+    /// The most recent `limit` reports per technique seen since `since`.
+    pub async fn intel_for(
+        &self,
+        ids: &[String],
+        since: Micros,
+        limit: i64,
+    ) -> Result<BTreeMap<String, TechniqueIntel>, sqlx::Error> {
+        let rows = self
+            .db
+            .stmt(INTEL_FOR)
+            .bind_ids(ids)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut out: BTreeMap<String, TechniqueIntel> = BTreeMap::new();
+        for row in &rows {
+            let id: String = row.try_get(0)?;
+            let entry = out.entry(id.clone()).or_insert_with(|| TechniqueIntel {
+                technique_id: id,
+                ..TechniqueIntel::default()
+            });
+            let Some(key) = row.try_get::<Option<String>, _>(1)? else {
+                continue;
+            };
+            entry.report_count = row.try_get(2)?;
+            // The report columns from 3 on, the key being at 1.
+            let mut r = report_tail(row)?;
+            r.report_key = key;
+            entry.reports.push(r);
+        }
+        Ok(out)
+    }
+
+    /// CVEs per technique, through rules and the KEV mapping.
+    pub async fn cves_for(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, Vec<Cve>>, sqlx::Error> {
+        let rows = self
+            .db
+            .stmt(CVES_FOR)
+            .bind_ids(ids)
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut out: BTreeMap<String, Vec<Cve>> = BTreeMap::new();
+        for row in &rows {
+            let entry = out.entry(row.try_get(0)?).or_default();
+            if let Some(cve) = cve(row)? {
+                entry.push(cve);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The plan's signals per known technique (three statements).
+    pub async fn threat_signals(
+        &self,
+        ids: &[String],
+        intel_since: Micros,
+    ) -> Result<BTreeMap<String, ThreatSignals>, sqlx::Error> {
+        let pool = self.db.pool();
+        let (actors, intel, kev) = futures::try_join!(
+            self.db.stmt(SIGNAL_ACTORS).bind_ids(ids).fetch_all(pool),
+            self.db
+                .stmt(SIGNAL_INTEL)
+                .bind_ids(ids)
+                .bind(intel_since)
+                .fetch_all(pool),
+            self.db.stmt(SIGNAL_KEV).bind_ids(ids).fetch_all(pool),
+        )?;
+        let mut out: BTreeMap<String, ThreatSignals> = BTreeMap::new();
+        for row in &actors {
+            let id: String = row.try_get(0)?;
+            let entry = out.entry(id.clone()).or_insert_with(|| ThreatSignals {
+                technique_id: id,
+                ..ThreatSignals::default()
+            });
+            if let Some(actor) = row.try_get::<Option<String>, _>(1)? {
+                entry.actor_ids.push(actor);
+            }
+        }
+        for row in &intel {
+            if let Some(entry) = out.get_mut(&row.try_get::<String, _>(0)?) {
+                entry.report_titles.push(row.try_get(1)?);
+                let seen: Micros = row.try_get(2)?;
+                entry.latest_report = Some(entry.latest_report.map_or(seen, |l| l.max(seen)));
+                entry.recent_reports = row.try_get(3)?;
+            }
+        }
+        for row in &kev {
+            if let Some(entry) = out.get_mut(&row.try_get::<String, _>(0)?) {
+                entry.kev_cves = row.try_get(1)?;
+                entry.ransomware_cves = row.try_get(2)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The report columns of an INTEL_FOR row (3 on), without its techniques.
+fn report_tail(row: &AnyRow) -> Result<IntelReport, sqlx::Error> {
+    Ok(IntelReport {
+        report_key: String::new(),
+        source: row.try_get(3)?,
+        campaign_id: row.try_get(4)?,
+        title: row.try_get(5)?,
+        description: row.try_get(6)?,
+        url: row.try_get(7)?,
+        published_at: row.try_get(8)?,
+        first_seen: row.try_get(9)?,
+        last_seen: row.try_get(10)?,
+        seen_at: row.try_get(11)?,
+        techniques: Vec::new(),
+        actor_ids: json(row.try_get(12)?),
+        revoked: row.try_get::<i64, _>(13)? != 0 || row.try_get::<i64, _>(14)? != 0,
+    })
+}
+
+/// A CVES_FOR row's CVE; None for a technique without any.
+fn cve(row: &AnyRow) -> Result<Option<Cve>, sqlx::Error> {
+    let Some(cve_id) = row.try_get::<Option<String>, _>(1)? else {
+        return Ok(None);
+    };
+    let vendor: Option<String> = row.try_get(8)?;
+    let kev = match vendor {
+        None => None,
+        Some(vendor_project) => Some(Kev {
+            vendor_project,
+            product: row.try_get(9)?,
+            vulnerability_name: row.try_get(10)?,
+            date_added: row.try_get(11)?,
+            due_date: row.try_get(12)?,
+            ransomware: row.try_get::<i64, _>(13)? != 0,
+            required_action: row.try_get(14)?,
+            short_description: row.try_get(15)?,
+        }),
+    };
+    let description: Option<String> = row.try_get(2)?;
+    let links: Option<String> = row.try_get(7)?;
+    Ok(Some(Cve {
+        description: description
+            .or_else(|| kev.as_ref().map(|k| k.short_description.clone()))
+            .unwrap_or_default(),
+        cvss_score: row.try_get::<Option<f64>, _>(3)?.unwrap_or(0.0),
+        link: row
+            .try_get::<Option<String>, _>(4)?
+            .unwrap_or_else(|| format!("https://nvd.nist.gov/vuln/detail/{cve_id}")),
+        known_exploited: row.try_get::<Option<i64>, _>(5)?.unwrap_or(0) != 0 || kev.is_some(),
+        published_at: row.try_get(6)?,
+        links: links
+            .map(|l| l.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
+        kev,
+        cve_id,
+    }))
+}
