@@ -425,6 +425,7 @@ async fn split_mode_as_deployed() {
         wait_serving(&mut replica).await;
         balancing(&deployment, &token, hosts, &processes["scoring"], &replica).await;
         coherence(&deployment, &token).await;
+        regression_once(&deployment, &token).await;
         processes.insert("scoring-b", replica);
     }
     one_trace(&deployment, &token).await;
@@ -450,7 +451,7 @@ async fn workflow(deployment: &Deployment, token: &impl Fn(&str, Role) -> String
     .await
     .unwrap();
 
-    let test = drive(deployment, token, "T1003").await;
+    let test = drive(deployment, token, "T1003", Outcome::Detected).await;
 
     // Scoring reads ingest and campaigns; the relay invalidated its cache.
     let mut scoring = ScoringServiceClient::new(with_token(
@@ -475,11 +476,13 @@ async fn workflow(deployment: &Deployment, token: &impl Fn(&str, Role) -> String
     test.test_id
 }
 
-/// Creates a test of `technique` and drives it to validated (detected).
+/// Creates a test of `technique` and drives it to validated with
+/// `outcome`.
 async fn drive(
     deployment: &Deployment,
     token: &impl Fn(&str, Role) -> String,
     technique: &str,
+    outcome: Outcome,
 ) -> cpb::Test {
     let campaigns = |subject: &str, role: Role| {
         CampaignsServiceClient::new(with_token(
@@ -532,14 +535,7 @@ async fn drive(
     let t = step("rex", Role::RedTech, &test, StartRed, None).await;
     let t = step("rex", Role::RedTech, &t, CompleteRed, None).await;
     let t = step("blu", Role::BlueTech, &t, StartBlue, None).await;
-    let t = step(
-        "blu",
-        Role::BlueTech,
-        &t,
-        CompleteBlue,
-        Some(Outcome::Detected),
-    )
-    .await;
+    let t = step("blu", Role::BlueTech, &t, CompleteBlue, Some(outcome)).await;
     step("lee", Role::PurpleLead, &t, Validate, None).await
 }
 
@@ -570,7 +566,7 @@ async fn coherence(deployment: &Deployment, token: &impl Fn(&str, Role) -> Strin
         effective(replica).await;
         assert_eq!(effective(replica).await, 0);
     }
-    drive(deployment, token, "T1105").await;
+    drive(deployment, token, "T1105", Outcome::Detected).await;
     let validated = Instant::now();
     let mut seen = [None, None];
     while seen.iter().any(Option::is_none) {
@@ -586,6 +582,69 @@ async fn coherence(deployment: &Deployment, token: &impl Fn(&str, Role) -> Strin
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     eprintln!("after the validation, the replicas served the new score in {seen:?}");
+}
+
+/// With two scoring replicas: a regression (T1105 partial → gap, a second
+/// chain not detected) reaches a watcher on each replica under the same
+/// cursor, and the purple lead is told of it once, not once per replica.
+async fn regression_once(deployment: &Deployment, token: &impl Fn(&str, Role) -> String) {
+    use purple_api::scoring::v1::{ScoreChangeKind, WatchScoresRequest};
+    let port = deployment.port(ServiceName::Scoring);
+    let mut watchers = Vec::new();
+    for host in ["127.0.0.1", "127.0.0.2"] {
+        let channel = Deployment::channel_to(&format!("https://{host}:{port}"));
+        let mut stream =
+            ScoringServiceClient::new(with_token(channel, token("viewer", Role::Viewer)))
+                .watch_scores(WatchScoresRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+        stream.message().await.unwrap().unwrap();
+        watchers.push(stream);
+    }
+    drive(deployment, token, "T1105", Outcome::NotDetected).await;
+    let validated = Instant::now();
+    let mut cursors = Vec::new();
+    for stream in &mut watchers {
+        let cursor = poll("the regression reached the watcher", async || {
+            let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("a change within ten seconds")
+                .ok()??;
+            message
+                .changes
+                .iter()
+                .find(|c| c.kind == ScoreChangeKind::Regression as i32 && c.technique_id == "T1105")
+                .map(|c| c.cursor.clone())
+        })
+        .await;
+        cursors.push(cursor);
+    }
+    eprintln!(
+        "both replicas' watchers saw the regression {:?} after the validation",
+        validated.elapsed()
+    );
+    assert_eq!(cursors[0], cursors[1], "one change, numbered once");
+    let told = async || {
+        CampaignsServiceClient::new(with_token(
+            deployment.channel(ServiceName::Campaigns),
+            token("lee", Role::PurpleLead),
+        ))
+        .list_notifications(cpb::ListNotificationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications
+        .into_iter()
+        .filter(|n| n.kind == "technique.regressed")
+        .count()
+    };
+    poll("the lead was told", async || {
+        (told().await > 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(told().await, 1, "once, not once per replica");
 }
 
 /// The relay delivered every event to the metrics process, and a user
