@@ -189,10 +189,10 @@ fn factors(
     let c = score.components.as_ref().unwrap();
     let (reports, kev, ransomware, actors, regressed) = signals;
     BTreeMap::from([
-        ("intel", reports.min(3) as f64 / 3.0),
-        ("kev", kev.min(5) as f64 / 5.0),
-        ("ransomware", if ransomware > 0 { 1.0 } else { 0.0 }),
-        ("actors", actors.min(10) as f64 / 10.0),
+        ("intel", reports as f64 / (reports as f64 + 2.0)),
+        ("kev", kev as f64 / (kev as f64 + 5.0)),
+        ("ransomware", ransomware as f64 / (ransomware as f64 + 2.0)),
+        ("actors", actors as f64 / (actors as f64 + 10.0)),
         ("weakness", 1.0 - unrounded(score) / 100.0),
         (
             "staleness",
@@ -262,8 +262,8 @@ async fn the_plan_ranks_as_a_hand_computation_does_with_its_reasons() {
         .collect();
     let wanted: Vec<&str> = expected.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(order, wanted);
-    // By hand: T1003 (untested, recent intel, a ransomware CVE, 80 in
-    // all) before T1105 (regressed, recent intel, 69.5).
+    // By hand: T1003 (untested, recent intel, a ransomware CVE: 58.1)
+    // before T1105 (regressed, recent intel: 55.5).
     assert_eq!(order[..2], ["T1003", "T1105"]);
     for (t, (id, priority, f)) in plan.techniques.iter().zip(&expected) {
         assert_eq!(&t.technique_id, id);
@@ -350,7 +350,7 @@ async fn the_plan_ranks_as_a_hand_computation_does_with_its_reasons() {
         .await
         .unwrap()
         .into_inner();
-    assert!((plan.techniques[0].priority - 100.0 * 2.0 / 3.0).abs() < 1e-6);
+    assert!((plan.techniques[0].priority - 100.0 * 2.0 / 4.0).abs() < 1e-6);
 
     // Filters.
     let only = |request: pb::PlanNextTestsRequest| {

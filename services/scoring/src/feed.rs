@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    domain::{self, Scored, round1},
+    domain::{self, Scored, Status, round1},
     engine::Scorer,
     error::ScoringError,
     plan::is_regression,
@@ -168,7 +168,8 @@ pub fn regression_key(seq: i64) -> String {
 /// The states to publish and the changes to number, from the published
 /// `states` and the fresh `scores`. A technique with no published state
 /// (new to the catalogue, or the feed's first pass) is published quietly
-/// unless an invalidation named it, when it is a change from nothing.
+/// unless an invalidation named it and it is more than untested, when it
+/// is a change from nothing.
 pub fn diff(
     seen: &FeedState,
     invalidated: &[String],
@@ -206,6 +207,9 @@ pub fn diff(
             status: Some(s.status),
         });
         let kind = match old.and_then(|o| o.status) {
+            // A technique that appears untested (an import) is news to no
+            // one: published quietly.
+            None if s.status == Status::Untested && score == 0.0 => continue,
             Some(before) if is_regression(before, s.status) => ChangeKind::Regression,
             _ if status_moved || named.contains(s.technique_id.as_str()) => ChangeKind::Technique,
             // Drift with time alone, status unchanged: published quietly.
@@ -251,5 +255,71 @@ pub async fn run(feed: Feed, interval: Duration, shutdown: CancellationToken) {
         if pending {
             pending = !matches!(feed.deliver().await, Ok(true));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scored(id: &str, score: f64, status: Status) -> Scored {
+        Scored {
+            technique_id: id.into(),
+            score,
+            status,
+            ..Scored::default()
+        }
+    }
+
+    fn state(id: &str, score: f64, status: Status) -> (String, StateRow) {
+        (
+            id.into(),
+            StateRow {
+                technique_id: id.into(),
+                score,
+                status: Some(status),
+            },
+        )
+    }
+
+    #[test]
+    fn status_moves_are_changes_drift_is_quiet_and_new_untested_techniques_are_news_to_no_one() {
+        let states = BTreeMap::from([
+            state("T1", 80.0, Status::Covered),
+            state("T2", 50.0, Status::Partial),
+            state("T3", 50.0, Status::Partial),
+            state("", 40.0, Status::Untested),
+        ]);
+        let scores = [
+            scored("T1", 60.04, Status::Partial), // regression
+            scored("T2", 49.0, Status::Partial),  // drift, not named: quiet
+            scored("T3", 45.0, Status::Partial),  // named: a change
+            scored("T4", 0.0, Status::Untested),  // new and untested: quiet
+            scored("T5", 70.0, Status::Partial),  // new, named: from nothing
+        ];
+        let seen = FeedState {
+            last_seq: 10,
+            ..FeedState::default()
+        };
+        let named = ["T3".to_owned(), "T4".to_owned(), "T5".to_owned()];
+        let (out, changes) = diff(&seen, &named, &states, &scores, 41.0);
+        let kinds: Vec<(i64, ChangeKind, &str)> = changes
+            .iter()
+            .map(|c| (c.seq, c.kind, c.technique_id.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (11, ChangeKind::Regression, "T1"),
+                (12, ChangeKind::Technique, "T3"),
+                (13, ChangeKind::Technique, "T5"),
+                (14, ChangeKind::Organization, ""),
+            ]
+        );
+        assert_eq!(changes[0].new_score, 60.0, "rounded as users see it");
+        assert_eq!(changes[2].old_status, None);
+        // Every moved state is published, the quiet ones too.
+        let published: Vec<&str> = out.iter().map(|s| s.technique_id.as_str()).collect();
+        assert_eq!(published, ["T1", "T2", "T3", "T4", "T5", ""]);
     }
 }

@@ -60,6 +60,21 @@ impl Weights {
     }
 }
 
+/// The counts at which the intel, KEV, ransomware and actor factors reach
+/// one half: each factor is n / (n + half), which grows with every report,
+/// CVE or actor and never saturates, so the techniques most threatened
+/// stay apart (with a cap, most of ATT&CK would tie at the cap).
+pub const INTEL_HALF: i64 = 2;
+pub const KEV_HALF: i64 = 5;
+pub const RANSOMWARE_HALF: i64 = 2;
+pub const ACTORS_HALF: i64 = 10;
+
+/// n / (n + half); 0 for none.
+pub fn saturating(n: i64, half: i64) -> f64 {
+    let n = n.max(0) as f64;
+    n / (n + half as f64)
+}
+
 /// What ingest knows of a technique's threat (GetThreatSignals).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Signals {
@@ -123,7 +138,7 @@ pub fn reasons(
     out.push(Reason {
         reason: "intel",
         weight: weights.intel,
-        factor: (signals.recent_reports.min(3) as f64) / 3.0,
+        factor: saturating(signals.recent_reports, INTEL_HALF),
         detail: match (&signals.latest_title, signals.recent_reports) {
             (_, 0) | (None, _) => format!("no intel report seen since {since}"),
             (Some(title), n) => {
@@ -134,7 +149,7 @@ pub fn reasons(
     out.push(Reason {
         reason: "kev",
         weight: weights.kev,
-        factor: (signals.kev_cves.min(5) as f64) / 5.0,
+        factor: saturating(signals.kev_cves, KEV_HALF),
         detail: format!(
             "{} known exploited vulnerabilities (CISA KEV) map to it",
             signals.kev_cves
@@ -143,11 +158,7 @@ pub fn reasons(
     out.push(Reason {
         reason: "ransomware",
         weight: weights.ransomware,
-        factor: if signals.ransomware_cves > 0 {
-            1.0
-        } else {
-            0.0
-        },
+        factor: saturating(signals.ransomware_cves, RANSOMWARE_HALF),
         detail: format!(
             "{} of them used in ransomware campaigns",
             signals.ransomware_cves
@@ -163,7 +174,7 @@ pub fn reasons(
     out.push(Reason {
         reason: "actors",
         weight: weights.actors,
-        factor: (signals.actor_ids.len().min(10) as f64) / 10.0,
+        factor: saturating(signals.actor_ids.len() as i64, ACTORS_HALF),
         detail: format!(
             "used by {} threat actors{}{}",
             signals.actor_ids.len(),
@@ -332,7 +343,8 @@ mod tests {
         let base = w.weakness + w.staleness + w.rules;
         assert_eq!(plan[1].score.technique_id, "T1001");
         assert!((plan[1].priority - base).abs() < 1e-9);
-        let expected = base + w.intel + w.kev * 0.2 + w.ransomware + w.actors * 0.5;
+        let expected =
+            base + w.intel * 6.0 / 8.0 + w.kev / 6.0 + w.ransomware / 3.0 + w.actors / 3.0;
         assert!(
             (plan[0].priority - expected).abs() < 1e-9,
             "{}",
