@@ -4,6 +4,7 @@
 //! gRPC.
 
 mod architecture;
+mod atlassian;
 mod campaigns;
 mod collector;
 mod database_health;
@@ -12,6 +13,7 @@ mod helpers;
 mod history;
 mod hostile;
 mod ingest;
+mod integrations;
 mod intel;
 mod metrics;
 mod migrations;

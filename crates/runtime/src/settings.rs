@@ -79,6 +79,70 @@ pub struct Settings {
 
     #[command(flatten)]
     pub tls: TlsSettings,
+
+    #[command(flatten)]
+    pub integrations: IntegrationSettings,
+}
+
+/// The work-tracking integrations of campaigns (docs/design.md §3, "Work
+/// tracking"): off unless a URL is set. Credentials never come from flags:
+/// from `PURPLE_JIRA_EMAIL` + `PURPLE_JIRA_API_TOKEN` (Jira Cloud),
+/// `PURPLE_JIRA_PAT` (Data Center) and `PURPLE_TEMPO_TOKEN`, or from the
+/// credentials file.
+#[derive(Args, Clone, Debug, Default)]
+pub struct IntegrationSettings {
+    /// Jira base URL (https://example.atlassian.net); unset: no Jira.
+    #[arg(long, env = "PURPLE_JIRA_URL")]
+    pub jira_url: Option<String>,
+
+    /// Jira REST API version: 3 (Cloud) or 2 (Data Center).
+    #[arg(long, env = "PURPLE_JIRA_API_VERSION", default_value_t = 3)]
+    pub jira_api_version: u8,
+
+    /// Key of the Jira project remediations are created in.
+    #[arg(long, env = "PURPLE_JIRA_PROJECT", default_value = "")]
+    pub jira_project: String,
+
+    /// Issue type of the created issues.
+    #[arg(long, env = "PURPLE_JIRA_ISSUE_TYPE", default_value = "Task")]
+    pub jira_issue_type: String,
+
+    /// Id of the Jira transition applied when a remediation starts (empty:
+    /// none).
+    #[arg(long, env = "PURPLE_JIRA_TRANSITION_START", default_value = "")]
+    pub jira_transition_start: String,
+
+    /// Id of the Jira transition applied when a remediation completes
+    /// (empty: a comment only).
+    #[arg(long, env = "PURPLE_JIRA_TRANSITION_DONE", default_value = "")]
+    pub jira_transition_done: String,
+
+    /// How often the Jira status of open issues is read back, in seconds
+    /// (one search per 100 issues); 0: never.
+    #[arg(long, env = "PURPLE_JIRA_STATUS_SYNC_SECS", default_value_t = 0)]
+    pub jira_status_sync_secs: u64,
+
+    /// Tempo API base URL (https://api.tempo.io); unset: no Tempo.
+    #[arg(long, env = "PURPLE_TEMPO_URL")]
+    pub tempo_url: Option<String>,
+
+    /// Atlassian account id Tempo worklogs are logged under.
+    #[arg(long, env = "PURPLE_TEMPO_ACCOUNT_ID", default_value = "")]
+    pub tempo_account_id: String,
+
+    /// Jira issue id a worklog goes to when its test has no remediation
+    /// with a Jira issue (empty: such a worklog is set aside).
+    #[arg(long, env = "PURPLE_TEMPO_DEFAULT_ISSUE_ID", default_value = "")]
+    pub tempo_default_issue_id: String,
+
+    /// TOML file of credentials (`jira_email`, `jira_api_token`,
+    /// `jira_pat`, `tempo_token`), read instead of the environment.
+    #[arg(long, env = "PURPLE_INTEGRATION_CREDENTIALS_FILE")]
+    pub integration_credentials_file: Option<PathBuf>,
+
+    /// Deadline of each call to Jira or Tempo, in seconds.
+    #[arg(long, env = "PURPLE_INTEGRATION_TIMEOUT_SECS", default_value_t = 10)]
+    pub integration_timeout_secs: u64,
 }
 
 /// Where each service keeps its tables.

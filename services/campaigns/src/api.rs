@@ -321,12 +321,15 @@ impl CampaignsService for CampaignsApi {
             &r.page_token,
             &format!("{state:?}|{}", r.technique_id),
         )?;
-        let (rows, next_page_token) = self
+        let (rows, issues, next_page_token) = self
             .people
             .list_remediations(state, &r.technique_id, &page)
             .await?;
         Ok(Response::new(pb::ListRemediationsResponse {
-            remediations: rows.into_iter().map(convert::remediation_pb).collect(),
+            remediations: rows
+                .into_iter()
+                .map(|row| convert::remediation_with_issue(row, &issues))
+                .collect(),
             next_page_token,
         }))
     }

@@ -401,7 +401,23 @@ pub fn remediation_pb(r: Remediation) -> pb::Remediation {
         opened_at: Some(timestamp(r.opened_at)),
         completed_at: timestamp_opt(r.completed_at),
         started_at: timestamp_opt(r.started_at),
+        jira_issue_key: String::new(),
+        jira_status: String::new(),
     }
+}
+
+/// A remediation on the wire with its Jira issue, when it has one.
+pub fn remediation_with_issue(
+    r: Remediation,
+    issues: &crate::people::JiraIssues,
+) -> pb::Remediation {
+    let issue = issues.get(&r.remediation_id).cloned();
+    let mut out = remediation_pb(r);
+    if let Some((key, status)) = issue {
+        out.jira_issue_key = key;
+        out.jira_status = status;
+    }
+    out
 }
 
 /// A user on the wire.

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod domain;
 pub mod error;
 pub mod history;
+pub mod integrations;
 pub mod people;
 pub mod relay;
 pub mod report;
@@ -52,12 +53,19 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         "detection result sources",
         include_str!("../migrations/0007_result_sources.sql"),
     ),
+    MigrationFile::per_backend(
+        8,
+        "integrations",
+        include_str!("../migrations/0008_integrations.sqlite.sql"),
+        include_str!("../migrations/0008_integrations.postgres.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database and starts its outbox
 /// relay and scheduler, which stop with the process.
 pub fn build(ctx: ServiceContext) -> anyhow::Result<CampaignsServiceServer<api::CampaignsApi>> {
     let store = store::CampaignStore::new(ctx.db.clone());
+    let integrations = integrations::Integrations::from_settings(&ctx.settings.integrations)?;
     let peers = clients::PeerClients::new(&ctx.peers);
     let directory = people::Directory::new(store.clone());
     let campaigns = campaign::Campaigns {
@@ -75,6 +83,7 @@ pub fn build(ctx: ServiceContext) -> anyhow::Result<CampaignsServiceServer<api::
             peers: peers.clone(),
             directory: directory.clone(),
             stale_after_days: ctx.settings.domain.stale_test_days,
+            integrations: integrations.clone(),
         },
         reports: report::Reports {
             store: store.clone(),
@@ -84,6 +93,7 @@ pub fn build(ctx: ServiceContext) -> anyhow::Result<CampaignsServiceServer<api::
         people: people::People {
             store: store.clone(),
             directory,
+            integrations: integrations.clone(),
         },
         scheduler: scheduler.clone(),
         campaigns,
@@ -98,6 +108,16 @@ pub fn build(ctx: ServiceContext) -> anyhow::Result<CampaignsServiceServer<api::
         },
     };
     let interval = Duration::from_millis(ctx.settings.domain.relay_interval_ms.max(10));
+    if integrations.jira.is_some() || integrations.tempo.is_some() {
+        ctx.tasks.spawn(integrations::run(
+            integrations::Deliverer {
+                store: store.clone(),
+                integrations,
+                interval,
+            },
+            ctx.shutdown.clone(),
+        ));
+    }
     ctx.tasks.spawn(relay::run_relay(
         relay::Relay { store, peers },
         interval,

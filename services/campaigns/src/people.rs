@@ -23,6 +23,9 @@ use crate::{
     workflow::new_id,
 };
 
+/// The Jira issue (key, status) of remediations, by remediation id.
+pub type JiraIssues = std::collections::BTreeMap<String, (String, String)>;
+
 /// A user to create.
 #[derive(Clone, Debug)]
 pub struct NewUser {
@@ -130,6 +133,8 @@ const MAX_NOTE_LEN: usize = 10_000;
 pub struct People {
     pub(crate) store: CampaignStore,
     pub(crate) directory: Directory,
+    /// Tempo, when on: told in the worklog's transaction.
+    pub(crate) integrations: crate::integrations::Integrations,
 }
 
 /// A user id or subject: what an identity provider may issue.
@@ -218,7 +223,7 @@ impl People {
         state: Option<RemediationState>,
         technique_id: &str,
         page: &Page,
-    ) -> Result<(Vec<Remediation>, String), CampaignError> {
+    ) -> Result<(Vec<Remediation>, JiraIssues, String), CampaignError> {
         let mut rows = self
             .store
             .list_remediations(state, technique_id, page)
@@ -226,7 +231,14 @@ impl People {
         let next = page.finish(&mut rows, |r| {
             vec![r.opened_at.into(), (&r.remediation_id).into()]
         });
-        Ok((rows, next))
+        // Their Jira issues: one more statement, only with Jira on.
+        let issues = if self.integrations.jira.is_some() && !rows.is_empty() {
+            let ids: Vec<String> = rows.iter().map(|r| r.remediation_id.clone()).collect();
+            self.store.jira_issues_of(&ids).await?
+        } else {
+            JiraIssues::new()
+        };
+        Ok((rows, issues, next))
     }
 
     /// A page of a user's notifications (the caller's own; an admin may
@@ -346,11 +358,16 @@ impl People {
             note,
             logged_at: now_micros(),
         };
-        if !self.store.insert_worklog(&row).await? {
+        let mut tx = self.store.db().begin().await?;
+        if !self.store.insert_worklog(&mut tx, &row).await? {
             return Err(CampaignError::NotFound(format!(
                 "test {test_id} does not exist"
             )));
         }
+        self.store
+            .enqueue_integrations(&mut tx, &self.integrations.logged(&row), row.logged_at)
+            .await?;
+        tx.commit().await?;
         Ok(row)
     }
 

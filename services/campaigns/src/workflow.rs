@@ -50,6 +50,8 @@ pub struct Workflow {
     pub(crate) directory: Directory,
     /// A validated test older than this is stale.
     pub(crate) stale_after_days: u32,
+    /// Jira and Tempo, when on: told in the transaction of the change.
+    pub(crate) integrations: crate::integrations::Integrations,
 }
 
 /// A new id for a test, campaign, event or anything else campaigns creates.
@@ -199,6 +201,9 @@ impl Workflow {
                 completed_at: None,
             };
             self.store.insert_remediation(&mut tx, &r).await?;
+            self.store
+                .enqueue_integrations(&mut tx, &self.integrations.opened(&r, &after), now)
+                .await?;
             outbox.push(Event::of_remediation(
                 &r,
                 purple_api::common::v1::EventKind::RemediationOpened,
@@ -324,6 +329,9 @@ impl Workflow {
         }
         let event = Event::of_remediation(&after, kind, now, actor_id, "", new_id());
         self.store.enqueue(&mut tx, &[event], now).await?;
+        self.store
+            .enqueue_integrations(&mut tx, &self.integrations.moved(&after), now)
+            .await?;
         tx.commit().await?;
         Ok(after)
     }

@@ -5,6 +5,7 @@
 
 pub mod campaigns;
 pub mod history;
+pub mod integrations;
 pub mod outbox;
 pub mod people;
 pub mod workflow;

@@ -402,7 +402,11 @@ impl CampaignStore {
     }
 
     /// Adds a worklog; false when the test does not exist.
-    pub async fn insert_worklog(&self, w: &WorklogRow) -> Result<bool, sqlx::Error> {
+    pub async fn insert_worklog(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        w: &WorklogRow,
+    ) -> Result<bool, sqlx::Error> {
         let done = self
             .db
             .stmt(INSERT_WORKLOG)
@@ -412,7 +416,7 @@ impl CampaignStore {
             .bind(w.minutes)
             .bind(w.note.clone())
             .bind(w.logged_at)
-            .execute(self.db.pool())
+            .execute(&mut **tx)
             .await?;
         Ok(done.rows_affected() == 1)
     }
