@@ -52,6 +52,8 @@ pub struct State {
     pub issues: Vec<Issue>,
     pub worklogs: Vec<Worklog>,
     pub requests: Vec<String>,
+    /// When each request arrived, and the status injected into it.
+    pub arrivals: Vec<(std::time::Instant, Option<u16>)>,
     /// Answers for the next calls, before any other handling.
     pub inject: VecDeque<(u16, Option<u64>)>,
     /// Hold the answer to the next worklog creation this long (after
@@ -174,7 +176,12 @@ async fn handle(
     {
         let mut s = state.lock().unwrap();
         s.requests.push(format!("{method} {path}"));
-        if let Some((status, retry_after)) = s.inject.pop_front() {
+        let injected = s.inject.pop_front();
+        s.arrivals.push((
+            std::time::Instant::now(),
+            injected.map(|(status, _)| status),
+        ));
+        if let Some((status, retry_after)) = injected {
             let mut response = answer(status, errors("injected"));
             if let Some(seconds) = retry_after {
                 response

@@ -189,12 +189,12 @@ async fn with_jira_down_fifty_remediations_open_and_move_and_all_arrive_once() {
         expected.insert(format!("purple-{}", r.remediation_id), status);
     }
     assert!(fake.issues().is_empty());
-    // Back up, with a 500 and then a 429 asking for a second first.
+    // Back up, with a 500 and then a 429 asking for two seconds first.
     fake.state
         .lock()
         .unwrap()
         .inject
-        .extend([(500, None), (429, Some(1))]);
+        .extend([(500, None), (429, Some(2))]);
     fake.resume().await;
     until("every issue in its final status", 60, || {
         let issues = fake.issues();
@@ -223,6 +223,11 @@ async fn with_jira_down_fifty_remediations_open_and_move_and_all_arrive_once() {
     let requests = fake.requests();
     assert!(requests.len() >= 50 + 2, "{}", requests.len());
     assert!(dead_letters(&app).await.is_empty());
+    // The call after the 429 waited for its Retry-After.
+    let arrivals = fake.state.lock().unwrap().arrivals.clone();
+    let at = arrivals.iter().position(|(_, s)| *s == Some(429)).unwrap();
+    let waited = arrivals[at + 1].0 - arrivals[at].0;
+    assert!(waited >= Duration::from_millis(1_900), "{waited:?}");
 }
 
 #[tokio::test]
@@ -282,8 +287,12 @@ async fn worklogs_reach_tempo_once_each_across_a_restart_mid_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    // The worklogs' author (the test's omni user) has an account of their own.
+    let accounts = dir.path().join("accounts.toml");
+    std::fs::write(&accounts, "tester = \"557058:tester\"\n").unwrap();
     let settings = |s: &mut Settings| {
         configure(s, &fake, true, dir.path());
+        s.integrations.tempo_accounts_file = Some(accounts.clone());
         s.storage.data_dir = data.path().to_path_buf();
         s.storage.schema_prefix = prefix.clone();
     };
@@ -326,7 +335,7 @@ async fn worklogs_reach_tempo_once_each_across_a_restart_mid_delivery() {
         assert_eq!(at_tempo.len(), 1, "{marker}");
         assert_eq!(at_tempo[0].seconds, i64::from(w.minutes) * 60);
         assert_eq!(at_tempo[0].issue_id, issue_id, "on the remediation's issue");
-        assert_eq!(at_tempo[0].author, "557058:purple-bot");
+        assert_eq!(at_tempo[0].author, "557058:tester");
     }
     assert!(
         fake.requests()

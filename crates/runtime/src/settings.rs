@@ -130,6 +130,12 @@ pub struct IntegrationSettings {
     #[arg(long, env = "PURPLE_TEMPO_ACCOUNT_ID", default_value = "")]
     pub tempo_account_id: String,
 
+    /// TOML file mapping Purple user ids to Atlassian account ids
+    /// (`"oidc|rex" = "557058:…"`): whose worklog a Tempo worklog is; users
+    /// not in it log under --tempo-account-id.
+    #[arg(long, env = "PURPLE_TEMPO_ACCOUNTS_FILE")]
+    pub tempo_accounts_file: Option<PathBuf>,
+
     /// Jira issue id a worklog goes to when its test has no remediation
     /// with a Jira issue (empty: such a worklog is set aside).
     #[arg(long, env = "PURPLE_TEMPO_DEFAULT_ISSUE_ID", default_value = "")]

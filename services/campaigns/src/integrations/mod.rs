@@ -131,11 +131,21 @@ impl Integrations {
                     !settings.tempo_account_id.is_empty(),
                     "--tempo-url needs --tempo-account-id"
                 );
+                let accounts = match &settings.tempo_accounts_file {
+                    None => Default::default(),
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                        toml::from_str(&text)
+                            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?
+                    }
+                };
                 Some(Arc::new(Tempo::new(
                     http,
                     url,
                     &token,
                     settings.tempo_account_id.clone(),
+                    accounts,
                     settings.tempo_default_issue_id.clone(),
                 )?))
             }

@@ -31,6 +31,8 @@ pub struct Tempo {
     pub(crate) base: String,
     authorization: reqwest::header::HeaderValue,
     pub(crate) account_id: String,
+    /// Purple user id → Atlassian account id.
+    pub(crate) accounts: std::collections::BTreeMap<String, String>,
     pub(crate) default_issue_id: String,
 }
 
@@ -55,6 +57,7 @@ impl Tempo {
         base: &str,
         token: &str,
         account_id: String,
+        accounts: std::collections::BTreeMap<String, String>,
         default_issue_id: String,
     ) -> anyhow::Result<Self> {
         let mut authorization = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -65,6 +68,7 @@ impl Tempo {
             base: base.trim_end_matches('/').to_owned(),
             authorization,
             account_id,
+            accounts,
             default_issue_id,
         })
     }
@@ -107,7 +111,7 @@ impl Tempo {
             "startDate": started.format("%Y-%m-%d").to_string(),
             "startTime": started.format("%H:%M:%S").to_string(),
             "description": format!("{} {}", w.note, marker(&w.worklog_id)).trim().to_owned(),
-            "authorAccountId": self.account_id,
+            "authorAccountId": self.accounts.get(&w.user_id).unwrap_or(&self.account_id),
         });
         let request = self
             .http
