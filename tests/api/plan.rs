@@ -459,6 +459,12 @@ async fn the_plan_costs_the_same_statements_and_calls_at_two_sizes() {
             catalogue(&app).await;
             threats(&app).await;
         }
+        // The board computed once (and cached, as any read of it is); the
+        // plan then costs its own inputs only.
+        scoring(&app)
+            .get_organization_score(pb::GetOrganizationScoreRequest::default())
+            .await
+            .unwrap();
         let trace = Trace::new("purple.scoring.v1.ScoringService/PlanNextTests");
         let plan = scoring(&app)
             .plan_next_tests(trace.request(pb::PlanNextTestsRequest {
@@ -472,11 +478,12 @@ async fn the_plan_costs_the_same_statements_and_calls_at_two_sizes() {
         costs.push(Cost::of(&app.trace(&trace).await));
     }
     assert_eq!(costs[0], costs[1], "small vs large");
-    // The request; the board (ListTactics, ListTechniques, GetCatalogInputs,
-    // AggregateTestsByTechnique) and GetThreatSignals, one chunk each.
-    assert_eq!(costs[1].rpcs, 6, "{:?}", costs[1]);
-    // Scoring reads the latest snapshot in one statement.
+    // The request and GetThreatSignals, one chunk whatever the size.
+    assert_eq!(costs[1].rpcs, 2, "{:?}", costs[1]);
+    // Scoring reads the latest snapshot in one statement; ingest answers
+    // the signals in three.
     assert_eq!(costs[1].statements.get("scoring"), Some(&1));
+    assert_eq!(costs[1].statements.get("ingest"), Some(&3));
 }
 
 async fn next_changes(

@@ -35,6 +35,7 @@ impl ScoringApi {
             cache: Arc::new(ScoreCache::new(
                 ctx.settings.domain.score_cache_ttl_secs as i64 * 1_000_000,
             )),
+            changed: Arc::default(),
         };
         let critical_k = i64::from(ctx.settings.domain.critical_actor_threshold);
         Self {

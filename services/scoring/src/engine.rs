@@ -33,6 +33,9 @@ pub struct Scorer {
     pub(crate) store: ScoreStore,
     /// Scores for now, shared by every request of this replica.
     pub(crate) cache: Arc<ScoreCache>,
+    /// Woken by every invalidation this replica records: its feed
+    /// publishes at once instead of at its next interval.
+    pub(crate) changed: Arc<tokio::sync::Notify>,
 }
 
 impl Scorer {
@@ -44,12 +47,26 @@ impl Scorer {
         as_of: Option<Micros>,
         at: Micros,
     ) -> Result<Vec<Scored>, ScoringError> {
+        self.compute_with(techniques, as_of, at, true).await
+    }
+
+    /// [`Self::compute`], keeping what it fetches of the catalogue side in
+    /// memory only when `warm`.
+    async fn compute_with(
+        &self,
+        techniques: &[TechniqueInfo],
+        as_of: Option<Micros>,
+        at: Micros,
+        warm: bool,
+    ) -> Result<Vec<Scored>, ScoringError> {
         if techniques.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
-        let (catalog, tests) =
-            futures::try_join!(self.catalog(techniques), self.inputs.tests(&ids, as_of))?;
+        let (catalog, tests) = futures::try_join!(
+            self.catalog(techniques, warm),
+            self.inputs.tests(&ids, as_of)
+        )?;
         Ok(ids
             .iter()
             .filter_map(|id| {
@@ -61,10 +78,11 @@ impl Scorer {
     }
 
     /// The catalogue side of `techniques`: cached, the rest fetched from
-    /// ingest in one chunked batch and cached.
+    /// ingest in one chunked batch (and cached when `warm`).
     async fn catalog(
         &self,
         techniques: &[TechniqueInfo],
+        warm: bool,
     ) -> Result<BTreeMap<String, CatalogSide>, ScoringError> {
         let now = now_micros();
         let epoch = self.cache.epoch();
@@ -83,7 +101,9 @@ impl Scorer {
         if !missing.is_empty() {
             let fetched = self.inputs.catalog(&missing).await?;
             let fetched: Vec<CatalogSide> = fetched.into_values().collect();
-            self.cache.put_sides(&fetched, now, epoch);
+            if warm {
+                self.cache.put_sides(&fetched, now, epoch);
+            }
             sides.extend(
                 fetched
                     .into_iter()
@@ -198,12 +218,16 @@ impl Scorer {
     }
 
     /// Every live technique scored now, computed afresh and left out of
-    /// the score cache (what the change feed compares: it must neither read
-    /// a stale entry nor warm the cache behind the requests' back).
+    /// the cache (what the change feed compares: it must neither read a
+    /// stale score nor change what a request costs behind its back). The
+    /// catalogue side is read from memory where a request left it.
     pub async fn survey(&self) -> Result<Vec<Scored>, ScoringError> {
         let now = now_micros();
-        let (_, techniques) = self.live_catalogue().await?;
-        self.compute(&techniques, None, now).await
+        let techniques = match self.cache.live_techniques(now) {
+            Some(live) => live,
+            None => Arc::new(self.inputs.live_techniques().await?),
+        };
+        self.compute_with(&techniques, None, now, false).await
     }
 
     /// Every live technique scored now, computed afresh (never read from
@@ -258,7 +282,9 @@ impl Scorer {
     /// catalogue changed too (an import), so every replica drops it.
     pub async fn invalidate(&self, ids: &[String], catalogue: bool) -> Result<u64, ScoringError> {
         self.store.invalidate(ids, catalogue).await?;
-        Ok(self.sync().await?)
+        let dropped = self.sync().await?;
+        self.changed.notify_one();
+        Ok(dropped)
     }
 
     /// Applies the invalidations any replica recorded since the generations

@@ -232,15 +232,18 @@ pub fn diff(
     (out, changes)
 }
 
-/// Each `interval` until shutdown: applies the invalidations any replica
-/// recorded to this replica's cache (docs/adr/0009), runs a feed pass, and
-/// delivers regressions when a pass made some or a delivery failed.
+/// Each `interval` until shutdown, and at once when this replica records
+/// an invalidation: applies the invalidations any replica recorded to this
+/// replica's cache (docs/adr/0009), runs a feed pass, and delivers
+/// regressions when a pass made some or a delivery failed.
 pub async fn run(feed: Feed, interval: Duration, shutdown: CancellationToken) {
     let mut pending = true;
+    let changed = feed.scorer.changed.clone();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
+            () = changed.notified() => {}
         }
         if let Err(err) = feed.scorer.sync().await {
             // The database is down: health says so; the TTL bounds how

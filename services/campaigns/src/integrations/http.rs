@@ -12,6 +12,9 @@ use reqwest::{RequestBuilder, StatusCode};
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
 /// How much of a refusal's body is kept and shown.
 const BODY_EXCERPT: usize = 500;
+/// The largest answer read: what Purple asks for is small, and a broken or
+/// hostile peer cannot make the process hold gigabytes.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// Why a call did not succeed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,7 +70,15 @@ pub async fn send(request: RequestBuilder, what: &str) -> Result<serde_json::Val
     };
     let status = response.status();
     let after = retry_after(&response);
-    let body = response.text().await.unwrap_or_default();
+    let body = match bounded_body(response).await {
+        Ok(body) => body,
+        Err(reason) => {
+            return Err(Failure::Retry {
+                after: None,
+                reason: format!("{what}: {reason}"),
+            });
+        }
+    };
     if status.is_success() {
         return Ok(if body.trim().is_empty() {
             serde_json::Value::Null
@@ -86,6 +97,23 @@ pub async fn send(request: RequestBuilder, what: &str) -> Result<serde_json::Val
         status: status.as_u16(),
         reason,
     })
+}
+
+/// The body as text, refused past [`MAX_BODY`] bytes.
+async fn bounded_body(mut response: reqwest::Response) -> Result<String, String> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(format!("an answer larger than {MAX_BODY} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(String::from_utf8_lossy(&body).into_owned()),
+            Err(err) => return Err(format!("reading the answer: {}", err.without_url())),
+        }
+    }
 }
 
 /// An HTTP client with connection reuse, the ring TLS provider and a
