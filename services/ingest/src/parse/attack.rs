@@ -7,100 +7,16 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-
-use super::{ParseError, text};
+use super::{
+    ParseError,
+    stix::{self, StixObject},
+};
 use crate::domain::{
     ActorRow, Hashed, IntelDraft, IntelReportRow, MitigationRow, Newest, Parsed, TacticRow,
     TechniqueRow, json_list, normalize_technique_id, parent_of,
 };
 
-#[derive(Deserialize)]
-struct Bundle {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    objects: Vec<StixObject>,
-}
-
-#[derive(Deserialize)]
-struct ExternalReference {
-    source_name: String,
-    #[serde(default)]
-    external_id: Option<String>,
-    #[serde(default)]
-    url: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct KillChainPhase {
-    kill_chain_name: String,
-    phase_name: String,
-}
-
-#[derive(Deserialize)]
-struct StixObject {
-    #[serde(rename = "type")]
-    kind: String,
-    id: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    revoked: bool,
-    #[serde(default)]
-    x_mitre_deprecated: bool,
-    #[serde(default)]
-    x_mitre_is_subtechnique: bool,
-    #[serde(default)]
-    external_references: Vec<ExternalReference>,
-    #[serde(default)]
-    kill_chain_phases: Vec<KillChainPhase>,
-    #[serde(default)]
-    x_mitre_platforms: Vec<String>,
-    #[serde(default)]
-    x_mitre_shortname: Option<String>,
-    #[serde(default)]
-    aliases: Vec<String>,
-    #[serde(default)]
-    tactic_refs: Vec<String>,
-    #[serde(default)]
-    relationship_type: Option<String>,
-    #[serde(default)]
-    source_ref: Option<String>,
-    #[serde(default)]
-    target_ref: Option<String>,
-    #[serde(default)]
-    x_mitre_version: Option<String>,
-    /// The STIX `modified` instant (RFC 3339, so text order is time order).
-    #[serde(default)]
-    modified: String,
-    #[serde(default)]
-    x_mitre_domains: Vec<String>,
-    #[serde(default)]
-    created: Option<String>,
-    #[serde(default)]
-    first_seen: Option<String>,
-    #[serde(default)]
-    last_seen: Option<String>,
-}
-
 impl StixObject {
-    fn attack_id(&self) -> Option<&str> {
-        self.external_references
-            .iter()
-            .find(|r| r.source_name == "mitre-attack")
-            .and_then(|r| r.external_id.as_deref())
-    }
-
-    fn attack_url(&self) -> Option<&str> {
-        self.external_references
-            .iter()
-            .find(|r| r.source_name == "mitre-attack")
-            .and_then(|r| r.url.as_deref())
-    }
-
     fn flags(&self) -> (bool, bool) {
         (self.revoked, self.x_mitre_deprecated)
     }
@@ -136,24 +52,8 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
 
 /// The objects of a STIX bundle that holds ATT&CK techniques or tactics.
 fn bundle_objects(file: &str, bytes: &[u8]) -> Result<Vec<StixObject>, ParseError> {
-    let text = text(file, bytes)?;
-    if !text.trim_start().starts_with('{') {
-        return Err(ParseError::new(
-            file,
-            "line 1, column 1",
-            "not JSON: an ATT&CK import takes a STIX bundle",
-        ));
-    }
-    let bundle: Bundle = serde_json::from_str(text).map_err(|e| ParseError::json(file, &e))?;
-    if bundle.kind != "bundle" {
-        return Err(ParseError::new(
-            file,
-            "type",
-            format!("a STIX bundle has type \"bundle\", not {:?}", bundle.kind),
-        ));
-    }
-    if !bundle
-        .objects
+    let objects = stix::bundle(file, bytes, "an ATT&CK import")?;
+    if !objects
         .iter()
         .any(|o| o.kind == "attack-pattern" || o.kind == "x-mitre-tactic")
     {
@@ -163,7 +63,7 @@ fn bundle_objects(file: &str, bytes: &[u8]) -> Result<Vec<StixObject>, ParseErro
             "the bundle has no ATT&CK techniques or tactics",
         ));
     }
-    Ok(bundle.objects)
+    Ok(objects)
 }
 
 /// Each tactic's position in the kill chain, from the (live) matrix.
@@ -357,9 +257,9 @@ fn actor_row(object: &StixObject, attack_id: &str) -> ActorRow {
 fn campaign_draft(object: &StixObject, attack_id: &str) -> IntelDraft {
     let (revoked, deprecated) = object.flags();
     let url = object.attack_url().unwrap_or_default().to_owned();
-    let first_seen = super::intel::instant(object.first_seen.as_deref());
-    let last_seen = super::intel::instant(object.last_seen.as_deref());
-    let published_at = super::intel::instant(object.created.as_deref());
+    let first_seen = stix::instant(object.first_seen.as_deref());
+    let last_seen = stix::instant(object.last_seen.as_deref());
+    let published_at = stix::instant(object.created.as_deref());
     IntelDraft {
         row: IntelReportRow {
             report_key: if url.is_empty() {

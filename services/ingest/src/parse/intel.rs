@@ -9,73 +9,13 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-
-use super::{ParseError, text};
+use super::{
+    ParseError,
+    stix::{self, StixObject, instant},
+};
 use crate::domain::{
     Hashed, IntelDraft, IntelReportRow, Parsed, json_list, normalize_technique_id,
 };
-
-#[derive(Deserialize)]
-struct Bundle {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    objects: Vec<StixObject>,
-}
-
-#[derive(Deserialize)]
-struct ExternalReference {
-    source_name: String,
-    #[serde(default)]
-    external_id: Option<String>,
-    #[serde(default)]
-    url: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct StixObject {
-    #[serde(rename = "type")]
-    kind: String,
-    id: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    revoked: bool,
-    #[serde(default)]
-    published: Option<String>,
-    #[serde(default)]
-    created: Option<String>,
-    #[serde(default)]
-    modified: String,
-    #[serde(default)]
-    object_refs: Vec<String>,
-    #[serde(default)]
-    external_references: Vec<ExternalReference>,
-    #[serde(default)]
-    relationship_type: Option<String>,
-    #[serde(default)]
-    source_ref: Option<String>,
-    #[serde(default)]
-    target_ref: Option<String>,
-}
-
-impl StixObject {
-    fn attack_id(&self) -> Option<&str> {
-        self.external_references
-            .iter()
-            .find(|r| r.source_name == "mitre-attack")
-            .and_then(|r| r.external_id.as_deref())
-    }
-}
-
-/// An RFC 3339 instant (STIX timestamps) in microseconds.
-pub fn instant(raw: Option<&str>) -> Option<purple_runtime::time::Micros> {
-    raw.and_then(|r| chrono::DateTime::parse_from_rfc3339(r).ok())
-        .map(|at| purple_runtime::time::Micros::from_datetime(at.to_utc()))
-}
 
 /// What a bundle object stands for, once resolved in the file.
 enum Resolved<'o> {
@@ -86,23 +26,8 @@ enum Resolved<'o> {
 
 /// Adds the reports of one STIX bundle.
 pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseError> {
-    let text = text(file, bytes)?;
-    if !text.trim_start().starts_with('{') {
-        return Err(ParseError::new(
-            file,
-            "line 1, column 1",
-            "not JSON: a STIX reports import takes a STIX 2.1 bundle",
-        ));
-    }
-    let bundle: Bundle = serde_json::from_str(text).map_err(|e| ParseError::json(file, &e))?;
-    if bundle.kind != "bundle" {
-        return Err(ParseError::new(
-            file,
-            "type",
-            format!("a STIX bundle has type \"bundle\", not {:?}", bundle.kind),
-        ));
-    }
-    if !bundle.objects.iter().any(|o| o.kind == "report") {
+    let objects = stix::bundle(file, bytes, "a STIX reports import")?;
+    if !objects.iter().any(|o| o.kind == "report") {
         return Err(ParseError::new(
             file,
             "objects",
@@ -110,7 +35,7 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
         ));
     }
     let mut in_file: HashMap<&str, Resolved> = HashMap::new();
-    for object in &bundle.objects {
+    for object in &objects {
         let resolved = match object.kind.as_str() {
             "attack-pattern" => object
                 .attack_id()
@@ -124,7 +49,7 @@ pub fn parse(file: &str, bytes: &[u8], parsed: &mut Parsed) -> Result<(), ParseE
             in_file.insert(object.id.as_str(), resolved);
         }
     }
-    for (i, report) in bundle.objects.iter().enumerate() {
+    for (i, report) in objects.iter().enumerate() {
         if report.kind != "report" {
             continue;
         }

@@ -9,6 +9,7 @@ pub mod intel;
 pub mod kev;
 pub mod nist;
 pub mod rules;
+pub mod stix;
 pub mod templates;
 
 use crate::domain::Parsed;
