@@ -49,6 +49,7 @@ pub struct Integrations {
 }
 
 #[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct Credentials {
     jira_email: Option<String>,
     jira_api_token: Option<String>,
@@ -81,6 +82,19 @@ impl Integrations {
     pub fn from_settings(settings: &IntegrationSettings) -> anyhow::Result<Self> {
         if settings.jira_url.is_none() && settings.tempo_url.is_none() {
             return Ok(Self::default());
+        }
+        for (flag, url) in [
+            ("--jira-url", &settings.jira_url),
+            ("--tempo-url", &settings.tempo_url),
+        ] {
+            if let Some(url) = url {
+                let parsed =
+                    reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("{flag} {url:?}: {e}"))?;
+                anyhow::ensure!(
+                    matches!(parsed.scheme(), "https" | "http") && parsed.host().is_some(),
+                    "{flag} {url:?}: an http(s) URL with a host is required"
+                );
+            }
         }
         let credentials = Credentials::load(settings)?;
         let http = http::client(Duration::from_secs(
@@ -546,5 +560,56 @@ pub async fn run(deliverer: Deliverer, shutdown: CancellationToken) {
                 tracing::warn!(%err, "storing Jira statuses failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_integration_turned_on_without_what_it_needs_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "jira_email = \"a@b\"\njira_api_token = \"t\"\n").unwrap();
+        let base = IntegrationSettings {
+            jira_url: Some("https://jira.example".into()),
+            jira_project: "SEC".into(),
+            jira_api_version: 3,
+            integration_credentials_file: Some(file.clone()),
+            integration_timeout_secs: 1,
+            ..Default::default()
+        };
+        assert!(Integrations::from_settings(&base).unwrap().jira.is_some());
+        let refused =
+            |s: IntegrationSettings| Integrations::from_settings(&s).unwrap_err().to_string();
+        assert!(
+            refused(IntegrationSettings {
+                jira_url: Some("ftp://x".into()),
+                ..base.clone()
+            })
+            .contains("http(s)")
+        );
+        assert!(
+            refused(IntegrationSettings {
+                jira_project: String::new(),
+                ..base.clone()
+            })
+            .contains("--jira-project")
+        );
+        assert!(
+            refused(IntegrationSettings {
+                jira_api_version: 4,
+                ..base.clone()
+            })
+            .contains("2 or 3")
+        );
+        std::fs::write(&file, "jira_email = \"a@b\"\n").unwrap();
+        assert!(refused(base.clone()).contains("credentials"));
+        std::fs::write(&file, "jira_pasword = \"typo\"\n").unwrap();
+        assert!(refused(base.clone()).contains("c.toml"));
+        // Off by default: nothing to check, nothing on.
+        let off = Integrations::from_settings(&IntegrationSettings::default()).unwrap();
+        assert!(off.jira.is_none() && off.tempo.is_none());
     }
 }
