@@ -103,6 +103,14 @@ pub fn test_settings(data_dir: &std::path::Path) -> Settings {
     settings
 }
 
+/// A channel of its own with this bearer token on every call.
+pub fn with_bearer(channel: Channel, token: &str) -> AuthChannel {
+    InterceptedService::new(
+        channel,
+        Bearer(Some(format!("Bearer {token}").parse().unwrap())),
+    )
+}
+
 /// Starts all four services in-process and waits until health says SERVING.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await

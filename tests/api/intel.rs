@@ -608,3 +608,133 @@ async fn analysts_add_reports_deduplicated_by_url_and_bad_ones_change_nothing() 
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn hostile_intel_and_kev_files_are_refused_by_place_and_change_nothing() {
+    let app = spawn_app().await;
+    crate::campaigns::import_bundle(&app, crate::campaigns::CATALOG).await;
+    let upload = |kind: ImportKind, name: &str, data: Vec<u8>| ImportRequest {
+        kind: kind as i32,
+        file_name: name.into(),
+        data,
+        last: true,
+    };
+    let deep = format!("{}{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+    for (request, place) in [
+        (
+            upload(ImportKind::Kev, "deep.json", deep.clone().into_bytes()),
+            "line 1",
+        ),
+        (
+            upload(ImportKind::StixReports, "deep.json", deep.into_bytes()),
+            "line 1",
+        ),
+        (
+            upload(
+                ImportKind::Kev,
+                "broken.json",
+                b"{\"vulnerabilities\": [".to_vec(),
+            ),
+            "line 1, column 21",
+        ),
+        (
+            upload(
+                ImportKind::Kev,
+                "other.json",
+                b"{\"something\": 1}".to_vec(),
+            ),
+            "document",
+        ),
+        (
+            upload(ImportKind::StixReports, "list.json", b"[1, 2]".to_vec()),
+            "line 1, column 1",
+        ),
+    ] {
+        let name = request.file_name.clone();
+        let started = std::time::Instant::now();
+        let status = client(&app)
+            .import(futures::stream::iter([request]))
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}");
+        assert!(
+            status.message().contains(&name) && status.message().contains(place),
+            "{name}: {}",
+            status.message()
+        );
+    }
+    // Items it cannot use are listed, the rest kept: a bad CVE id, a bad
+    // date.
+    let kev = json!({"vulnerabilities": [
+        {"cveID": "CVE-2024-12345", "dateAdded": "2024-01-02"},
+        {"cveID": "not-a-cve"},
+        {"cveID": "CVE-2024-0002", "dateAdded": "yesterday"}
+    ]});
+    let report = client(&app)
+        .import(futures::stream::iter([upload(
+            ImportKind::Kev,
+            "kev.json",
+            serde_json::to_vec(&kev).unwrap(),
+        )]))
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap();
+    assert_eq!(report.counts["kev_entry"].created, 1);
+    assert_eq!(report.skipped.len(), 2, "{:?}", report.skipped);
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.location == "vulnerabilities[1]")
+    );
+    // Nothing of the refused uploads was written.
+    assert!(
+        all_reports(&app, ListIntelReportsRequest::default())
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_replica_serves_a_bounded_number_of_watchers() {
+    use purple_api::scoring::v1::{
+        WatchScoresRequest, scoring_service_client::ScoringServiceClient,
+    };
+    let app = spawn_app().await;
+    // Several connections (each carries at most 64 streams).
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+            .unwrap()
+            .connect_lazy();
+        let token = app.token("watcher", Role::Viewer);
+        let mut scoring = ScoringServiceClient::new(crate::helpers::with_bearer(channel, &token));
+        for _ in 0..60 {
+            match scoring.watch_scores(WatchScoresRequest::default()).await {
+                Ok(stream) => streams.push(stream.into_inner()),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                    assert_eq!(streams.len(), purple_scoring::feed::MAX_WATCHERS);
+                    // Health and other reads still answer.
+                    app.wait_until_serving("").await;
+                    client(&app)
+                        .list_intel_reports(ListIntelReportsRequest::default())
+                        .await
+                        .unwrap();
+                    // A watcher that leaves frees its place.
+                    streams.pop();
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    scoring
+                        .watch_scores(WatchScoresRequest::default())
+                        .await
+                        .unwrap();
+                    return;
+                }
+            }
+        }
+    }
+    panic!("{} watchers and never refused", streams.len());
+}
