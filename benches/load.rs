@@ -26,12 +26,13 @@ use purple_api::{
         campaigns_service_client::CampaignsServiceClient,
     },
     common::v1::{Outcome, Role, TimeWindow},
+    ingest::v1::{GetThreatSignalsRequest, ingest_service_client::IngestServiceClient},
     metrics::v1::{
         GetOperationalSummaryRequest, MetricFilter, metrics_service_client::MetricsServiceClient,
     },
     scoring::v1::{
-        GetOrganizationScoreRequest, InvalidateTechniquesRequest, ScoreTechniquesRequest,
-        scoring_service_client::ScoringServiceClient,
+        GetOrganizationScoreRequest, InvalidateTechniquesRequest, PlanNextTestsRequest,
+        ScoreTechniquesRequest, scoring_service_client::ScoringServiceClient,
     },
 };
 use purple_runtime::{
@@ -417,6 +418,49 @@ async fn main() {
                     .await
                     .unwrap();
                 client
+            },
+        )
+        .await,
+    );
+
+    let v = viewers.clone();
+    all.push(
+        scenario(
+            &server,
+            "PlanNextTests (20, all techniques)",
+            clients,
+            secs,
+            move |i| ScoringServiceClient::new(v[i].clone()),
+            |mut client: ScoringServiceClient<Authed>| async move {
+                let plan = client
+                    .plan_next_tests(PlanNextTestsRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(plan.techniques.len(), 20);
+                client
+            },
+        )
+        .await,
+    );
+
+    let (v, t) = (viewers.clone(), techniques.clone());
+    all.push(
+        scenario(
+            &server,
+            "GetThreatSignals (all techniques)",
+            clients,
+            secs,
+            move |i| (IngestServiceClient::new(v[i].clone()), t.clone()),
+            |(mut client, t): (IngestServiceClient<Authed>, Arc<Vec<String>>)| async move {
+                client
+                    .get_threat_signals(GetThreatSignalsRequest {
+                        technique_ids: t.to_vec(),
+                        intel_since: Some(timestamp(Micros::now() - 365 * DAY)),
+                    })
+                    .await
+                    .unwrap();
+                (client, t)
             },
         )
         .await,

@@ -38,8 +38,9 @@ pub fn sigma_upload(files: Vec<(String, String)>) -> Vec<ImportRequest> {
     chunks
 }
 
-/// Imports ATT&CK v18.1 and the bench rules; returns the live technique
-/// ids and the rule ids.
+/// Imports ATT&CK v18.1 (its campaigns as intel), CISA KEV with its ATT&CK
+/// mapping and the bench rules; returns the live technique ids and the rule
+/// ids.
 pub async fn enterprise(channel: &Authed) -> (Vec<String>, Vec<String>) {
     let mut ingest = IngestServiceClient::new(channel.clone()).max_encoding_message_size(64 << 20);
     let attack = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -53,6 +54,14 @@ pub async fn enterprise(channel: &Authed) -> (Vec<String>, Vec<String>) {
     )
     .collect()
     .await;
+    ingest.import(futures::stream::iter(chunks)).await.unwrap();
+    // CISA KEV and its ATT&CK mapping: what a plan weighs.
+    let kev = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/kev");
+    let files = purple::cli::import::collect_files(Kind::Kev, &kev).unwrap();
+    let chunks: Vec<ImportRequest> =
+        purple::cli::import::chunks(Kind::Kev, &kev, files, indicatif::ProgressBar::hidden())
+            .collect()
+            .await;
     ingest.import(futures::stream::iter(chunks)).await.unwrap();
     let techniques: Vec<String> = ingest
         .list_techniques(ListTechniquesRequest {

@@ -481,9 +481,9 @@ async fn the_plan_costs_the_same_statements_and_calls_at_two_sizes() {
     // The request and GetThreatSignals, one chunk whatever the size.
     assert_eq!(costs[1].rpcs, 2, "{:?}", costs[1]);
     // Scoring reads the latest snapshot in one statement; ingest answers
-    // the signals in three.
+    // the signals in two.
     assert_eq!(costs[1].statements.get("scoring"), Some(&1));
-    assert_eq!(costs[1].statements.get("ingest"), Some(&3));
+    assert_eq!(costs[1].statements.get("ingest"), Some(&2));
 }
 
 async fn next_changes(

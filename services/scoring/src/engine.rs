@@ -33,8 +33,8 @@ pub struct Scorer {
     pub(crate) store: ScoreStore,
     /// Scores for now, shared by every request of this replica.
     pub(crate) cache: Arc<ScoreCache>,
-    /// Woken by every invalidation this replica records: its feed
-    /// publishes at once instead of at its next interval.
+    /// Woken by every invalidation from campaigns this replica records:
+    /// its feed publishes at once instead of at its next interval.
     pub(crate) changed: Arc<tokio::sync::Notify>,
 }
 
@@ -217,17 +217,36 @@ impl Scorer {
         Ok((scores, as_of.unwrap_or(now)))
     }
 
-    /// Every live technique scored now, computed afresh and left out of
-    /// the cache (what the change feed compares: it must neither read a
-    /// stale score nor change what a request costs behind its back). The
-    /// catalogue side is read from memory where a request left it.
-    pub async fn survey(&self) -> Result<Vec<Scored>, ScoringError> {
+    /// Every live technique scored now, for the change feed: the scores
+    /// this replica holds fresh read from memory and the rest computed
+    /// (all of them when `afresh`, as a sweep for drift wants), nothing put
+    /// in the cache — the feed must not change what a request costs behind
+    /// its back. The catalogue side is read from memory where a request
+    /// left it.
+    pub async fn survey(&self, afresh: bool) -> Result<Vec<Scored>, ScoringError> {
         let now = now_micros();
         let techniques = match self.cache.live_techniques(now) {
             Some(live) => live,
             None => Arc::new(self.inputs.live_techniques().await?),
         };
-        self.compute_with(&techniques, None, now, false).await
+        if afresh {
+            return self.compute_with(&techniques, None, now, false).await;
+        }
+        let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
+        let mut scores: BTreeMap<String, Scored> = self
+            .cache
+            .techniques(&ids, now)
+            .iter()
+            .map(|s| (s.technique_id.clone(), Scored::clone(s)))
+            .collect();
+        let missing: Vec<TechniqueInfo> = techniques
+            .iter()
+            .filter(|t| !scores.contains_key(&t.technique_id))
+            .cloned()
+            .collect();
+        let computed = self.compute_with(&missing, None, now, false).await?;
+        scores.extend(computed.into_iter().map(|s| (s.technique_id.clone(), s)));
+        Ok(ids.iter().filter_map(|id| scores.remove(id)).collect())
     }
 
     /// Every live technique scored now, computed afresh (never read from
@@ -283,7 +302,12 @@ impl Scorer {
     pub async fn invalidate(&self, ids: &[String], catalogue: bool) -> Result<u64, ScoringError> {
         self.store.invalidate(ids, catalogue).await?;
         let dropped = self.sync().await?;
-        self.changed.notify_one();
+        // Test changes are published at once; an import (the whole
+        // catalogue, every technique) waits for the next interval rather
+        // than compete with the requests that rebuild the board.
+        if !catalogue {
+            self.changed.notify_one();
+        }
         Ok(dropped)
     }
 

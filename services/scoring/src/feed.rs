@@ -97,7 +97,7 @@ impl Feed {
         let (invalidated, states, scores) = futures::try_join!(
             async { Ok::<_, ScoringError>(store.changed_since(seen.generation).await?) },
             async { Ok(store.score_states().await?) },
-            self.scorer.survey(),
+            self.scorer.survey(sweep),
         )?;
         let (states_out, changes) = diff(
             &seen,

@@ -1,7 +1,7 @@
 //! The SQL of threat intelligence: intel reports by filter and by
 //! technique, CVEs per technique (through rules and the KEV mapping, with
 //! their KEV entries), and the per-technique signals a plan weighs. One
-//! statement per chunk of ids (three for the signals), whatever the size.
+//! statement per chunk of ids (two for the signals), whatever the size.
 
 use std::collections::BTreeMap;
 
@@ -74,14 +74,27 @@ const CVES_FOR: &str = "
     WHERE t.technique_id IN (SELECT value FROM json_each($1))
     ORDER BY t.technique_id, COALESCE(c.cvss_score, 0) DESC, l.cve_id";
 
-/// Known techniques with the live actors using each (null when none).
-const SIGNAL_ACTORS: &str = "
-    SELECT t.technique_id, a.actor_id
+/// Per known technique, one row: the live actors using it (ids joined by
+/// commas) and its KEV CVEs, all and used by ransomware. One row per
+/// technique rather than per use: SQLite hands rows over one at a time.
+const SIGNAL_TECHNIQUES: &str = "
+    SELECT t.technique_id, ua.actors, k.cves, k.ransomware
     FROM techniques t
-    LEFT JOIN actor_techniques at ON at.technique_id = t.technique_id
-    LEFT JOIN actors a ON a.actor_id = at.actor_id AND a.revoked = 0 AND a.deprecated = 0
-    WHERE t.technique_id IN (SELECT value FROM json_each($1))
-    ORDER BY t.technique_id, a.actor_id";
+    LEFT JOIN (
+        SELECT at.technique_id, string_agg(a.actor_id, ',' ORDER BY a.actor_id) AS actors
+        FROM actor_techniques at
+        JOIN actors a ON a.actor_id = at.actor_id AND a.revoked = 0 AND a.deprecated = 0
+        WHERE at.technique_id IN (SELECT value FROM json_each($1))
+        GROUP BY at.technique_id
+    ) ua ON ua.technique_id = t.technique_id
+    LEFT JOIN (
+        SELECT m.technique_id, COUNT(DISTINCT m.cve_id) AS cves,
+               COUNT(DISTINCT CASE WHEN e.ransomware = 1 THEN m.cve_id END) AS ransomware
+        FROM kev_mappings m LEFT JOIN kev_entries e ON e.cve_id = m.cve_id
+        WHERE m.technique_id IN (SELECT value FROM json_each($1))
+        GROUP BY m.technique_id
+    ) k ON k.technique_id = t.technique_id
+    WHERE t.technique_id IN (SELECT value FROM json_each($1))";
 /// Per technique: live reports seen since `$2`, the three most recent.
 const SIGNAL_INTEL: &str = "
     SELECT technique_id, title, seen_at, n FROM (
@@ -93,14 +106,6 @@ const SIGNAL_INTEL: &str = "
           AND r.seen_at >= $2 AND r.revoked = 0 AND r.deprecated = 0
     ) x WHERE rn <= 3
     ORDER BY technique_id, rn";
-/// Per technique: KEV CVEs mapped to it, and those used by ransomware.
-const SIGNAL_KEV: &str = "
-    SELECT m.technique_id, COUNT(DISTINCT m.cve_id),
-           COUNT(DISTINCT CASE WHEN k.ransomware = 1 THEN m.cve_id END)
-    FROM kev_mappings m LEFT JOIN kev_entries k ON k.cve_id = m.cve_id
-    WHERE m.technique_id IN (SELECT value FROM json_each($1))
-    GROUP BY m.technique_id";
-
 fn json<T: serde::de::DeserializeOwned + Default>(text: Option<String>) -> T {
     text.and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default()
@@ -228,32 +233,41 @@ impl CatalogStore {
         Ok(out)
     }
 
-    /// The plan's signals per known technique (three statements).
+    /// The plan's signals per known technique (two statements).
     pub async fn threat_signals(
         &self,
         ids: &[String],
         intel_since: Micros,
     ) -> Result<BTreeMap<String, ThreatSignals>, sqlx::Error> {
         let pool = self.db.pool();
-        let (actors, intel, kev) = futures::try_join!(
-            self.db.stmt(SIGNAL_ACTORS).bind_ids(ids).fetch_all(pool),
+        let (techniques, intel) = futures::try_join!(
+            self.db
+                .stmt(SIGNAL_TECHNIQUES)
+                .bind_ids(ids)
+                .fetch_all(pool),
             self.db
                 .stmt(SIGNAL_INTEL)
                 .bind_ids(ids)
                 .bind(intel_since)
                 .fetch_all(pool),
-            self.db.stmt(SIGNAL_KEV).bind_ids(ids).fetch_all(pool),
         )?;
         let mut out: BTreeMap<String, ThreatSignals> = BTreeMap::new();
-        for row in &actors {
+        for row in &techniques {
             let id: String = row.try_get(0)?;
-            let entry = out.entry(id.clone()).or_insert_with(|| ThreatSignals {
-                technique_id: id,
-                ..ThreatSignals::default()
-            });
-            if let Some(actor) = row.try_get::<Option<String>, _>(1)? {
-                entry.actor_ids.push(actor);
-            }
+            let actors: Option<String> = row.try_get(1)?;
+            out.insert(
+                id.clone(),
+                ThreatSignals {
+                    technique_id: id,
+                    actor_ids: actors
+                        .filter(|a| !a.is_empty())
+                        .map(|a| a.split(',').map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                    kev_cves: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
+                    ransomware_cves: row.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
+                    ..ThreatSignals::default()
+                },
+            );
         }
         for row in &intel {
             if let Some(entry) = out.get_mut(&row.try_get::<String, _>(0)?) {
@@ -261,12 +275,6 @@ impl CatalogStore {
                 let seen: Micros = row.try_get(2)?;
                 entry.latest_report = Some(entry.latest_report.map_or(seen, |l| l.max(seen)));
                 entry.recent_reports = row.try_get(3)?;
-            }
-        }
-        for row in &kev {
-            if let Some(entry) = out.get_mut(&row.try_get::<String, _>(0)?) {
-                entry.kev_cves = row.try_get(1)?;
-                entry.ransomware_cves = row.try_get(2)?;
             }
         }
         Ok(out)
