@@ -1713,3 +1713,72 @@ async fn list_pages_do_not_shift_when_tests_are_created_between_them() {
 pub fn rule_ids(refs: &[purple_api::common::v1::RuleRef]) -> Vec<String> {
     refs.iter().map(|r| r.rule_id.clone()).collect()
 }
+
+/// On SQLite `GetTestsByIds` reads its tests packed in one JSON row; it
+/// answers exactly what the row-by-row read of `ListTests` does, for tests
+/// in every state with every field set.
+#[tokio::test]
+async fn tests_by_ids_answer_what_the_list_answers_field_for_field() {
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    let validated = validate(
+        &app,
+        &team,
+        create_test(&app, &team, "T1059.001").await,
+        Outcome::Detected,
+        &[("r1", true)],
+    )
+    .await
+    .test
+    .unwrap();
+    let retest = step(&app, &validated, &team.lead, pb::TestAction::Retest, |_| {})
+        .await
+        .unwrap()
+        .retest
+        .unwrap();
+    let started = step(&app, &retest, &team.red, pb::TestAction::StartRed, |_| {})
+        .await
+        .unwrap()
+        .test
+        .unwrap();
+    let executed = retest.created_at;
+    let started = step(
+        &app,
+        &started,
+        &team.red,
+        pb::TestAction::CompleteRed,
+        |r| {
+            r.executed_at = executed;
+            r.notes = "quoted \"notes\", unicode é ✓ and a\nnewline".into();
+        },
+    )
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    let cancelled = create_test(&app, &team, "T1003").await;
+    step(&app, &cancelled, &team.lead, pb::TestAction::Cancel, |_| {})
+        .await
+        .unwrap();
+    let listed = client(&app)
+        .list_tests(pb::ListTestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tests;
+    assert_eq!(listed.len(), 3);
+    let ids: Vec<String> = listed.iter().map(|t| t.test_id.clone()).collect();
+    let by_ids = client(&app)
+        .get_tests_by_ids(pb::GetTestsByIdsRequest { test_ids: ids })
+        .await
+        .unwrap()
+        .into_inner()
+        .tests;
+    assert_eq!(by_ids, listed);
+    assert!(
+        by_ids
+            .iter()
+            .any(|t| t.test_id == started.test_id && t.red_notes.contains('é'))
+    );
+}

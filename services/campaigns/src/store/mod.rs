@@ -84,3 +84,65 @@ pub fn test_row(row: &AnyRow) -> Result<TestRow, sqlx::Error> {
         },
     })
 }
+
+/// A test from the JSON array of the columns of [`test_columns!`], in
+/// their order (a packed read).
+pub fn test_row_json(row: &[serde_json::Value]) -> Result<TestRow, sqlx::Error> {
+    use serde_json::Value;
+    let bad = |i: usize| sqlx::Error::Decode(format!("test column {i} of a packed row").into());
+    if row.len() != TEST_COLUMN_COUNT {
+        return Err(bad(row.len()));
+    }
+    let text = |i: usize| -> Result<String, sqlx::Error> {
+        row[i].as_str().map(str::to_owned).ok_or_else(|| bad(i))
+    };
+    let opt_text = |i: usize| -> Result<Option<String>, sqlx::Error> {
+        match &row[i] {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s.clone())),
+            _ => Err(bad(i)),
+        }
+    };
+    let int = |i: usize| -> Result<i64, sqlx::Error> { row[i].as_i64().ok_or_else(|| bad(i)) };
+    let at = |i: usize| -> Result<Option<purple_runtime::time::Micros>, sqlx::Error> {
+        match &row[i] {
+            Value::Null => Ok(None),
+            v => v
+                .as_i64()
+                .map(|m| Some(purple_runtime::time::Micros::from_micros(m)))
+                .ok_or_else(|| bad(i)),
+        }
+    };
+    let state = text(5)?;
+    let outcome = opt_text(6)?;
+    Ok(TestRow {
+        test_id: text(0)?,
+        technique_id: text(1)?,
+        template_id: text(2)?,
+        campaign_id: opt_text(3)?,
+        title: text(4)?,
+        state: State::from_key(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown state {state:?}").into()))?,
+        outcome: outcome.as_deref().and_then(Outcome::from_key),
+        retest_of: opt_text(7)?,
+        chain_id: text(8)?,
+        version: int(9)?,
+        red_assignee_id: text(10)?,
+        blue_assignee_id: text(11)?,
+        executed_at: at(12)?,
+        detected_at: at(13)?,
+        validated_at: at(14)?,
+        red_notes: text(15)?,
+        blue_notes: text(16)?,
+        rejection_reason: text(17)?,
+        created_at: at(18)?.ok_or_else(|| bad(18))?,
+        updated_at: at(19)?.ok_or_else(|| bad(19))?,
+        last_executed_at: at(20)?,
+        milestones: Milestones {
+            red_started_at: at(21)?,
+            blue_started_at: at(22)?,
+            blue_completed_at: at(23)?,
+            cancelled_at: at(24)?,
+        },
+    })
+}

@@ -41,6 +41,14 @@ const TESTS_BY_IDS: &str = concat!(
     test_columns!(),
     " FROM tests t WHERE t.test_id IN (SELECT value FROM json_each($1))"
 );
+/// The same tests as one row (SQLite): sqlx hands SQLite rows over from its
+/// worker thread one at a time, a thread wake-up each; one JSON array of
+/// the rows' columns costs one (docs/BENCHMARKS.md, "Under load").
+const TESTS_BY_IDS_PACKED: &str = concat!(
+    "SELECT json_group_array(json_array(",
+    test_columns!(),
+    ")) FROM tests t WHERE t.test_id IN (SELECT value FROM json_each($1))"
+);
 
 /// Keyset page: `$6` 1 when the page starts after (`$7` created_at, `$8`
 /// test id).
@@ -320,6 +328,22 @@ impl CampaignStore {
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, TestRow>, sqlx::Error> {
+        if self.db.backend() == purple_runtime::db::Backend::Sqlite {
+            let packed: Option<String> = self
+                .db
+                .stmt(TESTS_BY_IDS_PACKED)
+                .bind_ids(ids)
+                .fetch_one(self.db.pool())
+                .await?
+                .try_get(0)?;
+            let rows: Vec<Vec<serde_json::Value>> =
+                serde_json::from_str(packed.as_deref().unwrap_or("[]"))
+                    .map_err(|e| sqlx::Error::Decode(e.into()))?;
+            return rows
+                .iter()
+                .map(|row| super::test_row_json(row).map(|t| (t.test_id.clone(), t)))
+                .collect();
+        }
         self.db
             .stmt(TESTS_BY_IDS)
             .bind_ids(ids)
