@@ -603,49 +603,35 @@ async fn main() {
             status_key(s.status),
             e["status"].as_str().unwrap(),
         );
-        check.num(
-            &format!("{id} detection"),
-            c.detection,
-            f(&e["detection"]),
-            1e-9,
-        );
-        check.num(
-            &format!("{id} rule_coverage"),
-            c.rule_coverage,
-            f(&e["rule_coverage"]),
-            1e-9,
-        );
-        check.num(
-            &format!("{id} countermeasures"),
-            c.countermeasures,
-            f(&e["countermeasures"]),
-            1e-9,
-        );
-        check.num(&format!("{id} recency"), c.recency, f(&e["recency"]), 1e-6);
-        check.num(
-            &format!("{id} effective"),
-            f64::from(c.effective_tests),
-            f(&e["effective_tests"]),
-            0.0,
-        );
-        check.num(
-            &format!("{id} mapped"),
-            f64::from(c.mapped_rules),
-            f(&e["mapped_rules"]),
-            0.0,
-        );
-        check.num(
-            &format!("{id} triggered"),
-            f64::from(c.triggered_rules),
-            f(&e["triggered_rules"]),
-            0.0,
-        );
-        check.num(
-            &format!("{id} tests"),
-            f64::from(c.total_tests),
-            f(&e["tests"]),
-            0.0,
-        );
+        // (what, Purple's value, the baseline's key, tolerance)
+        let components = [
+            ("detection", c.detection, "detection", 1e-9),
+            ("rule_coverage", c.rule_coverage, "rule_coverage", 1e-9),
+            (
+                "countermeasures",
+                c.countermeasures,
+                "countermeasures",
+                1e-9,
+            ),
+            ("recency", c.recency, "recency", 1e-6),
+            (
+                "effective",
+                f64::from(c.effective_tests),
+                "effective_tests",
+                0.0,
+            ),
+            ("mapped", f64::from(c.mapped_rules), "mapped_rules", 0.0),
+            (
+                "triggered",
+                f64::from(c.triggered_rules),
+                "triggered_rules",
+                0.0,
+            ),
+            ("tests", f64::from(c.total_tests), "tests", 0.0),
+        ];
+        for (what, actual, key, tolerance) in components {
+            check.num(&format!("{id} {what}"), actual, f(&e[key]), tolerance);
+        }
     }
     check.num(
         "techniques found",
