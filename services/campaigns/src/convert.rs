@@ -413,9 +413,9 @@ pub fn remediation_with_issue(
 ) -> pb::Remediation {
     let issue = issues.get(&r.remediation_id).cloned();
     let mut out = remediation_pb(r);
-    if let Some((key, status)) = issue {
-        out.jira_issue_key = key;
-        out.jira_status = status;
+    if let Some(issue) = issue {
+        out.jira_issue_key = issue.key;
+        out.jira_status = issue.status;
     }
     out
 }

@@ -23,8 +23,8 @@ use crate::{
     workflow::new_id,
 };
 
-/// The Jira issue (key, status) of remediations, by remediation id.
-pub type JiraIssues = std::collections::BTreeMap<String, (String, String)>;
+/// The Jira issue of remediations, by remediation id.
+pub type JiraIssues = std::collections::BTreeMap<String, crate::store::integrations::JiraIssue>;
 
 /// A user to create.
 #[derive(Clone, Debug)]

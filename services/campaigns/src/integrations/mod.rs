@@ -27,7 +27,7 @@ use crate::{
     domain::{Remediation, RemediationState, TestRow},
     store::{
         CampaignStore,
-        integrations::{Outgoing, Pending},
+        integrations::{JiraIssue, Outgoing, Pending, TestIssue},
         people::WorklogRow,
     },
 };
@@ -258,6 +258,22 @@ impl From<Failure> for Step {
     }
 }
 
+/// What a batch of rows needs to know, read once per batch and kept up to
+/// date as the batch creates issues.
+#[derive(Debug, Default)]
+struct Known {
+    /// Jira: the detection results of the tests whose issues are created.
+    results: BTreeMap<String, Vec<crate::domain::DetectionResult>>,
+    /// Jira: the issues of the batch's remediations.
+    issues: BTreeMap<String, JiraIssue>,
+    /// Jira: the batch's remediations whose issue is still to be created.
+    pending_opens: std::collections::BTreeSet<String>,
+    /// Tempo: the batch's worklogs already there.
+    at_tempo: std::collections::BTreeSet<String>,
+    /// Tempo: where each test's worklogs go.
+    test_issues: BTreeMap<String, TestIssue>,
+}
+
 /// Delivers one receiver's rows.
 #[derive(Clone, Debug)]
 pub struct Deliverer {
@@ -283,27 +299,18 @@ impl Deliverer {
         receiver: &'static str,
         rows: Vec<Pending>,
     ) -> Result<usize, sqlx::Error> {
-        // The detection results the issues to create list: one read.
-        let tests: Vec<String> = rows
-            .iter()
-            .filter(|r| r.action == "open")
-            .filter_map(|r| serde_json::from_str::<OpenPayload>(&r.payload).ok())
-            .map(|p| p.test_id)
-            .collect();
-        let results = if tests.is_empty() {
-            BTreeMap::new()
-        } else {
-            self.store.results_of(&tests).await?
-        };
+        let mut known = self.known(receiver, &rows).await?;
         let mut settled = 0;
         for row in rows {
             if row.next_attempt_at > now_micros() {
                 break;
             }
+            // Recorded before the call: after a crash, the next attempt
+            // knows this one may have reached the receiver.
             self.store.integration_attempt(row.seq).await?;
             let step = match receiver {
-                "jira" => self.jira(&row, &results).await?,
-                _ => self.tempo(&row).await?,
+                "jira" => self.jira(&row, &mut known).await?,
+                _ => self.tempo(&row, &known).await?,
             };
             let now = now_micros();
             match step {
@@ -336,11 +343,36 @@ impl Deliverer {
         Ok(settled)
     }
 
-    async fn jira(
-        &self,
-        row: &Pending,
-        results: &BTreeMap<String, Vec<crate::domain::DetectionResult>>,
-    ) -> Result<Step, sqlx::Error> {
+    /// What a batch of a receiver's rows needs to know, read for the whole
+    /// batch: one statement per set, whatever its size.
+    async fn known(&self, receiver: &str, rows: &[Pending]) -> Result<Known, sqlx::Error> {
+        let subjects: Vec<String> = rows.iter().map(|r| r.subject_id.clone()).collect();
+        let mut known = Known::default();
+        if receiver == "jira" {
+            let tests: Vec<String> = rows
+                .iter()
+                .filter(|r| r.action == "open")
+                .filter_map(|r| serde_json::from_str::<OpenPayload>(&r.payload).ok())
+                .map(|p| p.test_id)
+                .collect();
+            if !tests.is_empty() {
+                known.results = self.store.results_of(&tests).await?;
+            }
+            known.issues = self.store.jira_issues_of(&subjects).await?;
+            known.pending_opens = self.store.jira_opens_pending(&subjects).await?;
+        } else {
+            let tests: Vec<String> = rows
+                .iter()
+                .filter_map(|r| serde_json::from_str::<WorklogPayload>(&r.payload).ok())
+                .map(|p| p.test_id)
+                .collect();
+            known.at_tempo = self.store.tempo_worklogs_of(&subjects).await?;
+            known.test_issues = self.store.issues_of_tests(&tests).await?;
+        }
+        Ok(known)
+    }
+
+    async fn jira(&self, row: &Pending, known: &mut Known) -> Result<Step, sqlx::Error> {
         let Some(jira) = &self.integrations.jira else {
             return Ok(Step::Wait(Failure::Retry {
                 after: Some(Duration::from_secs(60)),
@@ -348,50 +380,61 @@ impl Deliverer {
             }));
         };
         let remediation = row.subject_id.as_str();
-        let issue = self.store.jira_issue(remediation).await?;
         if row.action == "open" {
-            if issue.is_some() {
+            if known.issues.contains_key(remediation) {
                 return Ok(Step::Done);
             }
             let Ok(payload) = serde_json::from_str::<OpenPayload>(&row.payload) else {
                 return Ok(Step::Refused("an unreadable payload".to_owned()));
             };
             // An earlier attempt may have created it and lost the answer.
-            if row.attempts > 0 {
+            let found = if row.attempts > 0 {
                 match jira.find(remediation).await {
-                    Ok(Some((id, key))) => {
-                        self.store
-                            .save_jira_issue(remediation, &id, &key, "", now_micros())
-                            .await?;
-                        return Ok(Step::Done);
-                    }
-                    Ok(None) => {}
+                    Ok(found) => found,
                     Err(failure) => return Ok(failure.into()),
                 }
-            }
-            let lines: Vec<ResultLine> = results
-                .get(&payload.test_id)
-                .into_iter()
-                .flatten()
-                .map(|r| ResultLine {
-                    source: r.source.clone(),
-                    rule_id: r.rule_id.clone(),
-                    triggered: r.triggered,
-                })
-                .collect();
-            return Ok(match jira.create(&payload, &lines).await {
-                Ok((id, key)) => {
-                    self.store
-                        .save_jira_issue(remediation, &id, &key, "", now_micros())
-                        .await?;
-                    tracing::info!(remediation, issue = %key, "Jira issue created");
-                    Step::Done
+            } else {
+                None
+            };
+            let (id, key) = match found {
+                Some(found) => found,
+                None => {
+                    let lines: Vec<ResultLine> = known
+                        .results
+                        .get(&payload.test_id)
+                        .into_iter()
+                        .flatten()
+                        .map(|r| ResultLine {
+                            source: r.source.clone(),
+                            rule_id: r.rule_id.clone(),
+                            triggered: r.triggered,
+                        })
+                        .collect();
+                    match jira.create(&payload, &lines).await {
+                        Ok(created) => {
+                            tracing::info!(remediation, issue = %created.1, "Jira issue created");
+                            created
+                        }
+                        Err(failure) => return Ok(failure.into()),
+                    }
                 }
-                Err(failure) => failure.into(),
-            });
+            };
+            self.store
+                .save_jira_issue(remediation, &id, &key, "", now_micros())
+                .await?;
+            known.pending_opens.remove(remediation);
+            known.issues.insert(
+                remediation.to_owned(),
+                JiraIssue {
+                    issue_id: id,
+                    key,
+                    status: String::new(),
+                },
+            );
+            return Ok(Step::Done);
         }
-        let Some((_, key, _)) = issue else {
-            if self.store.jira_open_pending(remediation).await? {
+        let Some(key) = known.issues.get(remediation).map(|i| i.key.clone()) else {
+            if known.pending_opens.contains(remediation) {
                 return Ok(Step::Wait(Failure::Retry {
                     after: None,
                     reason: format!("remediation {remediation}: its issue is still to be created"),
@@ -432,66 +475,62 @@ impl Deliverer {
         })
     }
 
-    async fn tempo(&self, row: &Pending) -> Result<Step, sqlx::Error> {
+    async fn tempo(&self, row: &Pending, known: &Known) -> Result<Step, sqlx::Error> {
         let Some(tempo) = &self.integrations.tempo else {
             return Ok(Step::Wait(Failure::Retry {
                 after: Some(Duration::from_secs(60)),
                 reason: "Tempo is not configured on this process".to_owned(),
             }));
         };
-        if self.store.tempo_worklog(&row.subject_id).await?.is_some() {
+        if known.at_tempo.contains(&row.subject_id) {
             return Ok(Step::Done);
         }
         let Ok(payload) = serde_json::from_str::<WorklogPayload>(&row.payload) else {
             return Ok(Step::Refused("an unreadable payload".to_owned()));
         };
-        let remediations = self.store.jira_issues_of_test(&payload.test_id).await?;
-        let issue = match remediations.iter().find_map(|(_, issue)| issue.clone()) {
+        let target = known
+            .test_issues
+            .get(&payload.test_id)
+            .cloned()
+            .unwrap_or_default();
+        let issue = match target.issue_id {
             Some(issue) => issue,
-            None => {
-                let mut pending = false;
-                for (remediation, _) in &remediations {
-                    pending |= self.store.jira_open_pending(remediation).await?;
-                }
-                if pending {
-                    return Ok(Step::Wait(Failure::Retry {
-                        after: None,
-                        reason: format!(
-                            "test {}: its remediation's issue is still to be created",
-                            payload.test_id
-                        ),
-                    }));
-                }
-                if tempo.default_issue_id.is_empty() {
-                    return Ok(Step::Refused(format!(
-                        "test {} has no remediation with a Jira issue, and no --tempo-default-issue-id is set",
+            None if target.pending => {
+                return Ok(Step::Wait(Failure::Retry {
+                    after: None,
+                    reason: format!(
+                        "test {}: its remediation's issue is still to be created",
                         payload.test_id
-                    )));
-                }
-                tempo.default_issue_id.clone()
+                    ),
+                }));
             }
+            None if tempo.default_issue_id.is_empty() => {
+                return Ok(Step::Refused(format!(
+                    "test {} has no remediation with a Jira issue, and no --tempo-default-issue-id is set",
+                    payload.test_id
+                )));
+            }
+            None => tempo.default_issue_id.clone(),
         };
-        if row.attempts > 0 {
+        let found = if row.attempts > 0 {
             match tempo.find(&issue, &payload.worklog_id).await {
-                Ok(Some(id)) => {
-                    self.store
-                        .save_tempo_worklog(&payload.worklog_id, &id, now_micros())
-                        .await?;
-                    return Ok(Step::Done);
-                }
-                Ok(None) => {}
+                Ok(found) => found,
                 Err(failure) => return Ok(failure.into()),
             }
-        }
-        Ok(match tempo.create(&issue, &payload).await {
-            Ok(id) => {
-                self.store
-                    .save_tempo_worklog(&payload.worklog_id, &id, now_micros())
-                    .await?;
-                Step::Done
-            }
-            Err(failure) => failure.into(),
-        })
+        } else {
+            None
+        };
+        let id = match found {
+            Some(id) => id,
+            None => match tempo.create(&issue, &payload).await {
+                Ok(id) => id,
+                Err(failure) => return Ok(failure.into()),
+            },
+        };
+        self.store
+            .save_tempo_worklog(&payload.worklog_id, &id, now_micros())
+            .await?;
+        Ok(Step::Done)
     }
 
     /// Reads back the Jira status of the issues read least recently: one

@@ -1,9 +1,10 @@
 //! The SQL of the work-tracking integrations: the integration outbox
 //! (written in the transaction of the change, read in order per receiver,
 //! each attempt recorded before it is made), the Jira issue of each
-//! remediation and the Tempo worklog of each worklog.
+//! remediation and the Tempo worklog of each worklog. What a batch of rows
+//! needs to know is read for the whole batch, one statement per set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use purple_runtime::time::Micros;
 use serde::Serialize;
@@ -33,20 +34,26 @@ const DEAD: &str = "UPDATE integration_outbox SET dead_at = $2, last_error = $3 
 const DEAD_LETTER: &str = "
     INSERT INTO dead_letters (event_id, receiver, reason, dead_at) VALUES ($1, $2, $3, $4)
     ON CONFLICT (event_id, receiver) DO NOTHING";
-const PENDING_OPEN: &str = "
-    SELECT 1 FROM integration_outbox
-    WHERE receiver = 'jira' AND action = 'open' AND subject_id = $1 AND delivered_at IS NULL AND dead_at IS NULL";
-
-const JIRA_ISSUE: &str =
-    "SELECT issue_id, issue_key, status FROM jira_issues WHERE remediation_id = $1";
+/// The remediations among `$1` whose issue is still to be created.
+const PENDING_OPENS: &str = "
+    SELECT subject_id FROM integration_outbox
+    WHERE receiver = 'jira' AND action = 'open' AND delivered_at IS NULL AND dead_at IS NULL
+      AND subject_id IN (SELECT value FROM json_each($1))";
 const SAVE_JIRA_ISSUE: &str = "
     INSERT INTO jira_issues (remediation_id, issue_id, issue_key, status, synced_at) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (remediation_id) DO UPDATE SET issue_id = excluded.issue_id, issue_key = excluded.issue_key";
-/// The Jira issue of a test's remediations (the latest opened first).
-const JIRA_ISSUE_OF_TEST: &str = "
-    SELECT r.remediation_id, j.issue_id FROM remediations r
-    LEFT JOIN jira_issues j ON j.remediation_id = r.remediation_id
-    WHERE r.test_id = $1 ORDER BY r.opened_at DESC, r.remediation_id DESC";
+/// The remediations of tests `$1`, latest opened first, each with its
+/// Jira issue id (null when none) and 1 when its issue is still to be
+/// created.
+const ISSUES_OF_TESTS: &str = "
+    SELECT r.test_id, j.issue_id,
+           CAST(CASE WHEN EXISTS (
+               SELECT 1 FROM integration_outbox o
+               WHERE o.receiver = 'jira' AND o.action = 'open' AND o.subject_id = r.remediation_id
+                 AND o.delivered_at IS NULL AND o.dead_at IS NULL) THEN 1 ELSE 0 END AS BIGINT)
+    FROM remediations r LEFT JOIN jira_issues j ON j.remediation_id = r.remediation_id
+    WHERE r.test_id IN (SELECT value FROM json_each($1))
+    ORDER BY r.test_id, r.opened_at DESC, r.remediation_id DESC";
 const ISSUES_TO_SYNC: &str = "
     SELECT issue_key FROM jira_issues ORDER BY synced_at, issue_key LIMIT $1";
 const SAVE_STATUSES: &str = "
@@ -55,10 +62,11 @@ const SAVE_STATUSES: &str = "
                            synced_at = $2
     WHERE issue_key IN (SELECT json_extract(value, '$.key') FROM json_each($1))";
 const ISSUES_OF_REMEDIATIONS: &str = "
-    SELECT remediation_id, issue_key, status FROM jira_issues
+    SELECT remediation_id, issue_id, issue_key, status FROM jira_issues
     WHERE remediation_id IN (SELECT value FROM json_each($1))";
 
-const TEMPO_WORKLOG: &str = "SELECT tempo_worklog_id FROM tempo_worklogs WHERE worklog_id = $1";
+const TEMPO_WORKLOGS: &str = "
+    SELECT worklog_id FROM tempo_worklogs WHERE worklog_id IN (SELECT value FROM json_each($1))";
 const SAVE_TEMPO_WORKLOG: &str = "
     INSERT INTO tempo_worklogs (worklog_id, tempo_worklog_id, delivered_at) VALUES ($1, $2, $3)
     ON CONFLICT (worklog_id) DO UPDATE SET tempo_worklog_id = excluded.tempo_worklog_id";
@@ -83,6 +91,23 @@ pub struct Pending {
     pub attempts: i64,
     pub next_attempt_at: Micros,
     pub progress: String,
+}
+
+/// A remediation's Jira issue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JiraIssue {
+    pub issue_id: String,
+    pub key: String,
+    pub status: String,
+}
+
+/// Where a test's worklogs go: the issue of its latest remediation that
+/// has one, and whether one of its remediations' issues is still to be
+/// created.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TestIssue {
+    pub issue_id: Option<String>,
+    pub pending: bool,
 }
 
 #[derive(Serialize)]
@@ -215,31 +240,6 @@ impl CampaignStore {
         tx.commit().await
     }
 
-    /// Whether a remediation's issue is still to be created.
-    pub async fn jira_open_pending(&self, remediation_id: &str) -> Result<bool, sqlx::Error> {
-        Ok(self
-            .db
-            .stmt(PENDING_OPEN)
-            .bind(remediation_id.to_owned())
-            .fetch_optional(self.db.pool())
-            .await?
-            .is_some())
-    }
-
-    /// A remediation's Jira issue: (id, key, status).
-    pub async fn jira_issue(
-        &self,
-        remediation_id: &str,
-    ) -> Result<Option<(String, String, String)>, sqlx::Error> {
-        self.db
-            .stmt(JIRA_ISSUE)
-            .bind(remediation_id.to_owned())
-            .fetch_optional(self.db.pool())
-            .await?
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-            .transpose()
-    }
-
     /// Stores a remediation's Jira issue.
     pub async fn save_jira_issue(
         &self,
@@ -259,22 +259,6 @@ impl CampaignStore {
             .execute(self.db.pool())
             .await?;
         Ok(())
-    }
-
-    /// A test's remediations with their Jira issue id, if any, latest
-    /// first.
-    pub async fn jira_issues_of_test(
-        &self,
-        test_id: &str,
-    ) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
-        self.db
-            .stmt(JIRA_ISSUE_OF_TEST)
-            .bind(test_id.to_owned())
-            .fetch_all(self.db.pool())
-            .await?
-            .iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect()
     }
 
     /// The issue keys read back least recently.
@@ -311,30 +295,82 @@ impl CampaignStore {
         Ok(())
     }
 
-    /// The Jira issue (key, status) of each remediation that has one.
+    /// The Jira issue of each remediation that has one (one statement).
     pub async fn jira_issues_of(
         &self,
         remediation_ids: &[String],
-    ) -> Result<BTreeMap<String, (String, String)>, sqlx::Error> {
+    ) -> Result<BTreeMap<String, JiraIssue>, sqlx::Error> {
         self.db
             .stmt(ISSUES_OF_REMEDIATIONS)
             .bind_ids(remediation_ids)
             .fetch_all(self.db.pool())
             .await?
             .iter()
-            .map(|row| Ok((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?))))
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    JiraIssue {
+                        issue_id: row.try_get(1)?,
+                        key: row.try_get(2)?,
+                        status: row.try_get(3)?,
+                    },
+                ))
+            })
             .collect()
     }
 
-    /// A worklog's Tempo id, once delivered.
-    pub async fn tempo_worklog(&self, worklog_id: &str) -> Result<Option<String>, sqlx::Error> {
+    /// The remediations among these whose issue is still to be created
+    /// (one statement).
+    pub async fn jira_opens_pending(
+        &self,
+        remediation_ids: &[String],
+    ) -> Result<BTreeSet<String>, sqlx::Error> {
         self.db
-            .stmt(TEMPO_WORKLOG)
-            .bind(worklog_id.to_owned())
-            .fetch_optional(self.db.pool())
+            .stmt(PENDING_OPENS)
+            .bind_ids(remediation_ids)
+            .fetch_all(self.db.pool())
             .await?
+            .iter()
             .map(|row| row.try_get(0))
-            .transpose()
+            .collect()
+    }
+
+    /// Where each test's worklogs go (one statement).
+    pub async fn issues_of_tests(
+        &self,
+        test_ids: &[String],
+    ) -> Result<BTreeMap<String, TestIssue>, sqlx::Error> {
+        let mut out: BTreeMap<String, TestIssue> = BTreeMap::new();
+        for row in self
+            .db
+            .stmt(ISSUES_OF_TESTS)
+            .bind_ids(test_ids)
+            .fetch_all(self.db.pool())
+            .await?
+        {
+            let entry = out.entry(row.try_get(0)?).or_default();
+            let issue: Option<String> = row.try_get(1)?;
+            if entry.issue_id.is_none() {
+                entry.issue_id = issue;
+            }
+            entry.pending |= row.try_get::<i64, _>(2)? != 0;
+        }
+        Ok(out)
+    }
+
+    /// The worklogs among these already at Tempo (one statement).
+    pub async fn tempo_worklogs_of(
+        &self,
+        worklog_ids: &[String],
+    ) -> Result<BTreeSet<String>, sqlx::Error> {
+        self.db
+            .stmt(TEMPO_WORKLOGS)
+            .bind_ids(worklog_ids)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect()
     }
 
     /// Stores a worklog's Tempo id.
