@@ -502,6 +502,33 @@ async fn kev_mappings_follow_revoked_techniques_and_report_unknown_ones() {
         .techniques;
     assert_eq!(cves[0].cves[0].cve_id, "CVE-2024-0001", "followed to T1002");
     assert!(cves[1].cves.is_empty());
+    // A newer mapping file without the first mapping: it goes.
+    let newer = json!({"mapping_objects": [
+        {"capability_id": "CVE-2024-0002", "mapping_type": "exploitation_technique", "attack_object_id": "T1777"},
+    ]});
+    let report = client(&app)
+        .import(futures::stream::iter([ImportRequest {
+            kind: ImportKind::Kev as i32,
+            file_name: "mapping.json".into(),
+            data: serde_json::to_vec(&newer).unwrap(),
+            last: true,
+        }]))
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap();
+    let c = report.counts["kev_mapping"];
+    assert_eq!((c.created, c.unchanged, c.removed), (0, 1, 1));
+    let cves = client(&app)
+        .get_cves_for_techniques(GetCvesForTechniquesRequest {
+            technique_ids: vec!["T1002".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .techniques;
+    assert!(cves[0].cves.is_empty());
 }
 
 fn analyst_report(url: &str, techniques: &[&str]) -> IntelReport {

@@ -37,9 +37,11 @@ const REPORTS_BY_KEYS: &str =
 /// The `$3` most recent reports per requested technique seen since `$2`,
 /// with each technique's count; a known technique without any still has a
 /// row (its report columns null).
+/// The report columns are [`report_select!`]'s, from column 2, with an
+/// empty technique list: a technique's reports are listed without theirs.
 const INTEL_FOR: &str = "
-    SELECT t.technique_id, x.report_key, x.n, r.source, r.campaign_id, r.title, r.description, r.url,
-           r.published_at, r.first_seen, r.last_seen, r.seen_at, r.actor_ids, r.revoked, r.deprecated
+    SELECT t.technique_id, x.n, x.report_key, r.source, r.campaign_id, r.title, r.description, r.url,
+           r.published_at, r.first_seen, r.last_seen, r.seen_at, '[]', r.actor_ids, r.revoked, r.deprecated
     FROM techniques t
     LEFT JOIN (
         SELECT it.technique_id, it.report_key,
@@ -111,32 +113,25 @@ fn json<T: serde::de::DeserializeOwned + Default>(text: Option<String>) -> T {
         .unwrap_or_default()
 }
 
-/// A report row from column `at` on: key, source, campaign, title,
-/// description, url, published, first seen, last seen, seen_at, then
-/// (when `with_techniques`) the technique links, then actors, revoked,
-/// deprecated.
-fn report(row: &AnyRow, at: usize, with_techniques: bool) -> Result<IntelReport, sqlx::Error> {
-    let links = if with_techniques { 1 } else { 0 };
-    let opt = |i: usize| -> Result<Option<Micros>, sqlx::Error> { row.try_get(at + i) };
+/// A report from column `at` on, in [`report_select!`]'s order: key,
+/// source, campaign, title, description, url, published, first seen, last
+/// seen, seen_at, technique links, actors, revoked, deprecated.
+fn report(row: &AnyRow, at: usize) -> Result<IntelReport, sqlx::Error> {
+    let col = |i: usize| at + i;
     Ok(IntelReport {
-        report_key: row.try_get(at)?,
-        source: row.try_get(at + 1)?,
-        campaign_id: row.try_get(at + 2)?,
-        title: row.try_get(at + 3)?,
-        description: row.try_get(at + 4)?,
-        url: row.try_get(at + 5)?,
-        published_at: opt(6)?,
-        first_seen: opt(7)?,
-        last_seen: opt(8)?,
-        seen_at: row.try_get(at + 9)?,
-        techniques: if with_techniques {
-            json(row.try_get(at + 10)?)
-        } else {
-            Vec::new()
-        },
-        actor_ids: json(row.try_get(at + 10 + links)?),
-        revoked: row.try_get::<i64, _>(at + 11 + links)? != 0
-            || row.try_get::<i64, _>(at + 12 + links)? != 0,
+        report_key: row.try_get(col(0))?,
+        source: row.try_get(col(1))?,
+        campaign_id: row.try_get(col(2))?,
+        title: row.try_get(col(3))?,
+        description: row.try_get(col(4))?,
+        url: row.try_get(col(5))?,
+        published_at: row.try_get(col(6))?,
+        first_seen: row.try_get(col(7))?,
+        last_seen: row.try_get(col(8))?,
+        seen_at: row.try_get(col(9))?,
+        techniques: json(row.try_get(col(10))?),
+        actor_ids: json(row.try_get(col(11))?),
+        revoked: row.try_get::<i64, _>(col(12))? != 0 || row.try_get::<i64, _>(col(13))? != 0,
     })
 }
 
@@ -159,7 +154,7 @@ impl CatalogStore {
             .fetch_all(self.db.pool())
             .await?
             .iter()
-            .map(|row| report(row, 0, true))
+            .map(|row| report(row, 0))
             .collect()
     }
 
@@ -174,7 +169,7 @@ impl CatalogStore {
             .fetch_all(self.db.pool())
             .await?
             .iter()
-            .map(|row| report(row, 0, true).map(|r| (r.report_key.clone(), r)))
+            .map(|row| report(row, 0).map(|r| (r.report_key.clone(), r)))
             .collect()
     }
 
@@ -200,14 +195,12 @@ impl CatalogStore {
                 technique_id: id,
                 ..TechniqueIntel::default()
             });
-            let Some(key) = row.try_get::<Option<String>, _>(1)? else {
+            // A technique without reports has one row, its report null.
+            if row.try_get::<Option<String>, _>(2)?.is_none() {
                 continue;
-            };
-            entry.report_count = row.try_get(2)?;
-            // The report columns from 3 on, the key being at 1.
-            let mut r = report_tail(row)?;
-            r.report_key = key;
-            entry.reports.push(r);
+            }
+            entry.report_count = row.try_get(1)?;
+            entry.reports.push(report(row, 2)?);
         }
         Ok(out)
     }
@@ -279,25 +272,6 @@ impl CatalogStore {
         }
         Ok(out)
     }
-}
-
-/// The report columns of an INTEL_FOR row (3 on), without its techniques.
-fn report_tail(row: &AnyRow) -> Result<IntelReport, sqlx::Error> {
-    Ok(IntelReport {
-        report_key: String::new(),
-        source: row.try_get(3)?,
-        campaign_id: row.try_get(4)?,
-        title: row.try_get(5)?,
-        description: row.try_get(6)?,
-        url: row.try_get(7)?,
-        published_at: row.try_get(8)?,
-        first_seen: row.try_get(9)?,
-        last_seen: row.try_get(10)?,
-        seen_at: row.try_get(11)?,
-        techniques: Vec::new(),
-        actor_ids: json(row.try_get(12)?),
-        revoked: row.try_get::<i64, _>(13)? != 0 || row.try_get::<i64, _>(14)? != 0,
-    })
 }
 
 /// A CVES_FOR row's CVE; None for a technique without any.

@@ -108,8 +108,9 @@ const KEV_ENTRIES: EntitySql = entity_sql!("kev_entry", "kev_entries", "cve_id",
     "short_description" as "TEXT", "content_hash" as "TEXT"]);
 const KEV_MAPPINGS: EntitySql = entity_sql!("kev_mapping", "kev_mappings", "mapping_key", flags: "0 AS revoked, 0 AS deprecated", [
     "cve_id" as "TEXT", "technique_id" as "TEXT", "mapping_type" as "TEXT", "content_hash" as "TEXT"]);
-const DELETE_KEV_MAPPINGS: &str =
-    "DELETE FROM kev_mappings WHERE mapping_key IN (SELECT value FROM json_each($1))";
+/// Every mapping the upload's mapping file no longer has.
+const DELETE_STALE_KEV_MAPPINGS: &str =
+    "DELETE FROM kev_mappings WHERE mapping_key NOT IN (SELECT value FROM json_each($1))";
 
 const ACTOR_TECHNIQUES: PairSql = pair_sql!("actor_techniques", "actor_id", "technique_id");
 const TECHNIQUE_DEFENSES: PairSql = pair_sql!("technique_defenses", "technique_id", "defense_id");
@@ -350,29 +351,17 @@ impl Writer<'_, '_> {
             rows.iter()
                 .map(|r| (format!("CVE {}", r.cve_id), &r.technique_id)),
         );
-        let existing = self.entities(&KEV_MAPPINGS, &rows).await?;
-        drop(existing);
-        let keep = keys(&rows);
-        let stale: Vec<String> = self
+        self.entities(&KEV_MAPPINGS, &rows).await?;
+        let keep: Vec<&str> = rows.iter().map(|r| r.mapping_key.as_str()).collect();
+        let removed = self
             .db
-            .stmt(KEV_MAPPINGS.preload)
-            .fetch_all(&mut **self.tx)
+            .stmt(DELETE_STALE_KEV_MAPPINGS)
+            .bind_ids(&keep)
+            .execute(&mut **self.tx)
             .await?
-            .iter()
-            .map(|row| row.try_get::<String, _>(0))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(|k| !keep.contains(k))
-            .collect();
-        if !stale.is_empty() {
-            self.db
-                .stmt(DELETE_KEV_MAPPINGS)
-                .bind_ids(&stale)
-                .execute(&mut **self.tx)
-                .await?;
-        }
+            .rows_affected();
         if let Some(counts) = self.changes.counts.get_mut(KEV_MAPPINGS.name) {
-            counts.removed = stale.len() as u64;
+            counts.removed = removed;
         }
         Ok(())
     }
