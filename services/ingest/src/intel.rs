@@ -83,14 +83,10 @@ impl Intel {
         let db = self.store.db();
         let mut tx = db.begin().await?;
         let changes = write::intel_reports(db, &mut tx, &drafts).await?;
-        if let Some(unknown) = changes
-            .unresolved
-            .iter()
-            .find(|s| s.reason.contains("not in the ATT&CK catalogue"))
-        {
+        if let Some(unknown) = changes.unknown.first() {
             return Err(IngestError::invalid(
                 "reports.techniques",
-                format!("{}: {}", unknown.location, unknown.reason),
+                format!("{unknown} is not in the ATT&CK catalogue"),
             ));
         }
         tx.commit().await?;

@@ -105,6 +105,19 @@ pub struct Scored {
     pub days_since_validation: f64,
 }
 
+#[cfg(test)]
+impl Scored {
+    /// A technique's score and status, the rest default: for unit tests.
+    pub fn stub(technique_id: &str, score: f64, status: Status) -> Self {
+        Self {
+            technique_id: technique_id.into(),
+            score,
+            status,
+            ..Self::default()
+        }
+    }
+}
+
 /// The coverage status.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,

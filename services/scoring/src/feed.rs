@@ -266,12 +266,7 @@ mod tests {
     use super::*;
 
     fn scored(id: &str, score: f64, status: Status) -> Scored {
-        Scored {
-            technique_id: id.into(),
-            score,
-            status,
-            ..Scored::default()
-        }
+        Scored::stub(id, score, status)
     }
 
     fn state(id: &str, score: f64, status: Status) -> (String, StateRow) {

@@ -140,6 +140,8 @@ pub struct Changes {
     pub counts: BTreeMap<String, Counts>,
     /// References to unknown, revoked or deprecated techniques (kept).
     pub unresolved: Vec<Skipped>,
+    /// Of those, where a technique the catalogue does not know is named.
+    pub unknown: Vec<String>,
     /// Techniques whose score inputs changed.
     pub invalidated: BTreeSet<String>,
 }
@@ -675,7 +677,12 @@ impl Writer<'_, '_> {
     ) {
         for (location, technique) in references {
             let reason = match known.get(technique) {
-                None => format!("unresolved: {technique} is not in the ATT&CK catalogue"),
+                None => {
+                    self.changes
+                        .unknown
+                        .push(format!("{location}: {technique}"));
+                    format!("unresolved: {technique} is not in the ATT&CK catalogue")
+                }
                 Some((true, _)) => format!("unresolved: {technique} is revoked"),
                 Some((_, true)) => format!("unresolved: {technique} is deprecated"),
                 Some(_) => continue,
