@@ -114,6 +114,11 @@ async fn main() {
             .unwrap();
     }
     let load = started.elapsed();
+    support::analyze(
+        app.settings.storage.database_url.as_deref(),
+        &app.settings.storage.schema_prefix,
+    )
+    .await;
     println!(
         "# metrics benchmark — {} events, {}",
         events.len(),

@@ -246,6 +246,35 @@ pub struct DurationStats {
     pub p90: Option<f64>,
 }
 
+impl DurationStats {
+    /// The distribution of durations given in microseconds, ascending,
+    /// with their mean in seconds. Percentiles are continuous (PostgreSQL's
+    /// `percentile_cont`): position p·(n−1) in the sorted values,
+    /// interpolated between the two closest ranks; the position's whole
+    /// and fractional parts are taken in integers so the value is exact
+    /// whatever n.
+    pub fn of_sorted(mean: f64, micros: &[i64]) -> Self {
+        if micros.is_empty() {
+            return Self::default();
+        }
+        let seconds = |i: usize| micros[i] as f64 / 1_000_000.0;
+        let percentile = |p: usize| {
+            let m = micros.len() - 1;
+            let lo = p * m / 100;
+            let frac = (p * m - 100 * lo) as f64 / 100.0;
+            let low = seconds(lo);
+            let high = if lo < m { seconds(lo + 1) } else { low };
+            low + frac * (high - low)
+        };
+        Self {
+            count: micros.len() as i64,
+            mean: Some(mean),
+            p50: Some(percentile(50)),
+            p90: Some(percentile(90)),
+        }
+    }
+}
+
 /// Rejection counts over a window.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rejections {
@@ -310,6 +339,24 @@ mod tests {
             actor_id: "",
             attributes: attrs,
         }
+    }
+
+    #[test]
+    fn percentiles_are_continuous_between_ranks() {
+        // Ten values 1..=10 s: p50 at position 4.5 (5.5 s), p90 at 8.1
+        // (9.1 s), as PostgreSQL's percentile_cont answers.
+        let micros: Vec<i64> = (1..=10).map(|s| s * 1_000_000).collect();
+        let stats = DurationStats::of_sorted(5.5, &micros);
+        assert_eq!(stats.count, 10);
+        assert_eq!(stats.p50, Some(5.5));
+        assert!((stats.p90.unwrap() - 9.1).abs() < 1e-9, "{stats:?}");
+        // One value is every percentile; none is no distribution.
+        let one = DurationStats::of_sorted(2.0, &[2_000_000]);
+        assert_eq!((one.p50, one.p90), (Some(2.0), Some(2.0)));
+        assert_eq!(DurationStats::of_sorted(0.0, &[]), DurationStats::default());
+        // Two values: p90 is 90 % of the way from the first to the second.
+        let two = DurationStats::of_sorted(5.0, &[0, 10_000_000]);
+        assert_eq!((two.p50, two.p90), (Some(5.0), Some(9.0)));
     }
 
     fn field_of(err: MetricsError) -> String {

@@ -33,6 +33,11 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         "test_marks",
         include_str!("../migrations/0004_test_marks.sql"),
     ),
+    MigrationFile::same(
+        5,
+        "metric_indexes",
+        include_str!("../migrations/0005_metric_indexes.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database.

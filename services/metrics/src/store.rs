@@ -7,10 +7,13 @@
 //! Every metric statement binds: `$1` window start, `$2` window end
 //! (exclusive), `$3` campaign id or '', `$4` technique ids as a JSON array,
 //! `$5` 1 when the technique filter applies. Durations are computed in
-//! microseconds and returned in seconds as double precision. Percentiles are
-//! continuous: position p·(n−1) in the sorted values, interpolated between
-//! the two closest ranks (PostgreSQL's `percentile_cont`), written with
-//! window functions and integer arithmetic so SQLite computes them too.
+//! microseconds and returned in seconds as double precision. For the
+//! percentiles a statement returns each group's durations in ascending
+//! order, one sort inside one aggregate (`string_agg … ORDER BY`, the same
+//! text on both backends); the continuous percentiles are taken from that
+//! list (`domain::DurationStats::of_sorted`). Window functions over every
+//! group's rows, the first way, were SQLite's largest cost at the year
+//! scale (it materialises them).
 
 use std::collections::BTreeSet;
 
@@ -27,36 +30,15 @@ macro_rules! event_filter {
     };
 }
 
-/// Count, mean, continuous p50 and p90 of `x` per group `g` of the CTE
-/// `durations`.
+/// Count, mean (seconds) and the ascending durations (microseconds,
+/// comma-separated) of `m` per group `g` of the CTE `durations`.
 macro_rules! duration_stats {
     () => {
-        concat!(
-            "ranked AS (
-                SELECT g, x,
-                       ROW_NUMBER() OVER (PARTITION BY g ORDER BY x) - 1 AS i,
-                       COUNT(*) OVER (PARTITION BY g) - 1 AS m
-                FROM durations WHERE x IS NOT NULL
-            ),
-            cut AS (
-                SELECT g, x, i,
-                       (50 * m) / 100 AS lo50, 50 * m - 100 * ((50 * m) / 100) AS r50,
-                       (90 * m) / 100 AS lo90, 90 * m - 100 * ((90 * m) / 100) AS r90
-                FROM ranked
-            ),
-            stats AS (
-                SELECT g, COUNT(*) AS n, AVG(x) AS mean,
-                       MAX(CASE WHEN i = lo50 THEN x END)
-                         + CAST(MAX(r50) AS DOUBLE PRECISION) / 100.0
-                         * (COALESCE(MAX(CASE WHEN i = lo50 + 1 THEN x END), MAX(CASE WHEN i = lo50 THEN x END))
-                            - MAX(CASE WHEN i = lo50 THEN x END)) AS p50,
-                       MAX(CASE WHEN i = lo90 THEN x END)
-                         + CAST(MAX(r90) AS DOUBLE PRECISION) / 100.0
-                         * (COALESCE(MAX(CASE WHEN i = lo90 + 1 THEN x END), MAX(CASE WHEN i = lo90 THEN x END))
-                            - MAX(CASE WHEN i = lo90 THEN x END)) AS p90
-                FROM cut GROUP BY g
-            )"
-        )
+        "stats AS (
+            SELECT g, COUNT(*) AS n, AVG(CAST(m AS DOUBLE PRECISION) / 1000000.0) AS mean,
+                   string_agg(CAST(m AS TEXT), ',' ORDER BY m) AS sorted
+            FROM durations WHERE m IS NOT NULL GROUP BY g
+        )"
     };
 }
 
@@ -143,39 +125,38 @@ const REFRESH_REMEDIATIONS: &str = "
 /// the milestones (aliased `e` for the filter) hold each one's detect time.
 const MTTD: &str = concat!(
     "WITH durations AS (
-        SELECT 0 AS g, CAST(e.detect_micros AS DOUBLE PRECISION) / 1000000.0 AS x
+        SELECT 0 AS g, e.detect_micros AS m
         FROM test_milestones e
         WHERE e.validated_at >= $1 AND e.validated_at < $2 AND e.hit = 1",
     event_filter!(),
     "),",
     duration_stats!(),
-    "SELECT COALESCE(MAX(n), 0) AS n, MAX(mean) AS mean, MAX(p50) AS p50, MAX(p90) AS p90 FROM stats"
+    "SELECT COALESCE(MAX(n), 0) AS n, MAX(mean) AS mean, MAX(sorted) AS sorted FROM stats"
 );
 
 /// Over remediations completed in the window: completed minus opened.
 const MTTR: &str = concat!(
     "WITH durations AS (
-        SELECT 0 AS g, CAST(e.completed_at - e.opened_at AS DOUBLE PRECISION) / 1000000.0 AS x
+        SELECT 0 AS g, e.completed_at - e.opened_at AS m
         FROM remediation_milestones e
         WHERE e.completed_at >= $1 AND e.completed_at < $2",
     event_filter!(),
     "),",
     duration_stats!(),
-    "SELECT COALESCE(MAX(n), 0) AS n, MAX(mean) AS mean, MAX(p50) AS p50, MAX(p90) AS p90 FROM stats"
+    "SELECT COALESCE(MAX(n), 0) AS n, MAX(mean) AS mean, MAX(sorted) AS sorted FROM stats"
 );
 
-/// Distinct tests per kind (and side) in the window: the marks whose
-/// previous instant for their test is before the window, counted.
+/// Distinct tests per mark in the window: the marks whose previous instant
+/// for their test is before the window, counted per mark (one index range
+/// each); a mark with none has no row.
 const REJECTIONS: &str = concat!(
-    "SELECT COUNT(CASE WHEN e.mark = 'validated' THEN 1 END),
-            COUNT(CASE WHEN e.mark = 'rejected' THEN 1 END),
-            COUNT(CASE WHEN e.mark = 'rejected:red' THEN 1 END),
-            COUNT(CASE WHEN e.mark = 'red_executed' THEN 1 END),
-            COUNT(CASE WHEN e.mark = 'rejected:blue' THEN 1 END),
-            COUNT(CASE WHEN e.mark = 'blue_completed' THEN 1 END)
+    "SELECT e.mark, COUNT(*)
      FROM test_marks e
-     WHERE e.occurred_at >= $1 AND e.occurred_at < $2 AND (e.prev_at IS NULL OR e.prev_at < $1)",
-    event_filter!()
+     WHERE e.mark IN ('validated', 'rejected', 'rejected:red', 'red_executed',
+                      'rejected:blue', 'blue_completed')
+       AND e.occurred_at >= $1 AND e.occurred_at < $2 AND (e.prev_at IS NULL OR e.prev_at < $1)",
+    event_filter!(),
+    " GROUP BY e.mark"
 );
 
 /// `$6` is the Monday 00:00 UTC of the window's first week.
@@ -193,7 +174,7 @@ const TREND: &str = concat!(
     event_filter!(),
     "),
     durations AS (
-        SELECT g, CAST(detect_micros AS DOUBLE PRECISION) / 1000000.0 AS x FROM placed WHERE hit = 1
+        SELECT g, detect_micros AS m FROM placed WHERE hit = 1
     ),",
     duration_stats!(),
     ",
@@ -210,7 +191,7 @@ const TREND: &str = concat!(
            (SELECT n FROM prior)
              + CAST(SUM(COALESCE(c.validated, 0)) OVER (ORDER BY w.ws) AS BIGINT) AS cumulative,
            COALESCE(c.hits, 0) AS hits,
-           COALESCE(s.n, 0) AS n, s.mean, s.p50, s.p90
+           COALESCE(s.n, 0) AS n, s.mean, s.sorted
     FROM weeks w
     LEFT JOIN counts c ON c.g = w.ws
     LEFT JOIN stats s ON s.g = w.ws
@@ -365,18 +346,30 @@ impl EventStore {
 
     /// Rejection counts over the window.
     pub async fn rejections(&self, filter: &Filter) -> Result<Rejections, sqlx::Error> {
-        let row = self
+        let rows = self
             .filtered(REJECTIONS, filter)
-            .fetch_one(self.db.pool())
+            .fetch_all(self.db.pool())
             .await?;
-        Ok(Rejections {
-            validated: row.try_get(0)?,
-            rejected: row.try_get(1)?,
-            red_rejected: row.try_get(2)?,
-            red_executed: row.try_get(3)?,
-            blue_rejected: row.try_get(4)?,
-            blue_completed: row.try_get(5)?,
-        })
+        let mut counts = Rejections::default();
+        for row in &rows {
+            let mark: String = row.try_get(0)?;
+            let count: i64 = row.try_get(1)?;
+            let slot = match mark.as_str() {
+                "validated" => &mut counts.validated,
+                "rejected" => &mut counts.rejected,
+                "rejected:red" => &mut counts.red_rejected,
+                "red_executed" => &mut counts.red_executed,
+                "rejected:blue" => &mut counts.blue_rejected,
+                "blue_completed" => &mut counts.blue_completed,
+                other => {
+                    return Err(sqlx::Error::Decode(
+                        format!("unknown mark {other:?} in test_marks").into(),
+                    ));
+                }
+            };
+            *slot = count;
+        }
+        Ok(counts)
     }
 
     /// The weekly trend; `first_week` is the Monday of the window's start.
@@ -444,16 +437,22 @@ impl EventStore {
     }
 }
 
-/// Reads (count, mean, p50, p90) starting at column `at`.
+/// Reads (count, mean, ascending durations) starting at column `at`.
 fn stats(row: &AnyRow, at: usize) -> Result<DurationStats, sqlx::Error> {
     let count: i64 = row.try_get(at)?;
     if count == 0 {
         return Ok(DurationStats::default());
     }
-    Ok(DurationStats {
-        count,
-        mean: row.try_get(at + 1)?,
-        p50: row.try_get(at + 2)?,
-        p90: row.try_get(at + 3)?,
-    })
+    let sorted: String = row.try_get(at + 2)?;
+    let micros = sorted
+        .split(',')
+        .map(str::parse::<i64>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Decode(format!("durations of a metric: {e}").into()))?;
+    if micros.len() as i64 != count {
+        return Err(sqlx::Error::Decode(
+            format!("{} durations for a count of {count}", micros.len()).into(),
+        ));
+    }
+    Ok(DurationStats::of_sorted(row.try_get(at + 1)?, &micros))
 }
