@@ -58,6 +58,8 @@ struct Server {
     metrics: String,
     dir: tempfile::TempDir,
     backend: &'static str,
+    /// PostgreSQL's URL and the server's schema prefix.
+    postgres: Option<(String, String)>,
 }
 
 impl Server {
@@ -76,15 +78,17 @@ impl Server {
             .env_remove("PURPLE_DATABASE_URL")
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true);
-        let backend = match std::env::var("PURPLE_BENCH_DATABASE_URL") {
-            Ok(url) => {
-                let prefix = format!("l{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-                command
-                    .args(["--database-url", &url])
-                    .args(["--schema-prefix", &prefix]);
-                "postgresql"
-            }
-            Err(_) => "sqlite",
+        let postgres = std::env::var("PURPLE_BENCH_DATABASE_URL").ok().map(|url| {
+            let prefix = format!("l{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+            command
+                .args(["--database-url", &url])
+                .args(["--schema-prefix", &prefix]);
+            (url, prefix)
+        });
+        let backend = if postgres.is_some() {
+            "postgresql"
+        } else {
+            "sqlite"
         };
         let child = command.spawn().unwrap();
         let pid = child.id().unwrap();
@@ -95,6 +99,7 @@ impl Server {
             metrics: format!("127.0.0.1:{metrics_port}"),
             dir,
             backend,
+            postgres,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !server.dir.path().join("admin.token").exists()
@@ -206,6 +211,41 @@ async fn counters(server: &Server) -> (f64, f64) {
         sum("purple_db_statements", "_total"),
         sum("rpc_server_call_duration", "_count"),
     )
+}
+
+/// Server time (seconds) and count of each RPC method so far, from the
+/// duration histograms' sums and counts (every service's server side).
+async fn rpc_times(server: &Server) -> std::collections::BTreeMap<String, (f64, f64)> {
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let text = scrape(&server.metrics).await.unwrap_or_default();
+    let mut times = std::collections::BTreeMap::<String, (f64, f64)>::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("rpc_server_call_duration"))
+    {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some(method) = name
+            .split("rpc_method=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        let entry = times.entry(method.to_owned()).or_default();
+        if name.split('{').next().is_some_and(|n| n.ends_with("_sum")) {
+            entry.0 += value;
+        } else if name
+            .split('{')
+            .next()
+            .is_some_and(|n| n.ends_with("_count"))
+        {
+            entry.1 += value;
+        }
+    }
+    times
 }
 
 /// What one scenario measured.
@@ -347,6 +387,9 @@ async fn load(server: &Server, admin: &Authed, now: Micros) -> Vec<String> {
         assert!(Instant::now() < deadline, "the outbox never drained");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    if let Some((url, prefix)) = &server.postgres {
+        support::analyze(Some(url), prefix).await;
+    }
     techniques
 }
 
@@ -484,6 +527,7 @@ async fn main() {
         ("campaigns", "transitions invalidated five techniques", 5),
     ] {
         let mut cold = Vec::new();
+        let before = rpc_times(&server).await;
         for _ in 0..20 {
             for chunk in techniques[..touched].chunks(1_000) {
                 invalidate
@@ -509,6 +553,23 @@ async fn main() {
             cold[cold.len() / 2],
             cold[0]
         );
+        // Where the time went: server time per call of each RPC the runs
+        // made (the invalidations included).
+        let after = rpc_times(&server).await;
+        let spent: Vec<String> = after
+            .iter()
+            .filter_map(|(method, (sum, count))| {
+                let (s0, c0) = before.get(method).copied().unwrap_or_default();
+                (count > &c0).then(|| {
+                    format!(
+                        "{method} {:.1} ms × {}",
+                        (sum - s0) / (count - c0) * 1_000.0,
+                        count - c0
+                    )
+                })
+            })
+            .collect();
+        println!("  server time per call: {}", spent.join(", "));
     }
 
     let v = viewers.clone();

@@ -1714,9 +1714,10 @@ pub fn rule_ids(refs: &[purple_api::common::v1::RuleRef]) -> Vec<String> {
     refs.iter().map(|r| r.rule_id.clone()).collect()
 }
 
-/// On SQLite `GetTestsByIds` reads its tests packed in one JSON row; it
-/// answers exactly what the row-by-row read of `ListTests` does, for tests
-/// in every state with every field set.
+/// `GetTestsByIds` reads its tests packed in one JSON row and holds them
+/// in the replica's memory, checked on every read; it answers exactly what
+/// the row-by-row read of `ListTests` does, for tests in every state with
+/// every field set, before and after another replica changes one.
 #[tokio::test]
 async fn tests_by_ids_answer_what_the_list_answers_field_for_field() {
     let app = spawn_app().await;
@@ -1781,4 +1782,45 @@ async fn tests_by_ids_answer_what_the_list_answers_field_for_field() {
             .iter()
             .any(|t| t.test_id == started.test_id && t.red_notes.contains('é'))
     );
+
+    // Read again: the replica now holds these tests and answers the same.
+    let read = |app: &TestApp, ids: Vec<String>| {
+        let mut c = client(app);
+        async move {
+            c.get_tests_by_ids(pb::GetTestsByIdsRequest { test_ids: ids })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut ids: Vec<String> = listed.iter().map(|t| t.test_id.clone()).collect();
+    ids.push("no-such-test".into());
+    let again = read(&app, ids.clone()).await;
+    assert_eq!(again.tests, listed);
+    assert_eq!(again.missing_ids, ["no-such-test"]);
+
+    // Another replica on the same database moves a held test on: the
+    // next read here answers the new version and fields, not the copy.
+    let other = app.replica().await;
+    let moved = step(
+        &other,
+        &started,
+        &team.blue,
+        pb::TestAction::StartBlue,
+        |_| {},
+    )
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    assert_eq!(moved.version, started.version + 1);
+    let after = read(&app, ids).await;
+    let listed = client(&app)
+        .list_tests(pb::ListTestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tests;
+    assert_eq!(after.tests, listed);
+    assert!(after.tests.contains(&moved), "{:?}", after.tests);
 }

@@ -66,6 +66,8 @@ pub struct TestApp {
     pub minter: Arc<Minter>,
     /// The server's HS256 secret file.
     pub secret_file: Option<std::path::PathBuf>,
+    /// Where its services keep their data ([`TestApp::replica`] shares it).
+    pub storage: purple_runtime::settings::StorageSettings,
     /// The role of each user a test created, for [`TestApp::as_user`].
     users: Arc<Mutex<HashMap<String, Role>>>,
     /// Every span of this process.
@@ -133,6 +135,7 @@ pub async fn spawn_services(
     adjust(&mut settings);
     let settings_auth = settings.auth.clone();
     let settings_tls = settings.tls.clone();
+    let storage = settings.storage.clone();
     let app = purple::Application::build(settings, services)
         .await
         .expect("the application builds");
@@ -172,6 +175,7 @@ pub async fn spawn_services(
         bare,
         minter,
         secret_file: settings_auth.jwt_secret_file.clone(),
+        storage,
         users: Arc::new(Mutex::new(HashMap::new())),
         spans,
         stop: Some(stop),
@@ -187,6 +191,16 @@ pub async fn spawn_services(
 }
 
 impl TestApp {
+    /// A second all-in-one process on this one's databases: another
+    /// replica of every service, as a deployment scales them out.
+    pub async fn replica(&self) -> TestApp {
+        let storage = self.storage.clone();
+        let mut replica = spawn_app_with(move |s| s.storage = storage).await;
+        // The users a test created act through either replica.
+        replica.users = self.users.clone();
+        replica
+    }
+
     /// A token for `subject` holding every role but viewer.
     fn omni_token(&self) -> String {
         // A multi-role token, as an identity provider issues one: the role

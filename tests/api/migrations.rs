@@ -19,7 +19,7 @@ async fn serve_without_auto_migrate_refuses_a_database_that_lacks_migrations() {
         .expect("an unmigrated database is refused");
     let message = format!("{refused:#}");
     assert!(
-        message.contains("lacks migrations [1, 2, 3, 4, 5]")
+        message.contains("lacks migrations [1, 2, 3, 4, 5, 6]")
             && message.contains("purple migrate --service metrics"),
         "{message}"
     );

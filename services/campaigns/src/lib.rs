@@ -16,6 +16,7 @@ pub mod relay;
 pub mod report;
 pub mod schedule;
 pub mod store;
+pub mod test_cache;
 pub mod workflow;
 
 use std::time::Duration;
@@ -59,6 +60,17 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         include_str!("../migrations/0008_integrations.sqlite.sql"),
         include_str!("../migrations/0008_integrations.postgres.sql"),
     ),
+    MigrationFile::same(
+        9,
+        "test versions",
+        include_str!("../migrations/0009_test_versions.sql"),
+    ),
+    MigrationFile::per_backend(
+        10,
+        "json_each estimate",
+        include_str!("../migrations/0010_json_each_estimate.sqlite.sql"),
+        include_str!("../migrations/0010_json_each_estimate.postgres.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database and starts its outbox
@@ -84,6 +96,7 @@ pub fn build(ctx: ServiceContext) -> anyhow::Result<CampaignsServiceServer<api::
             directory: directory.clone(),
             stale_after_days: ctx.settings.domain.stale_test_days,
             integrations: integrations.clone(),
+            tests: test_cache::TestCache::default(),
         },
         reports: report::Reports {
             store: store.clone(),

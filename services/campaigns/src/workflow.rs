@@ -52,6 +52,8 @@ pub struct Workflow {
     pub(crate) stale_after_days: u32,
     /// Jira and Tempo, when on: told in the transaction of the change.
     pub(crate) integrations: crate::integrations::Integrations,
+    /// Tests recently read by id, checked on every read.
+    pub(crate) tests: crate::test_cache::TestCache,
 }
 
 /// A new id for a test, campaign, event or anything else campaigns creates.
@@ -340,9 +342,9 @@ impl Workflow {
     pub async fn tests_by_ids(
         &self,
         ids: &[String],
-    ) -> Result<BTreeMap<String, TestRow>, CampaignError> {
+    ) -> Result<BTreeMap<String, std::sync::Arc<TestRow>>, CampaignError> {
         check_ids("test_ids", ids)?;
-        Ok(self.store.tests_by_ids(ids).await?)
+        Ok(self.tests.read(&self.store, ids).await?)
     }
 
     /// A filtered page of tests, newest first, and the next token.

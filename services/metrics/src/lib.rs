@@ -38,6 +38,12 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         "metric_indexes",
         include_str!("../migrations/0005_metric_indexes.sql"),
     ),
+    MigrationFile::per_backend(
+        6,
+        "json_each estimate",
+        include_str!("../migrations/0006_json_each_estimate.sqlite.sql"),
+        include_str!("../migrations/0006_json_each_estimate.postgres.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database.

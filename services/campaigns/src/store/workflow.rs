@@ -36,19 +36,33 @@ const INSERT_TESTS: &str = "
            CAST(json_extract(value, '$.created_at') AS BIGINT), CAST(json_extract(value, '$.created_at') AS BIGINT)
     FROM json_each($1)";
 
-const TESTS_BY_IDS: &str = concat!(
-    "SELECT ",
-    test_columns!(),
-    " FROM tests t WHERE t.test_id IN (SELECT value FROM json_each($1))"
-);
-/// The same tests as one row (SQLite): sqlx hands SQLite rows over from its
-/// worker thread one at a time, a thread wake-up each; one JSON array of
-/// the rows' columns costs one (docs/BENCHMARKS.md, "Under load").
-const TESTS_BY_IDS_PACKED: &str = concat!(
-    "SELECT json_group_array(json_array(",
-    test_columns!(),
-    ")) FROM tests t WHERE t.test_id IN (SELECT value FROM json_each($1))"
-);
+/// Tests by id as one row, a JSON array of each test's columns of
+/// [`test_columns!`]: sqlx hands SQLite rows over from its worker thread
+/// one at a time, a thread wake-up each (docs/BENCHMARKS.md, "Under
+/// load"). The aggregate's and array's names differ per backend, the rest
+/// is the same text.
+macro_rules! tests_by_ids_packed {
+    ($agg:literal, $array:literal) => {
+        concat!(
+            "SELECT CAST(",
+            $agg,
+            "(",
+            $array,
+            "(",
+            test_columns!(),
+            ")) AS TEXT) FROM tests t WHERE t.test_id IN (SELECT value FROM json_each($1))"
+        )
+    };
+}
+const TESTS_BY_IDS_SQLITE: &str = tests_by_ids_packed!("json_group_array", "json_array");
+const TESTS_BY_IDS_POSTGRES: &str = tests_by_ids_packed!("json_agg", "json_build_array");
+
+/// The current version of tests by id, one row: `version test_id` per
+/// test found, separated by `$2` (a newline: ids hold no control
+/// character). Served by the `tests_version` index alone.
+const TEST_VERSIONS: &str = "
+    SELECT string_agg(CAST(t.version AS TEXT) || ' ' || t.test_id, $2)
+    FROM tests t WHERE t.test_id IN (SELECT value FROM json_each($1))";
 
 /// Keyset page: `$6` 1 when the page starts after (`$7` created_at, `$8`
 /// test id).
@@ -323,34 +337,58 @@ impl CampaignStore {
         Ok(())
     }
 
-    /// Tests by id.
+    /// Tests by id, in one statement.
     pub async fn tests_by_ids(
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, TestRow>, sqlx::Error> {
-        if self.db.backend() == purple_runtime::db::Backend::Sqlite {
-            let packed: Option<String> = self
-                .db
-                .stmt(TESTS_BY_IDS_PACKED)
-                .bind_ids(ids)
-                .fetch_one(self.db.pool())
-                .await?
-                .try_get(0)?;
-            let rows: Vec<Vec<serde_json::Value>> =
-                serde_json::from_str(packed.as_deref().unwrap_or("[]"))
-                    .map_err(|e| sqlx::Error::Decode(e.into()))?;
-            return rows
-                .iter()
-                .map(|row| super::test_row_json(row).map(|t| (t.test_id.clone(), t)))
-                .collect();
-        }
-        self.db
-            .stmt(TESTS_BY_IDS)
+        let sql = match self.db.backend() {
+            purple_runtime::db::Backend::Sqlite => TESTS_BY_IDS_SQLITE,
+            purple_runtime::db::Backend::Postgres => TESTS_BY_IDS_POSTGRES,
+        };
+        let packed: Option<String> = self
+            .db
+            .stmt(sql)
             .bind_ids(ids)
-            .fetch_all(self.db.pool())
+            .fetch_one(self.db.pool())
             .await?
-            .iter()
-            .map(|row| test_row(row).map(|t| (t.test_id.clone(), t)))
+            .try_get(0)?;
+        let rows: Vec<Vec<serde_json::Value>> =
+            serde_json::from_str(packed.as_deref().unwrap_or("[]"))
+                .map_err(|e| sqlx::Error::Decode(e.into()))?;
+        rows.iter()
+            .map(|row| super::test_row_json(row).map(|t| (t.test_id.clone(), t)))
+            .collect()
+    }
+
+    /// The current version of each stored test of `ids`, in one statement.
+    pub async fn test_versions(&self, ids: &[String]) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let packed: Option<String> = self
+            .db
+            .stmt(TEST_VERSIONS)
+            .bind_ids(ids)
+            .bind("\n".to_owned())
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get(0)?;
+        let bad = |line: &str| {
+            sqlx::Error::Decode(
+                format!(
+                    "a test version line {:?}",
+                    line.chars().take(80).collect::<String>()
+                )
+                .into(),
+            )
+        };
+        packed
+            .as_deref()
+            .unwrap_or("")
+            .split('\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                let (version, id) = line.split_once(' ').ok_or_else(|| bad(line))?;
+                Ok((id.to_owned(), version.parse().map_err(|_| bad(line))?))
+            })
             .collect()
     }
 
