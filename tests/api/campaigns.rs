@@ -1762,28 +1762,17 @@ async fn tests_by_ids_answer_what_the_list_answers_field_for_field() {
     step(&app, &cancelled, &team.lead, pb::TestAction::Cancel, |_| {})
         .await
         .unwrap();
-    let listed = client(&app)
-        .list_tests(pb::ListTestsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .tests;
-    assert_eq!(listed.len(), 3);
-    let ids: Vec<String> = listed.iter().map(|t| t.test_id.clone()).collect();
-    let by_ids = client(&app)
-        .get_tests_by_ids(pb::GetTestsByIdsRequest { test_ids: ids })
-        .await
-        .unwrap()
-        .into_inner()
-        .tests;
-    assert_eq!(by_ids, listed);
-    assert!(
-        by_ids
-            .iter()
-            .any(|t| t.test_id == started.test_id && t.red_notes.contains('é'))
-    );
-
-    // Read again: the replica now holds these tests and answers the same.
+    // Every test as the row-by-row list reads it, and by id.
+    let list = || {
+        let mut c = client(&app);
+        async move {
+            c.list_tests(pb::ListTestsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .tests
+        }
+    };
     let read = |app: &TestApp, ids: Vec<String>| {
         let mut c = client(app);
         async move {
@@ -1793,7 +1782,18 @@ async fn tests_by_ids_answer_what_the_list_answers_field_for_field() {
                 .into_inner()
         }
     };
+    let listed = list().await;
+    assert_eq!(listed.len(), 3);
     let mut ids: Vec<String> = listed.iter().map(|t| t.test_id.clone()).collect();
+    let by_ids = read(&app, ids.clone()).await.tests;
+    assert_eq!(by_ids, listed);
+    assert!(
+        by_ids
+            .iter()
+            .any(|t| t.test_id == started.test_id && t.red_notes.contains('é'))
+    );
+
+    // Read again: the replica now holds these tests and answers the same.
     ids.push("no-such-test".into());
     let again = read(&app, ids.clone()).await;
     assert_eq!(again.tests, listed);
@@ -1815,12 +1815,6 @@ async fn tests_by_ids_answer_what_the_list_answers_field_for_field() {
     .unwrap();
     assert_eq!(moved.version, started.version + 1);
     let after = read(&app, ids).await;
-    let listed = client(&app)
-        .list_tests(pb::ListTestsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .tests;
-    assert_eq!(after.tests, listed);
+    assert_eq!(after.tests, list().await);
     assert!(after.tests.contains(&moved), "{:?}", after.tests);
 }

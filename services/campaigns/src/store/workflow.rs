@@ -59,10 +59,13 @@ const TESTS_BY_IDS_POSTGRES: &str = tests_by_ids_packed!("json_agg", "json_build
 
 /// The current version of tests by id, one row: `version test_id` per
 /// test found, separated by `$2` (a newline: ids hold no control
-/// character). Served by the `tests_version` index alone.
+/// character). Served by the `tests_version` index alone: versions start
+/// at 1, so `version > 0` changes no answer, but it is what makes SQLite
+/// pick that covering index over the primary key's (which would read every
+/// row from the table for its version: 4 % of the server's samples).
 const TEST_VERSIONS: &str = "
     SELECT string_agg(CAST(t.version AS TEXT) || ' ' || t.test_id, $2)
-    FROM tests t WHERE t.test_id IN (SELECT value FROM json_each($1))";
+    FROM tests t WHERE t.test_id IN (SELECT value FROM json_each($1)) AND t.version > 0";
 
 /// Keyset page: `$6` 1 when the page starts after (`$7` created_at, `$8`
 /// test id).
