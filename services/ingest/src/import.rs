@@ -112,7 +112,7 @@ impl Importer {
             started_at: report.started_at,
             finished_at: report.finished_at,
         };
-        write::record_run(db, &mut *tx, run).await?;
+        write::record_run(db, &mut **tx, run).await?;
         tx.commit().await?;
         Ok(changes.invalidated.into_iter().collect())
     }

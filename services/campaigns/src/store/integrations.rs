@@ -227,7 +227,7 @@ impl CampaignStore {
             .bind(seq)
             .bind(at)
             .bind(reason.to_owned())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         self.db
             .stmt(DEAD_LETTER)
@@ -235,7 +235,7 @@ impl CampaignStore {
             .bind(receiver.to_owned())
             .bind(reason.to_owned())
             .bind(at)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         tx.commit().await
     }

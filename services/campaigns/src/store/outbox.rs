@@ -219,13 +219,13 @@ impl CampaignStore {
             .bind(receiver.to_owned())
             .bind(reason.chars().take(1_000).collect::<String>())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         self.db
             .stmt(mark)
             .bind(event_id.to_owned())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         tx.commit().await
     }
