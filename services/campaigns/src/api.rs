@@ -85,7 +85,7 @@ impl CampaignsService for CampaignsApi {
     ) -> Rpc<pb::GetTestsByIdsResponse> {
         let ids = &request.get_ref().test_ids;
         let found = self.workflow.tests_by_ids(ids).await?;
-        let (tests, missing_ids) = in_order(ids, found, |t| convert::test_pb((*t).clone()));
+        let (tests, missing_ids) = in_order(ids, found, |t| convert::test_pb_of(&t));
         Ok(Response::new(pb::GetTestsByIdsResponse {
             tests,
             missing_ids,

@@ -326,24 +326,30 @@ pub fn user_query(r: &pb::ListUsersRequest) -> Result<(Option<Role>, Page), Camp
 
 /// A test on the wire.
 pub fn test_pb(t: TestRow) -> pb::Test {
+    test_pb_of(&t)
+}
+
+/// A test on the wire from a borrowed row (a held test): each field copied
+/// once, straight into the answer.
+pub fn test_pb_of(t: &TestRow) -> pb::Test {
     pb::Test {
-        test_id: t.test_id,
-        technique_id: t.technique_id,
-        template_id: t.template_id,
-        campaign_id: t.campaign_id.unwrap_or_default(),
-        title: t.title,
+        test_id: t.test_id.clone(),
+        technique_id: t.technique_id.clone(),
+        template_id: t.template_id.clone(),
+        campaign_id: t.campaign_id.clone().unwrap_or_default(),
+        title: t.title.clone(),
         state: state_pb(t.state) as i32,
         outcome: t.outcome.unwrap_or(Outcome::Unspecified) as i32,
-        retest_of: t.retest_of.unwrap_or_default(),
+        retest_of: t.retest_of.clone().unwrap_or_default(),
         version: t.version,
-        red_assignee_id: t.red_assignee_id,
-        blue_assignee_id: t.blue_assignee_id,
+        red_assignee_id: t.red_assignee_id.clone(),
+        blue_assignee_id: t.blue_assignee_id.clone(),
         executed_at: timestamp_opt(t.executed_at),
         detected_at: timestamp_opt(t.detected_at),
         validated_at: timestamp_opt(t.validated_at),
-        red_notes: t.red_notes,
-        blue_notes: t.blue_notes,
-        rejection_reason: t.rejection_reason,
+        red_notes: t.red_notes.clone(),
+        blue_notes: t.blue_notes.clone(),
+        rejection_reason: t.rejection_reason.clone(),
         created_at: Some(timestamp(t.created_at)),
         updated_at: Some(timestamp(t.updated_at)),
         red_started_at: timestamp_opt(t.milestones.red_started_at),
