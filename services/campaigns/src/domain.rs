@@ -182,6 +182,39 @@ pub struct TestRow {
     pub milestones: Milestones,
 }
 
+#[cfg(test)]
+impl TestRow {
+    /// A test of T1059 in `state`, version 3, executed 100 µs after its
+    /// creation: what unit tests start from.
+    pub(crate) fn stub(state: State) -> Self {
+        let at = |micros: i64| Micros::from_micros(1_780_000_000_000_000 + micros);
+        TestRow {
+            test_id: "t".into(),
+            technique_id: "T1059".into(),
+            template_id: String::new(),
+            campaign_id: None,
+            title: "x".into(),
+            state,
+            outcome: None,
+            retest_of: None,
+            chain_id: "t".into(),
+            version: 3,
+            red_assignee_id: String::new(),
+            blue_assignee_id: String::new(),
+            executed_at: Some(at(100)),
+            last_executed_at: Some(at(100)),
+            detected_at: None,
+            validated_at: None,
+            red_notes: String::new(),
+            blue_notes: String::new(),
+            rejection_reason: String::new(),
+            created_at: at(1),
+            updated_at: at(1),
+            milestones: Milestones::default(),
+        }
+    }
+}
+
 /// When each step of a test last happened, beyond the instants the score
 /// and the workflow read: what a history export carries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -770,30 +803,7 @@ mod tests {
     }
 
     fn test_in(state: State) -> TestRow {
-        TestRow {
-            test_id: "t".into(),
-            technique_id: "T1059".into(),
-            template_id: String::new(),
-            campaign_id: None,
-            title: "x".into(),
-            state,
-            outcome: None,
-            retest_of: None,
-            chain_id: "t".into(),
-            version: 3,
-            red_assignee_id: String::new(),
-            blue_assignee_id: String::new(),
-            executed_at: Some(at(100)),
-            last_executed_at: Some(at(100)),
-            detected_at: None,
-            validated_at: None,
-            red_notes: String::new(),
-            blue_notes: String::new(),
-            rejection_reason: String::new(),
-            created_at: at(1),
-            updated_at: at(1),
-            milestones: Milestones::default(),
-        }
+        TestRow::stub(state)
     }
 
     fn run(
