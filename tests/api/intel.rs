@@ -447,6 +447,22 @@ async fn kev_imports_every_entry_and_mapping_counted_from_the_files() {
     }
 }
 
+/// Imports a KEV→ATT&CK mapping document as one uploaded file.
+async fn import_mapping(app: &TestApp, mapping: &Value) -> purple_api::ingest::v1::ImportReport {
+    client(app)
+        .import(futures::stream::iter([ImportRequest {
+            kind: ImportKind::Kev as i32,
+            file_name: "mapping.json".into(),
+            data: serde_json::to_vec(mapping).unwrap(),
+            last: true,
+        }]))
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap()
+}
+
 #[tokio::test]
 async fn kev_mappings_follow_revoked_techniques_and_report_unknown_ones() {
     let app = spawn_app().await;
@@ -467,18 +483,7 @@ async fn kev_mappings_follow_revoked_techniques_and_report_unknown_ones() {
         {"capability_id": "CVE-2024-0002", "mapping_type": "exploitation_technique", "attack_object_id": "T1777"},
         {"capability_id": "CVE-2024-0003", "mapping_type": "uncategorized", "attack_object_id": "T1002"},
     ]});
-    let report = client(&app)
-        .import(futures::stream::iter([ImportRequest {
-            kind: ImportKind::Kev as i32,
-            file_name: "mapping.json".into(),
-            data: serde_json::to_vec(&mapping).unwrap(),
-            last: true,
-        }]))
-        .await
-        .unwrap()
-        .into_inner()
-        .report
-        .unwrap();
+    let report = import_mapping(&app, &mapping).await;
     assert_eq!(report.counts["kev_mapping"].created, 2);
     assert_eq!(report.unresolved_references, 1);
     assert!(
@@ -506,18 +511,7 @@ async fn kev_mappings_follow_revoked_techniques_and_report_unknown_ones() {
     let newer = json!({"mapping_objects": [
         {"capability_id": "CVE-2024-0002", "mapping_type": "exploitation_technique", "attack_object_id": "T1777"},
     ]});
-    let report = client(&app)
-        .import(futures::stream::iter([ImportRequest {
-            kind: ImportKind::Kev as i32,
-            file_name: "mapping.json".into(),
-            data: serde_json::to_vec(&newer).unwrap(),
-            last: true,
-        }]))
-        .await
-        .unwrap()
-        .into_inner()
-        .report
-        .unwrap();
+    let report = import_mapping(&app, &newer).await;
     let c = report.counts["kev_mapping"];
     assert_eq!((c.created, c.unchanged, c.removed), (0, 1, 1));
     let cves = client(&app)
