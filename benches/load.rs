@@ -10,7 +10,9 @@
 //! `PURPLE_BENCH_DATABASE_URL=postgres://... cargo bench --bench load`.
 //! `PURPLE_LOAD_CLIENTS` (32) and `PURPLE_LOAD_SECS` (10) size a run;
 //! `PURPLE_LOAD_JSON` names the JSON file (target/load-<backend>.json);
-//! `PURPLE_LOAD_ONLY=<text>` runs only the scenarios whose name has it.
+//! `PURPLE_LOAD_ONLY=<text>` runs only the scenarios whose name has it;
+//! `PURPLE_LOAD_COLD_RUNS` (20) how many cold organization scores are
+//! timed (more to profile them).
 
 mod support;
 
@@ -397,6 +399,7 @@ async fn load(server: &Server, admin: &Authed, now: Micros) -> Vec<String> {
 async fn main() {
     let clients: usize = env_or("PURPLE_LOAD_CLIENTS", 32);
     let secs: f64 = env_or("PURPLE_LOAD_SECS", 10.0);
+    let cold_runs: usize = env_or("PURPLE_LOAD_COLD_RUNS", 20).max(1);
     let server = Server::start().await;
     let admin = server.channel("admin", Role::Admin).await;
     let now = now_micros();
@@ -528,7 +531,7 @@ async fn main() {
     ] {
         let mut cold = Vec::new();
         let before = rpc_times(&server).await;
-        for _ in 0..20 {
+        for _ in 0..cold_runs {
             for chunk in techniques[..touched].chunks(1_000) {
                 invalidate
                     .invalidate_techniques(InvalidateTechniquesRequest {
@@ -549,7 +552,7 @@ async fn main() {
         }
         cold.sort_by(f64::total_cmp);
         println!(
-            "GetOrganizationScore cold after {what} (1 client, 20 runs): p50 {:.1} ms, min {:.1} ms",
+            "GetOrganizationScore cold after {what} (1 client, {cold_runs} runs): p50 {:.1} ms, min {:.1} ms",
             cold[cold.len() / 2],
             cold[0]
         );

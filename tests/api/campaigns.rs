@@ -1773,20 +1773,24 @@ async fn tests_by_ids_answer_what_the_list_answers_field_for_field() {
                 .tests
         }
     };
-    let read = |app: &TestApp, ids: Vec<String>| {
-        let mut c = client(app);
-        async move {
-            c.get_tests_by_ids(pb::GetTestsByIdsRequest { test_ids: ids })
-                .await
-                .unwrap()
-                .into_inner()
-        }
-    };
+    // A read and the statements it cost.
+    async fn read(app: &TestApp, ids: Vec<String>) -> (pb::GetTestsByIdsResponse, usize) {
+        let trace = Trace::new("purple.campaigns.v1.CampaignsService/GetTestsByIds");
+        let answer = client(app)
+            .get_tests_by_ids(trace.request(pb::GetTestsByIdsRequest { test_ids: ids }))
+            .await
+            .unwrap()
+            .into_inner();
+        (answer, Cost::of(&app.trace(&trace).await).statement_count())
+    }
     let listed = list().await;
     assert_eq!(listed.len(), 3);
     let mut ids: Vec<String> = listed.iter().map(|t| t.test_id.clone()).collect();
-    let by_ids = read(&app, ids.clone()).await.tests;
-    assert_eq!(by_ids, listed);
+    let (by_ids, statements) = read(&app, ids.clone()).await;
+    assert_eq!(by_ids.tests, listed);
+    // Not held yet: the check of the changes, then the tests in full.
+    assert_eq!(statements, 2);
+    let by_ids = by_ids.tests;
     assert!(
         by_ids
             .iter()
@@ -1794,8 +1798,11 @@ async fn tests_by_ids_answer_what_the_list_answers_field_for_field() {
     );
 
     // Read again: the replica now holds these tests and answers the same.
+    let (again, statements) = read(&app, ids.clone()).await;
+    assert_eq!(again.tests, listed);
+    assert_eq!(statements, 1, "held: the check of the changes only");
     ids.push("no-such-test".into());
-    let again = read(&app, ids.clone()).await;
+    let (again, _) = read(&app, ids.clone()).await;
     assert_eq!(again.tests, listed);
     assert_eq!(again.missing_ids, ["no-such-test"]);
 
@@ -1814,7 +1821,7 @@ async fn tests_by_ids_answer_what_the_list_answers_field_for_field() {
     .test
     .unwrap();
     assert_eq!(moved.version, started.version + 1);
-    let after = read(&app, ids).await;
+    let (after, _) = read(&app, ids).await;
     assert_eq!(after.tests, list().await);
     assert!(after.tests.contains(&moved), "{:?}", after.tests);
 }

@@ -111,17 +111,18 @@ pub fn shown(id: &str) -> String {
     format!("{short:?}")
 }
 
-/// Answers a batch in request order: the found items, and the requested
-/// ids that were not found (each once, in request order).
-pub fn in_request_order<T: Clone>(
+/// Answers a batch in request order: the found items (moved out of
+/// `found`, not cloned: some carry long lists), and the requested ids that
+/// were not found (each once, in request order).
+pub fn in_request_order<T>(
     ids: &[String],
-    found: &std::collections::BTreeMap<String, T>,
+    mut found: std::collections::BTreeMap<String, T>,
 ) -> (Vec<T>, Vec<String>) {
     let mut seen = std::collections::HashSet::new();
     let (mut items, mut missing) = (Vec::new(), Vec::new());
     for id in ids.iter().filter(|id| seen.insert(id.as_str())) {
-        match found.get(id) {
-            Some(item) => items.push(item.clone()),
+        match found.remove(id) {
+            Some(item) => items.push(item),
             None => missing.push(id.clone()),
         }
     }

@@ -365,12 +365,12 @@ pub fn tests_pb(tests: Vec<TestRow>) -> Vec<pb::Test> {
 }
 
 /// Found items in request order, and the ids not found.
-pub fn in_order<T: Clone, P>(
+pub fn in_order<T, P>(
     ids: &[String],
     found: BTreeMap<String, T>,
     to_pb: impl Fn(T) -> P,
 ) -> (Vec<P>, Vec<String>) {
-    let (items, missing) = in_request_order(ids, &found);
+    let (items, missing) = in_request_order(ids, found);
     (items.into_iter().map(to_pb).collect(), missing)
 }
 
@@ -476,7 +476,11 @@ pub fn aggregate_pb(a: Aggregate) -> pb::TechniqueTestAggregate {
         latest_validated_at: timestamp_opt(a.latest_validated_at),
         #[allow(deprecated)]
         triggered_rule_ids: a.triggered_rules.iter().map(|(_, id)| id.clone()).collect(),
-        triggered_rules: rule_refs(&a.triggered_rules),
+        triggered_rules: a
+            .triggered_rules
+            .into_iter()
+            .map(|(source, rule_id)| RuleRef { source, rule_id })
+            .collect(),
     }
 }
 

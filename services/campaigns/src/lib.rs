@@ -71,6 +71,12 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         include_str!("../migrations/0010_json_each_estimate.sqlite.sql"),
         include_str!("../migrations/0010_json_each_estimate.postgres.sql"),
     ),
+    MigrationFile::per_backend(
+        11,
+        "test changes",
+        include_str!("../migrations/0011_test_changes.sqlite.sql"),
+        include_str!("../migrations/0011_test_changes.postgres.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database and starts its outbox

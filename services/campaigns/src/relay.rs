@@ -218,6 +218,12 @@ pub async fn run_relay(relay: Relay, interval: Duration, shutdown: CancellationT
             // Drain while batches keep coming, in order; stop at the first
             // failure so nothing is delivered ahead of what failed.
             while backoff.ready() && !shutdown.is_cancelled() {
+                // Measured between batches too: a drain after an import
+                // lasts minutes, when the gauges matter most.
+                if measured.elapsed() >= BACKLOG_EVERY {
+                    relay.measure_backlog().await;
+                    measured = Instant::now();
+                }
                 let sent = if receiver == "metrics" {
                     relay.deliver_metrics().await
                 } else {

@@ -1,16 +1,17 @@
-//! Tests recently read by id, held in this replica's memory and checked
-//! against the database on every read. A test's row changes only with its
-//! version (a transition bumps it, the history import's update bumps it,
-//! nothing else writes the row), so a held copy whose version the database
-//! still has is the row, whichever replica wrote since. A read first asks
-//! the versions (one statement, answered from an index), then reads in
-//! full only the tests not held or held at an older version (a second
-//! statement, only then). Nothing here is served without that check, so
-//! there is no invalidation to miss.
-
+//! Tests recently read by id, held in this replica's memory and kept
+//! coherent by the database's own record of changes. Every write to a
+//! test's row notes the test in `test_changes` with a mark in commit order
+//! (a trigger, migration 0011). Before answering from memory, a read makes
+//! sure a check of that record started after the read arrived: the check
+//! (one small statement) drops every held test changed since the previous
+//! one, whichever replica or process wrote it. Reads that arrive while a
+//! check runs share the next one, so under load a read costs a fraction of
+//! a statement; a read of tests not held reads them in full (a second
+//! statement, only then).
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use crate::{domain::TestRow, store::CampaignStore};
@@ -26,16 +27,37 @@ const BUDGET_BYTES: usize = 64 << 20;
 /// A test bigger than this is served but not held.
 const MAX_HELD_BYTES: usize = 64 << 10;
 
+/// How many recent batches of changed tests are remembered, so that a
+/// full read racing a check does not hold what the check dropped.
+const RECENT_CHANGES: usize = 256;
+
 /// The held tests of one replica and their bytes.
 #[derive(Clone, Debug, Default)]
 pub struct TestCache {
     held: Arc<Mutex<Held>>,
+    /// The latest check of `test_changes`; locked while one runs.
+    check: Arc<tokio::sync::Mutex<Check>>,
 }
 
 #[derive(Debug, Default)]
 struct Held {
     tests: HashMap<String, Arc<TestRow>>,
     bytes: usize,
+    /// Counts the checks that dropped tests (or could have).
+    generation: u64,
+    /// The tests each recent generation dropped, oldest first.
+    recent: VecDeque<(u64, Vec<String>)>,
+}
+
+/// Where the record of changes was last read.
+#[derive(Debug, Default)]
+struct Check {
+    /// When the latest check started (None: never).
+    started: Option<Instant>,
+    /// The mark to ask from next time.
+    horizon: Option<i64>,
+    /// The held tests' generation once it was applied.
+    generation: u64,
 }
 
 /// What holding a test costs, near enough: its text and a fixed part for
@@ -62,49 +84,132 @@ fn bytes_of(t: &TestRow) -> usize {
 }
 
 impl TestCache {
-    /// Tests by id as stored now: held copies still current are answered
-    /// from memory, the others are read and held. Ids not stored are
-    /// absent.
+    /// Tests by id as stored now: held copies are answered from memory once
+    /// a check started after this call, the others are read and held. Ids
+    /// not stored are absent.
     pub async fn read(
         &self,
         store: &CampaignStore,
         ids: &[String],
     ) -> Result<BTreeMap<String, Arc<TestRow>>, sqlx::Error> {
-        let versions = store.test_versions(ids).await?;
+        let generation = self.checked_since(store, Instant::now()).await?;
         let mut found = BTreeMap::new();
-        let mut stale = Vec::new();
+        let mut missing = Vec::new();
         {
             let held = self.held.lock().expect("test cache poisoned");
-            for (id, version) in versions {
-                match held.tests.get(&id) {
-                    Some(t) if t.version == version => {
-                        found.insert(id, t.clone());
+            for id in ids {
+                match held.tests.get(id) {
+                    Some(t) => {
+                        found.insert(id.clone(), t.clone());
                     }
-                    _ => stale.push(id),
+                    None => missing.push(id.clone()),
                 }
             }
         }
-        if stale.is_empty() {
+        if missing.is_empty() {
             return Ok(found);
         }
-        let read = store.tests_by_ids(&stale).await?;
+        let read = store.tests_by_ids(&missing).await?;
         let mut held = self.held.lock().expect("test cache poisoned");
+        // A check since this read's own may have dropped a test this read
+        // then read at its older version: such a test is served (it was
+        // current when read) but not held.
+        let changed = held.changed_after(generation);
         for (id, t) in read {
             let t = Arc::new(t);
             let size = bytes_of(&t);
-            // A concurrent read may hold a newer version: keep the newer
-            // (either is checked before it is served).
+            let holdable = changed
+                .as_ref()
+                .is_some_and(|changed| !changed.contains(&id));
+            // A concurrent read may hold a newer version: keep the newer.
             let newer_held = held.tests.get(&id).is_some_and(|h| h.version > t.version);
-            if size <= MAX_HELD_BYTES && !newer_held {
+            if size <= MAX_HELD_BYTES && holdable && !newer_held {
                 held.hold(id.clone(), t.clone(), size);
             }
             found.insert(id, t);
         }
         Ok(found)
     }
+
+    /// Makes sure a check of the record of changes started after `arrived`
+    /// (running one unless a check that started since has finished) and
+    /// returns the held tests' generation after it.
+    async fn checked_since(
+        &self,
+        store: &CampaignStore,
+        arrived: Instant,
+    ) -> Result<u64, sqlx::Error> {
+        let mut check = self.check.lock().await;
+        if check.started.is_some_and(|started| started > arrived) {
+            return Ok(check.generation);
+        }
+        let started = Instant::now();
+        let (horizon, changed) = store
+            .test_changes(check.horizon.unwrap_or(i64::MAX))
+            .await?;
+        // A horizon going back means another database (a restore): drop
+        // everything.
+        let rewound = check.horizon.is_some_and(|before| horizon < before);
+        let generation = self
+            .held
+            .lock()
+            .expect("test cache poisoned")
+            .forget(changed, rewound);
+        *check = Check {
+            started: Some(started),
+            horizon: Some(horizon),
+            generation,
+        };
+        Ok(generation)
+    }
 }
 
 impl Held {
+    /// Drops the held copies of `changed` (all of them when `everything`)
+    /// and returns the generation after.
+    fn forget(&mut self, changed: Vec<String>, everything: bool) -> u64 {
+        if everything {
+            self.tests.clear();
+            self.bytes = 0;
+            self.recent.clear();
+            self.generation += 1;
+            return self.generation;
+        }
+        if changed.is_empty() {
+            return self.generation;
+        }
+        for id in &changed {
+            if let Some(old) = self.tests.remove(id) {
+                self.bytes -= bytes_of(&old);
+            }
+        }
+        self.generation += 1;
+        self.recent.push_back((self.generation, changed));
+        if self.recent.len() > RECENT_CHANGES {
+            self.recent.pop_front();
+        }
+        self.generation
+    }
+
+    /// The tests dropped after `generation`, or None when that is longer
+    /// ago than what is remembered.
+    fn changed_after(&self, generation: u64) -> Option<HashSet<String>> {
+        if generation == self.generation {
+            return Some(HashSet::new());
+        }
+        let remembered = self
+            .recent
+            .front()
+            .is_some_and(|(g, _)| *g <= generation + 1);
+        remembered.then(|| {
+            self.recent
+                .iter()
+                .filter(|(g, _)| *g > generation)
+                .flat_map(|(_, ids)| ids.iter().cloned())
+                .collect()
+        })
+    }
+
     /// Holds `t`, first dropping half of what is held when the budget
     /// would be passed.
     fn hold(&mut self, id: String, t: Arc<TestRow>, size: usize) {
@@ -156,5 +261,36 @@ mod tests {
         let size = bytes_of(&t);
         held.hold("t4999".into(), t, size);
         assert_eq!(held.bytes, before);
+    }
+
+    #[test]
+    fn a_read_racing_a_check_does_not_hold_what_the_check_dropped() {
+        let mut held = Held::default();
+        let t = row("t1", 10);
+        let size = bytes_of(&t);
+        held.hold("t1".into(), t, size);
+        // Nothing changed: the same generation, everything holdable.
+        let read_at = held.forget(Vec::new(), false);
+        assert_eq!(held.changed_after(read_at), Some(HashSet::new()));
+        // A check while the read was under way dropped t1 and t2.
+        held.forget(vec!["t1".into(), "t2".into()], false);
+        assert!(!held.tests.contains_key("t1") && held.bytes == 0);
+        let changed = held.changed_after(read_at).expect("remembered");
+        assert!(changed.contains("t2") && !changed.contains("t3"));
+        // Longer ago than remembered: nothing is holdable.
+        for i in 0..RECENT_CHANGES {
+            held.forget(vec![format!("x{i}")], false);
+        }
+        assert_eq!(held.changed_after(read_at), None);
+        let now = held.generation;
+        assert_eq!(held.changed_after(now), Some(HashSet::new()));
+        // Another database (a restore) drops everything, and a read from
+        // before it holds nothing.
+        let t = row("t4", 10);
+        let size = bytes_of(&t);
+        held.hold("t4".into(), t, size);
+        held.forget(Vec::new(), true);
+        assert!(held.tests.is_empty() && held.bytes == 0);
+        assert_eq!(held.changed_after(now), None);
     }
 }

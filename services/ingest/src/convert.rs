@@ -171,12 +171,12 @@ pub fn actors_page(r: &pb::ListThreatActorsRequest) -> Result<Page, IngestError>
 
 /// Items found for the requested ids, in request order, and the ids not
 /// found.
-pub fn in_order<T: Clone, P>(
+pub fn in_order<T, P>(
     ids: &[String],
     found: BTreeMap<String, T>,
     to_pb: impl Fn(T) -> P,
 ) -> (Vec<P>, Vec<String>) {
-    let (items, missing) = in_request_order(ids, &found);
+    let (items, missing) = in_request_order(ids, found);
     (items.into_iter().map(to_pb).collect(), missing)
 }
 

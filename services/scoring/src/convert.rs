@@ -127,7 +127,7 @@ pub fn scores_response(
         .iter()
         .map(|s| (s.technique_id.clone(), technique_pb(s)))
         .collect();
-    let (scores, missing_ids) = in_request_order(ids, &found);
+    let (scores, missing_ids) = in_request_order(ids, found);
     pb::ScoreTechniquesResponse {
         scores,
         missing_ids,
@@ -190,7 +190,7 @@ pub fn actors_response(
             (c.actor.actor_id, score)
         })
         .collect();
-    let (actors, missing_ids) = in_request_order(ids, &found);
+    let (actors, missing_ids) = in_request_order(ids, found);
     pb::ScoreThreatActorsResponse {
         actors,
         missing_ids,

@@ -4,7 +4,7 @@
 //! computed in double precision; rounding to one decimal happens at the
 //! API, and status thresholds use the unrounded score.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use purple_runtime::time::Micros;
 use serde::{Deserialize, Serialize};
@@ -70,17 +70,41 @@ pub fn rule_key(source: &str, rule_id: &str) -> String {
     format!("{source}:{rule_id}")
 }
 
-/// Whether a triggered rule is the mapped one: the same id, and the same
-/// source unless either names none.
-fn same_rule(triggered: &str, mapped: &str) -> bool {
-    let split = |key: &'_ str| -> (String, String) {
-        match key.split_once(':') {
-            Some((source, id)) => (source.to_owned(), id.to_owned()),
-            None => (String::new(), key.to_owned()),
+/// A rule key's source and id; a key without a source (no `:`) names the
+/// id in any source.
+fn split_rule_key(key: &str) -> (&str, &str) {
+    key.split_once(':').unwrap_or(("", key))
+}
+
+/// How many of `mapped` were triggered: a triggered rule is the mapped one
+/// when it has the same id, and the same source unless either names none.
+/// One pass over each list (a technique can have hundreds of each, and the
+/// board scores every technique).
+fn triggered_count(mapped: &[String], triggered: &[String]) -> i64 {
+    if mapped.is_empty() || triggered.is_empty() {
+        return 0;
+    }
+    // Per triggered id: whether one of them names no source, and the
+    // sources the others name.
+    let mut by_id: HashMap<&str, (bool, Vec<&str>)> = HashMap::with_capacity(triggered.len());
+    for key in triggered {
+        let (source, id) = split_rule_key(key);
+        let entry = by_id.entry(id).or_default();
+        if source.is_empty() {
+            entry.0 = true;
+        } else {
+            entry.1.push(source);
         }
-    };
-    let ((ts, ti), (ms, mi)) = (split(triggered), split(mapped));
-    ti == mi && (ts == ms || ts.is_empty() || ms.is_empty())
+    }
+    mapped
+        .iter()
+        .filter(|key| {
+            let (source, id) = split_rule_key(key);
+            by_id.get(id).is_some_and(|(any_source, sources)| {
+                *any_source || source.is_empty() || sources.contains(&source)
+            })
+        })
+        .count() as i64
 }
 
 /// A scored technique: the components, the counts behind them, the status.
@@ -177,11 +201,7 @@ pub fn score(catalog: &CatalogSide, tests: &TestSide, as_of: Micros) -> Scored {
         (tests.blocked as f64 + 0.75 * tests.detected as f64 + 0.25 * tests.logged as f64)
             / tests.effective as f64
     };
-    let triggered = catalog
-        .mapped_rules
-        .iter()
-        .filter(|m| tests.triggered_rules.iter().any(|t| same_rule(t, m)))
-        .count() as i64;
+    let triggered = triggered_count(&catalog.mapped_rules, &tests.triggered_rules);
     let rule_coverage = if catalog.mapped_rules.is_empty() {
         0.0
     } else {
@@ -402,6 +422,50 @@ mod tests {
             mapped_rules: rules.iter().map(std::string::ToString::to_string).collect(),
             countermeasures,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn triggered_rules_match_by_id_and_source_unless_either_names_none() {
+        // The definition, pair by pair.
+        let same = |t: &str, m: &str| {
+            let ((ts, ti), (ms, mi)) = (split_rule_key(t), split_rule_key(m));
+            ti == mi && (ts == ms || ts.is_empty() || ms.is_empty())
+        };
+        let keys = [
+            "sigma:r1",
+            "elastic:r1",
+            ":r1",
+            "r1",
+            "sigma:r2",
+            ":r2",
+            "elastic:r3",
+            "sigma:r4",
+        ];
+        // Every mapped list and triggered list drawn from the keys (as
+        // bit masks), duplicates in the mapped list included.
+        for mapped_mask in 0u32..256 {
+            for triggered_mask in (0u32..256).step_by(7) {
+                let pick = |mask: u32| -> Vec<String> {
+                    keys.iter()
+                        .enumerate()
+                        .filter(|(i, _)| mask & (1 << i) != 0)
+                        .map(|(_, k)| (*k).to_owned())
+                        .collect()
+                };
+                let mut mapped = pick(mapped_mask);
+                mapped.extend(pick(mapped_mask & 0b1001));
+                let triggered = pick(triggered_mask);
+                let expected = mapped
+                    .iter()
+                    .filter(|m| triggered.iter().any(|t| same(t, m)))
+                    .count() as i64;
+                assert_eq!(
+                    triggered_count(&mapped, &triggered),
+                    expected,
+                    "{mapped:?} {triggered:?}"
+                );
+            }
         }
     }
 

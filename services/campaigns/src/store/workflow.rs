@@ -63,9 +63,18 @@ const TESTS_BY_IDS_POSTGRES: &str = tests_by_ids_packed!("json_agg", "json_build
 /// at 1, so `version > 0` changes no answer, but it is what makes SQLite
 /// pick that covering index over the primary key's (which would read every
 /// row from the table for its version: 4 % of the server's samples).
-const TEST_VERSIONS: &str = "
-    SELECT string_agg(CAST(t.version AS TEXT) || ' ' || t.test_id, $2)
-    FROM tests t WHERE t.test_id IN (SELECT value FROM json_each($1)) AND t.version > 0";
+/// Tests changed since a horizon (`$1`, a change mark; `$2` the
+/// separator), and the horizon to ask from next time (test_changes,
+/// migration 0011). SQLite: the next mark (writers are serialised).
+const TEST_CHANGES_SQLITE: &str = "
+    SELECT (SELECT COALESCE(MAX(change_mark), 0) + 1 FROM test_changes),
+           (SELECT string_agg(test_id, $2) FROM test_changes WHERE change_mark >= $1)";
+/// PostgreSQL: the oldest transaction still running for this statement's
+/// snapshot; every mark below it is final, any at or above it may commit
+/// later and is asked again next time.
+const TEST_CHANGES_POSTGRES: &str = "
+    SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT),
+           (SELECT string_agg(test_id, $2) FROM test_changes WHERE change_mark >= $1)";
 
 /// Keyset page: `$6` 1 when the page starts after (`$7` created_at, `$8`
 /// test id).
@@ -364,35 +373,33 @@ impl CampaignStore {
             .collect()
     }
 
-    /// The current version of each stored test of `ids`, in one statement.
-    pub async fn test_versions(&self, ids: &[String]) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        let packed: Option<String> = self
+    /// The tests changed at or after `horizon` (committed and visible now)
+    /// and the horizon to ask from next time, in one statement. A horizon
+    /// of `i64::MAX` asks only where changes stand.
+    pub async fn test_changes(&self, horizon: i64) -> Result<(i64, Vec<String>), sqlx::Error> {
+        let sql = match self.db.backend() {
+            purple_runtime::db::Backend::Sqlite => TEST_CHANGES_SQLITE,
+            purple_runtime::db::Backend::Postgres => TEST_CHANGES_POSTGRES,
+        };
+        let row = self
             .db
-            .stmt(TEST_VERSIONS)
-            .bind_ids(ids)
+            .stmt(sql)
+            .bind(horizon)
             .bind("\n".to_owned())
             .fetch_one(self.db.pool())
-            .await?
-            .try_get(0)?;
-        let bad = |line: &str| {
-            sqlx::Error::Decode(
-                format!(
-                    "a test version line {:?}",
-                    line.chars().take(80).collect::<String>()
-                )
-                .into(),
-            )
-        };
-        packed
-            .as_deref()
-            .unwrap_or("")
-            .split('\n')
-            .filter(|line| !line.is_empty())
-            .map(|line| {
-                let (version, id) = line.split_once(' ').ok_or_else(|| bad(line))?;
-                Ok((id.to_owned(), version.parse().map_err(|_| bad(line))?))
-            })
-            .collect()
+            .await?;
+        let next: i64 = row.try_get(0)?;
+        let changed: Option<String> = row.try_get(1)?;
+        Ok((
+            next,
+            changed
+                .as_deref()
+                .unwrap_or("")
+                .split('\n')
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ))
     }
 
     /// A filtered page of tests, newest first.
