@@ -528,6 +528,13 @@ async fn main() {
             techniques.len(),
         ),
         ("campaigns", "transitions invalidated five techniques", 5),
+        // Nothing held: the catalogue and both sides of every technique
+        // asked again (an operator forcing a recompute).
+        (
+            "operator",
+            "every technique and its tests invalidated",
+            techniques.len(),
+        ),
     ] {
         let mut cold = Vec::new();
         let before = rpc_times(&server).await;

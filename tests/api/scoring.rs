@@ -655,6 +655,94 @@ async fn organization_score_costs_the_same_statements_and_calls_at_two_sizes() {
 }
 
 #[tokio::test]
+async fn a_catalogue_import_leaves_the_test_sides_held_a_test_change_does_not() {
+    let app = spawn_app().await;
+    catalogue(&app).await;
+    let tests: Vec<cpb::NewTest> = ["T1059.001", "T1003", "T1059.001"]
+        .iter()
+        .map(|t| cpb::NewTest {
+            technique_id: (*t).into(),
+            ..Default::default()
+        })
+        .collect();
+    campaigns(&app)
+        .create_tests(cpb::CreateTestsRequest {
+            actor_id: String::new(),
+            tests,
+        })
+        .await
+        .unwrap();
+    // The score and the calls it cost.
+    let score = |app: &TestApp| {
+        let mut c = client(app);
+        async move {
+            let trace = Trace::new("purple.scoring.v1.ScoringService/GetOrganizationScore");
+            let org = c
+                .get_organization_score(trace.request(pb::GetOrganizationScoreRequest::default()))
+                .await
+                .unwrap()
+                .into_inner();
+            (org, trace)
+        }
+    };
+    let invalidate = |ids: Vec<String>, source: &str| {
+        let mut c = client(&app);
+        let source = source.to_owned();
+        async move {
+            c.invalidate_techniques(pb::InvalidateTechniquesRequest {
+                technique_ids: ids,
+                source,
+            })
+            .await
+            .unwrap();
+        }
+    };
+    let (first, trace) = score(&app).await;
+    assert_eq!(Cost::of(&app.trace(&trace).await).rpcs, 5, "cold");
+    let every: Vec<String> = IngestServiceClient::new(app.channel.clone())
+        .list_techniques(purple_api::ingest::v1::ListTechniquesRequest {
+            page_size: 1_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .techniques
+        .into_iter()
+        .map(|t| t.technique_id)
+        .collect();
+    assert_eq!(every.len(), 4);
+    // Ingest imported: every score and the catalogue go, the test sides
+    // stay — the score asks ingest again and campaigns nothing.
+    invalidate(every.clone(), "ingest").await;
+    let (after_import, trace) = score(&app).await;
+    assert!(!after_import.cached);
+    assert_eq!(after_import.score, first.score);
+    // The request, ListTactics, ListTechniques, GetCatalogInputs.
+    assert_eq!(
+        Cost::of(&app.trace(&trace).await).rpcs,
+        4,
+        "after an import"
+    );
+    // Campaigns changed one technique's tests: only its test side is asked.
+    invalidate(vec!["T1003".into()], "campaigns").await;
+    let (_, trace) = score(&app).await;
+    assert_eq!(
+        Cost::of(&app.trace(&trace).await).rpcs,
+        2,
+        "the request and AggregateTestsByTechnique"
+    );
+    // Anyone else (an operator forcing a recompute): both sides go.
+    invalidate(every, "operator").await;
+    let (_, trace) = score(&app).await;
+    assert_eq!(
+        Cost::of(&app.trace(&trace).await).rpcs,
+        5,
+        "after an operator"
+    );
+}
+
+#[tokio::test]
 async fn purple_layer_writes_a_navigator_layer_file() {
     let app = spawn_app().await;
     catalogue(&app).await;

@@ -9,7 +9,10 @@
 //! The catalogue side of scoring (tactics, live techniques, each
 //! technique's mapped rules, countermeasures and actor count) is held too,
 //! and dropped whole when the catalogue generation moves (an invalidation
-//! from ingest rather than campaigns).
+//! from ingest rather than campaigns). So is each technique's test side
+//! (campaigns' tally), dropped with its score by an invalidation that
+//! changed its tests — not by ingest's, so the first score after an import
+//! asks campaigns nothing.
 //!
 //! A computation that started before a drop must not put back what it
 //! computed from older inputs: every drop moves a local epoch, and a put
@@ -23,7 +26,7 @@ use std::{
 use purple_runtime::time::Micros;
 
 use crate::{
-    domain::{CatalogSide, Scored, TacticInfo, TechniqueInfo},
+    domain::{CatalogSide, Scored, TacticInfo, TechniqueInfo, TestSide},
     engine::Board,
 };
 
@@ -36,6 +39,8 @@ struct State {
     generation: i64,
     catalogue_generation: i64,
     techniques: HashMap<String, (Micros, Arc<Scored>)>,
+    /// The test side of techniques, now.
+    tests: HashMap<String, (Micros, Arc<TestSide>)>,
     organization: Option<(Micros, Arc<Board>)>,
     catalogue: Catalogue,
 }
@@ -45,7 +50,7 @@ struct State {
 struct Catalogue {
     tactics: Option<(Micros, Arc<Vec<TacticInfo>>)>,
     live: Option<(Micros, Arc<Vec<TechniqueInfo>>)>,
-    sides: HashMap<String, (Micros, CatalogSide)>,
+    sides: HashMap<String, (Micros, Arc<CatalogSide>)>,
 }
 
 /// Scores for now, per technique and for the whole board.
@@ -143,9 +148,11 @@ impl ScoreCache {
         (state.generation, state.catalogue_generation)
     }
 
-    /// Applies generation `generation`, which changed `technique_ids`:
-    /// drops them and the board. Returns how many entries went.
-    pub fn apply(&self, generation: i64, technique_ids: &[String]) -> u64 {
+    /// Applies generation `generation`, which changed `changed` (each
+    /// technique with whether its tests changed): drops their scores, the
+    /// test sides of those whose tests changed, and the board. Returns how
+    /// many scores went (the board counted as one).
+    pub fn apply(&self, generation: i64, changed: &[(String, bool)]) -> u64 {
         let mut state = self.write();
         if generation <= state.generation {
             return 0;
@@ -153,10 +160,36 @@ impl ScoreCache {
         state.generation = generation;
         state.epoch += 1;
         let mut dropped = 0;
-        for id in technique_ids {
+        for (id, tests) in changed {
             dropped += u64::from(state.techniques.remove(id).is_some());
+            if *tests {
+                state.tests.remove(id);
+            }
         }
         dropped + u64::from(state.organization.take().is_some())
+    }
+
+    /// Fresh cached test sides of `ids`; the ids not cached are left out.
+    pub fn test_sides(&self, ids: &[String], now: Micros) -> Vec<(String, Arc<TestSide>)> {
+        let state = self.read();
+        ids.iter()
+            .filter_map(|id| {
+                let (at, side) = state.tests.get(id)?;
+                (now - *at < self.ttl).then(|| (id.clone(), side.clone()))
+            })
+            .collect()
+    }
+
+    /// Caches test sides fetched at `at` (nothing when a drop happened
+    /// since).
+    pub fn put_test_sides(&self, sides: &[(String, Arc<TestSide>)], at: Micros, epoch: Epoch) {
+        let mut state = self.write();
+        if state.epoch != epoch.0 {
+            return;
+        }
+        for (id, side) in sides {
+            state.tests.insert(id.clone(), (at, side.clone()));
+        }
     }
 
     /// Applies catalogue generation `generation`: the whole catalogue side
@@ -200,7 +233,7 @@ impl ScoreCache {
 
     /// Fresh cached catalogue sides of `ids`; the ids not cached are left
     /// out.
-    pub fn sides(&self, ids: &[String], now: Micros) -> Vec<CatalogSide> {
+    pub fn sides(&self, ids: &[String], now: Micros) -> Vec<Arc<CatalogSide>> {
         let state = self.read();
         ids.iter()
             .filter_map(|id| state.catalogue.sides.get(id))
@@ -210,7 +243,7 @@ impl ScoreCache {
     }
 
     /// Caches catalogue sides fetched at `at`.
-    pub fn put_sides(&self, sides: &[CatalogSide], at: Micros, epoch: Epoch) {
+    pub fn put_sides(&self, sides: &[Arc<CatalogSide>], at: Micros, epoch: Epoch) {
         let mut state = self.write();
         if state.epoch != epoch.0 {
             return;
@@ -249,11 +282,16 @@ mod tests {
         list.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    /// Techniques whose tests changed.
+    fn tested(list: &[&str]) -> Vec<(String, bool)> {
+        list.iter().map(|s| ((*s).to_owned(), true)).collect()
+    }
+
     #[test]
     fn a_put_started_before_a_drop_is_discarded() {
         let cache = ScoreCache::new(1_000);
         let before = cache.epoch();
-        assert_eq!(cache.apply(1, &ids(&["T1"])), 0);
+        assert_eq!(cache.apply(1, &tested(&["T1"])), 0);
         cache.put_techniques(&[scored("T1")], at(10), before);
         assert!(cache.techniques(&ids(&["T1"]), at(10)).is_empty());
         cache.put_techniques(&[scored("T1")], at(10), cache.epoch());
@@ -272,10 +310,43 @@ mod tests {
             cache.techniques(&ids(&["T1"]), at(1_010)).is_empty(),
             "expired"
         );
-        assert_eq!(cache.apply(3, &ids(&["T1"])), 1);
-        assert_eq!(cache.apply(3, &ids(&["T2"])), 0, "seen already");
-        assert_eq!(cache.apply(2, &ids(&["T2"])), 0, "older");
+        assert_eq!(cache.apply(3, &tested(&["T1"])), 1);
+        assert_eq!(cache.apply(3, &tested(&["T2"])), 0, "seen already");
+        assert_eq!(cache.apply(2, &tested(&["T2"])), 0, "older");
         assert_eq!(cache.generations(), (3, 0));
         assert_eq!(cache.techniques(&ids(&["T1", "T2"]), at(20)).len(), 1);
+    }
+
+    #[test]
+    fn test_sides_survive_a_catalogue_change_not_a_test_change() {
+        let cache = ScoreCache::new(1_000);
+        let side = |total| {
+            Arc::new(TestSide {
+                total,
+                ..TestSide::default()
+            })
+        };
+        cache.put_test_sides(
+            &[("T1".into(), side(1)), ("T2".into(), side(2))],
+            at(10),
+            cache.epoch(),
+        );
+        cache.put_techniques(&[scored("T1"), scored("T2")], at(10), cache.epoch());
+        // An import: every score goes, the test sides stay.
+        cache.apply(1, &[("T1".into(), false), ("T2".into(), false)]);
+        cache.apply_catalogue(1);
+        assert!(cache.techniques(&ids(&["T1", "T2"]), at(20)).is_empty());
+        assert_eq!(cache.test_sides(&ids(&["T1", "T2"]), at(20)).len(), 2);
+        // A transition of T2's tests: its test side goes too.
+        cache.apply(2, &[("T2".into(), true)]);
+        let held = cache.test_sides(&ids(&["T1", "T2"]), at(20));
+        assert_eq!(held.len(), 1);
+        assert_eq!((held[0].0.as_str(), held[0].1.total), ("T1", 1));
+        // They expire like scores, and a put from before a drop is dropped.
+        assert!(cache.test_sides(&ids(&["T1"]), at(1_010)).is_empty());
+        let before = cache.epoch();
+        cache.apply(3, &[("T3".into(), true)]);
+        cache.put_test_sides(&[("T2".into(), side(5))], at(30), before);
+        assert!(cache.test_sides(&ids(&["T2"]), at(30)).is_empty());
     }
 }

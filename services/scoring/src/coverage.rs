@@ -395,7 +395,11 @@ impl Coverage {
     /// changed the catalogue, so its cached side goes too.
     pub async fn invalidate(&self, ids: &[String], source: &str) -> Result<u64, ScoringError> {
         check_ids("technique_ids", ids)?;
-        self.scorer.invalidate(ids, source != "campaigns").await
+        // Campaigns: tests changed. Ingest: the catalogue did. Anyone
+        // else (an operator forcing a recompute): both, to be safe.
+        self.scorer
+            .invalidate(ids, source != "campaigns", source != "ingest")
+            .await
     }
 }
 

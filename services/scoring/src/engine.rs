@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     cache::ScoreCache,
     clients::Inputs,
-    domain::{self, CatalogSide, Scored, TacticInfo, TechniqueInfo},
+    domain::{self, CatalogSide, Scored, TacticInfo, TechniqueInfo, TestSide},
     error::ScoringError,
     store::ScoreStore,
 };
@@ -24,6 +24,22 @@ pub struct Board {
     pub scores: Vec<Scored>,
     #[serde(skip)]
     pub cached: bool,
+}
+
+/// Where a computation takes the two sides of a technique from and
+/// whether it keeps what it fetched. The catalogue side is always read
+/// from memory where held (ingest invalidates before an import answers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sides {
+    /// Held test sides used, what is fetched kept.
+    Held,
+    /// Held test sides used, nothing kept (the change feed).
+    HeldUnkept,
+    /// Every test side asked of campaigns, what is fetched kept (a stored
+    /// record).
+    Asked,
+    /// Every test side asked, nothing kept (the feed's sweep for drift).
+    Unkept,
 }
 
 /// Scores techniques.
@@ -40,41 +56,85 @@ pub struct Scorer {
 
 impl Scorer {
     /// Scores `techniques` (catalogue and tests fetched in chunked batches;
-    /// the catalogue side from this replica's memory where it has it).
+    /// both sides from this replica's memory where it has them).
     async fn compute(
         &self,
         techniques: &[TechniqueInfo],
         as_of: Option<Micros>,
         at: Micros,
     ) -> Result<Vec<Scored>, ScoringError> {
-        self.compute_with(techniques, as_of, at, true).await
+        self.compute_with(techniques, as_of, at, Sides::Held).await
     }
 
-    /// [`Self::compute`], keeping what it fetches of the catalogue side in
-    /// memory only when `warm`.
+    /// [`Self::compute`], reading and keeping what it fetches as `sides`
+    /// says.
     async fn compute_with(
         &self,
         techniques: &[TechniqueInfo],
         as_of: Option<Micros>,
         at: Micros,
-        warm: bool,
+        sides: Sides,
     ) -> Result<Vec<Scored>, ScoringError> {
         if techniques.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
+        let warm = matches!(sides, Sides::Held | Sides::Asked);
         let (catalog, tests) = futures::try_join!(
             self.catalog(techniques, warm),
-            self.inputs.tests(&ids, as_of)
+            self.test_sides(&ids, as_of, warm, sides == Sides::Held)
         )?;
+        let untested = TestSide::default();
         Ok(ids
             .iter()
             .filter_map(|id| {
-                catalog
-                    .get(id)
-                    .map(|c| domain::score(c, &tests.get(id).cloned().unwrap_or_default(), at))
+                let tests = tests.get(id).map_or(&untested, |t| &**t);
+                catalog.get(id).map(|c| domain::score(c, tests, at))
             })
             .collect())
+    }
+
+    /// The test side of `ids`: as of an instant always asked of campaigns;
+    /// now from this replica's memory where held (and `held` allows), the
+    /// rest asked in one chunked batch (and held when `warm`).
+    async fn test_sides(
+        &self,
+        ids: &[String],
+        as_of: Option<Micros>,
+        warm: bool,
+        held: bool,
+    ) -> Result<BTreeMap<String, Arc<TestSide>>, ScoringError> {
+        let shared = |sides: BTreeMap<String, TestSide>| {
+            sides
+                .into_iter()
+                .map(|(id, side)| (id, Arc::new(side)))
+                .collect::<Vec<_>>()
+        };
+        if as_of.is_some() {
+            return Ok(shared(self.inputs.tests(ids, as_of).await?)
+                .into_iter()
+                .collect());
+        }
+        let now = now_micros();
+        let epoch = self.cache.epoch();
+        let mut sides: BTreeMap<String, Arc<TestSide>> = if held {
+            self.cache.test_sides(ids, now).into_iter().collect()
+        } else {
+            BTreeMap::new()
+        };
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !sides.contains_key(*id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let fetched = shared(self.inputs.tests(&missing, None).await?);
+            if warm {
+                self.cache.put_test_sides(&fetched, now, epoch);
+            }
+            sides.extend(fetched);
+        }
+        Ok(sides)
     }
 
     /// The catalogue side of `techniques`: cached, the rest fetched from
@@ -83,11 +143,11 @@ impl Scorer {
         &self,
         techniques: &[TechniqueInfo],
         warm: bool,
-    ) -> Result<BTreeMap<String, CatalogSide>, ScoringError> {
+    ) -> Result<BTreeMap<String, Arc<CatalogSide>>, ScoringError> {
         let now = now_micros();
         let epoch = self.cache.epoch();
         let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
-        let mut sides: BTreeMap<String, CatalogSide> = self
+        let mut sides: BTreeMap<String, Arc<CatalogSide>> = self
             .cache
             .sides(&ids, now)
             .into_iter()
@@ -99,8 +159,13 @@ impl Scorer {
             .cloned()
             .collect();
         if !missing.is_empty() {
-            let fetched = self.inputs.catalog(&missing).await?;
-            let fetched: Vec<CatalogSide> = fetched.into_values().collect();
+            let fetched: Vec<Arc<CatalogSide>> = self
+                .inputs
+                .catalog(&missing)
+                .await?
+                .into_values()
+                .map(Arc::new)
+                .collect();
             if warm {
                 self.cache.put_sides(&fetched, now, epoch);
             }
@@ -230,7 +295,9 @@ impl Scorer {
             None => Arc::new(self.inputs.live_techniques().await?),
         };
         if afresh {
-            return self.compute_with(&techniques, None, now, false).await;
+            return self
+                .compute_with(&techniques, None, now, Sides::Unkept)
+                .await;
         }
         let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
         let mut scores: BTreeMap<String, Scored> = self
@@ -244,7 +311,9 @@ impl Scorer {
             .filter(|t| !scores.contains_key(&t.technique_id))
             .cloned()
             .collect();
-        let computed = self.compute_with(&missing, None, now, false).await?;
+        let computed = self
+            .compute_with(&missing, None, now, Sides::HeldUnkept)
+            .await?;
         scores.extend(computed.into_iter().map(|s| (s.technique_id.clone(), s)));
         Ok(ids.iter().filter_map(|id| scores.remove(id)).collect())
     }
@@ -280,7 +349,10 @@ impl Scorer {
         let epoch = self.cache.epoch();
         let (tactics, techniques) = self.live_catalogue().await?;
         let scores = if fresh {
-            self.compute(&techniques, None, now).await?
+            // Campaigns' invalidations arrive through its relay, after the
+            // transitions: a stored record asks campaigns afresh.
+            self.compute_with(&techniques, None, now, Sides::Asked)
+                .await?
         } else {
             let ids: Vec<String> = techniques.iter().map(|t| t.technique_id.clone()).collect();
             self.now_scores(&ids, now).await?
@@ -298,9 +370,15 @@ impl Scorer {
 
     /// Records an invalidation of `ids` for every replica and applies it
     /// here at once; how many cached entries went. `catalogue`: the
-    /// catalogue changed too (an import), so every replica drops it.
-    pub async fn invalidate(&self, ids: &[String], catalogue: bool) -> Result<u64, ScoringError> {
-        self.store.invalidate(ids, catalogue).await?;
+    /// catalogue changed too (an import), so every replica drops it;
+    /// `tests`: their tests changed, so their test sides go too.
+    pub async fn invalidate(
+        &self,
+        ids: &[String],
+        catalogue: bool,
+        tests: bool,
+    ) -> Result<u64, ScoringError> {
+        self.store.invalidate(ids, catalogue, tests).await?;
         let dropped = self.sync().await?;
         // Test changes are published at once; an import (the whole
         // catalogue, every technique) waits for the next interval rather

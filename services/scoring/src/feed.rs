@@ -95,7 +95,10 @@ impl Feed {
     ) -> Result<bool, ScoringError> {
         let store = &self.scorer.store;
         let (invalidated, states, scores) = futures::try_join!(
-            async { Ok::<_, ScoringError>(store.changed_since(seen.generation).await?) },
+            async {
+                let changed = store.changed_since(seen.generation).await?;
+                Ok::<_, ScoringError>(changed.into_iter().map(|(id, _)| id).collect::<Vec<_>>())
+            },
             async { Ok(store.score_states().await?) },
             self.scorer.survey(sweep),
         )?;

@@ -34,6 +34,11 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         include_str!("../migrations/0004_catalogue_generation.sql"),
     ),
     MigrationFile::same(5, "feed", include_str!("../migrations/0005_feed.sql")),
+    MigrationFile::same(
+        6,
+        "test side generations",
+        include_str!("../migrations/0006_test_side_generations.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database.

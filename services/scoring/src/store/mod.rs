@@ -18,18 +18,30 @@ use crate::domain::{Scored, Status};
 const BUMP_GENERATION: &str = "
     UPDATE cache_generation SET generation = generation + 1 WHERE cache_key = 'scores'
     RETURNING generation";
+/// `$3` 1 when the techniques' tests changed (else only their catalogue
+/// side did): migration 0006.
 const STAMP_TECHNIQUES: &str = "
-    INSERT INTO technique_generations (technique_id, generation)
-    SELECT value, $2 FROM json_each($1) WHERE true
-    ON CONFLICT (technique_id) DO UPDATE SET generation = excluded.generation";
+    INSERT INTO technique_generations (technique_id, generation, tests_generation, tests_kept_generation)
+    SELECT value, $2, CASE WHEN $3 = 1 THEN $2 ELSE 0 END, CASE WHEN $3 = 1 THEN 0 ELSE $2 END
+    FROM json_each($1) WHERE true
+    ON CONFLICT (technique_id) DO UPDATE SET generation = excluded.generation,
+        tests_generation = CASE WHEN $3 = 1 THEN excluded.generation
+                                ELSE technique_generations.tests_generation END,
+        tests_kept_generation = CASE WHEN $3 = 1 THEN technique_generations.tests_kept_generation
+                                     ELSE excluded.generation END";
 const BUMP_CATALOGUE: &str =
     "UPDATE cache_generation SET generation = generation + 1 WHERE cache_key = 'catalogue'";
 const GENERATIONS: &str = "
     SELECT MAX(CASE WHEN cache_key = 'scores' THEN generation END),
            MAX(CASE WHEN cache_key = 'catalogue' THEN generation END)
     FROM cache_generation";
-const CHANGED_SINCE: &str =
-    "SELECT technique_id FROM technique_generations WHERE generation > $1 ORDER BY technique_id";
+/// Each technique stamped since `$1`, and 1 when its tests changed since
+/// (a stamp by an older binary counts as a test change).
+const CHANGED_SINCE: &str = "
+    SELECT technique_id,
+           CAST(CASE WHEN tests_generation > $1 OR tests_kept_generation <> generation THEN 1 ELSE 0 END
+                AS BIGINT)
+    FROM technique_generations WHERE generation > $1 ORDER BY technique_id";
 
 const INSERT_SNAPSHOT: &str = "
     INSERT INTO snapshots (snapshot_id, label, as_of, organization_score, technique_count, status_counts, created_at)
@@ -117,8 +129,14 @@ impl ScoreStore {
     }
 
     /// Records an invalidation of `ids` in one transaction (two
-    /// statements; three when the catalogue changed too).
-    pub async fn invalidate(&self, ids: &[String], catalogue: bool) -> Result<(), sqlx::Error> {
+    /// statements; three when the catalogue changed too). `tests`: their
+    /// tests changed (every invalidation but ingest's).
+    pub async fn invalidate(
+        &self,
+        ids: &[String],
+        catalogue: bool,
+        tests: bool,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
         let generation: i64 = self
             .db
@@ -130,6 +148,7 @@ impl ScoreStore {
             .stmt(STAMP_TECHNIQUES)
             .bind_ids(ids)
             .bind(generation)
+            .bind(i64::from(tests))
             .execute(&mut **tx)
             .await?;
         if catalogue {
@@ -147,15 +166,16 @@ impl ScoreStore {
         ))
     }
 
-    /// The techniques invalidated after generation `seen`.
-    pub async fn changed_since(&self, seen: i64) -> Result<Vec<String>, sqlx::Error> {
+    /// The techniques invalidated after generation `seen`, each with
+    /// whether its tests changed since.
+    pub async fn changed_since(&self, seen: i64) -> Result<Vec<(String, bool)>, sqlx::Error> {
         self.db
             .stmt(CHANGED_SINCE)
             .bind(seen)
             .fetch_all(self.db.pool())
             .await?
             .iter()
-            .map(|row| row.try_get(0))
+            .map(|row| Ok((row.try_get(0)?, row.try_get::<i64, _>(1)? == 1)))
             .collect()
     }
 
