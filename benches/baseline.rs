@@ -566,6 +566,13 @@ async fn main() {
         last = Some(now);
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
+    // PostgreSQL: plans and visibility as autovacuum leaves them a minute
+    // after a bulk load (support::analyze).
+    support::analyze(
+        app.settings.storage.database_url.as_deref(),
+        &app.settings.storage.schema_prefix,
+    )
+    .await;
 
     let mut check = Check {
         lines: Vec::new(),
