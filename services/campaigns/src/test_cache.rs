@@ -27,9 +27,13 @@ const BUDGET_BYTES: usize = 64 << 20;
 /// A test bigger than this is served but not held.
 const MAX_HELD_BYTES: usize = 64 << 10;
 
-/// How many recent batches of changed tests are remembered, so that a
-/// full read racing a check does not hold what the check dropped.
+/// How many recent batches of changed tests are remembered, and how many
+/// ids in all, so that a full read racing a check does not hold what the
+/// check dropped. Past either, the oldest are forgotten (a read that raced
+/// them holds nothing): on PostgreSQL a long transaction makes every check
+/// return the same changes again, and memory must not grow with that.
 const RECENT_CHANGES: usize = 256;
+const RECENT_IDS: usize = 1 << 16;
 
 /// The held tests of one replica and their bytes.
 #[derive(Clone, Debug, Default)]
@@ -45,8 +49,10 @@ struct Held {
     bytes: usize,
     /// Counts the checks that dropped tests (or could have).
     generation: u64,
-    /// The tests each recent generation dropped, oldest first.
+    /// The tests each recent generation dropped, oldest first, and how
+    /// many they are.
     recent: VecDeque<(u64, Vec<String>)>,
+    recent_ids: usize,
 }
 
 /// Where the record of changes was last read.
@@ -172,6 +178,7 @@ impl Held {
             self.tests.clear();
             self.bytes = 0;
             self.recent.clear();
+            self.recent_ids = 0;
             self.generation += 1;
             return self.generation;
         }
@@ -184,9 +191,13 @@ impl Held {
             }
         }
         self.generation += 1;
+        self.recent_ids += changed.len();
         self.recent.push_back((self.generation, changed));
-        if self.recent.len() > RECENT_CHANGES {
-            self.recent.pop_front();
+        while self.recent.len() > RECENT_CHANGES || self.recent_ids > RECENT_IDS {
+            let Some((_, ids)) = self.recent.pop_front() else {
+                break;
+            };
+            self.recent_ids -= ids.len();
         }
         self.generation
     }
@@ -284,6 +295,11 @@ mod tests {
         assert_eq!(held.changed_after(read_at), None);
         let now = held.generation;
         assert_eq!(held.changed_after(now), Some(HashSet::new()));
+        // So is a batch bigger than what is remembered in ids.
+        held.forget((0..=RECENT_IDS).map(|i| format!("y{i}")).collect(), false);
+        assert!(held.recent.is_empty() && held.recent_ids == 0);
+        assert_eq!(held.changed_after(now), None);
+        let now = held.generation;
         // Another database (a restore) drops everything, and a read from
         // before it holds nothing.
         let t = row("t4", 10);
