@@ -57,14 +57,9 @@ macro_rules! tests_by_ids_packed {
 const TESTS_BY_IDS_SQLITE: &str = tests_by_ids_packed!("json_group_array", "json_array");
 const TESTS_BY_IDS_POSTGRES: &str = tests_by_ids_packed!("json_agg", "json_build_array");
 
-/// The current version of tests by id, one row: `version test_id` per
-/// test found, separated by `$2` (a newline: ids hold no control
-/// character). Served by the `tests_version` index alone: versions start
-/// at 1, so `version > 0` changes no answer, but it is what makes SQLite
-/// pick that covering index over the primary key's (which would read every
-/// row from the table for its version: 4 % of the server's samples).
-/// Tests changed since a horizon (`$1`, a change mark; `$2` the
-/// separator), and the horizon to ask from next time (test_changes,
+/// Tests changed since a horizon (`$1`, a change mark), as one row: their
+/// ids separated by `$2` (a newline: stored ids hold no control
+/// character), and the horizon to ask from next time (test_changes,
 /// migration 0011). SQLite: the next mark (writers are serialised).
 const TEST_CHANGES_SQLITE: &str = "
     SELECT (SELECT COALESCE(MAX(change_mark), 0) + 1 FROM test_changes),
