@@ -49,7 +49,13 @@ pub struct BenchApp {
 
 impl BenchApp {
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
+        // PURPLE_BENCH_KEEP: the data directory (SQLite files, tokens)
+        // outlives the run, for a look at its statements' plans.
+        if std::env::var_os("PURPLE_BENCH_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("data directory kept: {}", dir.path().display());
+        }
         let mut settings = Settings::defaults();
         settings.listen = "127.0.0.1:0".parse().unwrap();
         settings.storage.data_dir = dir.path().to_path_buf();

@@ -800,3 +800,250 @@ async fn an_import_costs_the_same_statements_and_calls_at_two_sizes() {
     // The request and one GetTechniquesByIds.
     assert_eq!(costs[1].rpcs, 2);
 }
+
+/// One imported test, as the oracle below ranks it.
+struct Ranked {
+    chain: usize,
+    technique: &'static str,
+    test_id: String,
+    created: i64,
+    /// Micros; None unless validated.
+    validated: Option<i64>,
+    outcome: &'static str,
+    triggered: Vec<(String, String)>,
+}
+
+const MINUTE: i64 = 60_000_000;
+/// 2025-01-01T00:00:00Z in micros.
+const BASE: i64 = 1_735_689_600_000_000;
+
+fn instant(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn micros(t: &prost_types::Timestamp) -> i64 {
+    t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000
+}
+
+/// A technique's effective tests: id, count, outcomes (blocked, detected,
+/// logged, not detected), latest validation, triggered rules.
+type Effective = (String, i32, [i32; 4], Option<i64>, Vec<(String, String)>);
+
+/// The test side of each technique at `at`, ranked as docs/design.md §4
+/// says: per chain, the validated test with the latest validation by
+/// then (ties: created last, then the greatest id).
+fn ranked_at(tests: &[Ranked], at: i64) -> Vec<Effective> {
+    let mut best: std::collections::BTreeMap<usize, &Ranked> = Default::default();
+    for t in tests
+        .iter()
+        .filter(|t| t.validated.is_some_and(|v| v <= at))
+    {
+        let key = |t: &Ranked| (t.validated, t.created, t.test_id.clone());
+        let slot = best.entry(t.chain).or_insert(t);
+        if key(t) > key(slot) {
+            *slot = t;
+        }
+    }
+    ["T1003", "T1059.001", "T1105"]
+        .iter()
+        .map(|technique| {
+            let eff: Vec<&&Ranked> = best
+                .values()
+                .filter(|t| t.technique == *technique)
+                .collect();
+            let count = |o: &str| eff.iter().filter(|t| t.outcome == o).count() as i32;
+            let mut rules: Vec<(String, String)> =
+                eff.iter().flat_map(|t| t.triggered.clone()).collect();
+            rules.sort();
+            rules.dedup();
+            (
+                technique.to_string(),
+                eff.len() as i32,
+                [
+                    count("blocked"),
+                    count("detected"),
+                    count("logged"),
+                    count("not_detected"),
+                ],
+                eff.iter().filter_map(|t| t.validated).max(),
+                rules,
+            )
+        })
+        .collect()
+}
+
+/// A past `as_of` reads the chains' history kept on write (migration
+/// 0012). Against an independent ranking of what was imported and then
+/// validated live, at every validation instant and a microsecond either
+/// side: retest chains validated out of creation order, ties on the
+/// validation and the creation instants, cancelled and unvalidated tests,
+/// rules triggered with and without a source.
+#[tokio::test]
+async fn a_past_as_of_ranks_every_chain_like_the_model_at_every_instant() {
+    let app = spawn_app().await;
+    catalogue(&app).await;
+    let people = team(&app).await;
+    let rules = [
+        ("sigma", "11111111-1111-4111-8111-111111111111"),
+        ("sigma", "22222222-2222-4222-8222-222222222222"),
+        ("", "22222222-2222-4222-8222-222222222222"),
+        ("elastic", "e-1"),
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut roll = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n) as usize
+    };
+    let mut tests = Vec::new();
+    let mut lines = Vec::new();
+    for chain in 0..30 {
+        let technique = ["T1003", "T1059.001", "T1105"][chain % 3];
+        for j in 0..1 + roll(4) {
+            let test_id = format!("h{chain:03}-{j}");
+            let created = BASE + [0, 10, 20][roll(3)] * MINUTE;
+            // The root of chain 0 is validated for sure: it is retested live.
+            let state = if chain == 0 && j == 0 {
+                "validated"
+            } else {
+                [
+                    "validated",
+                    "validated",
+                    "validated",
+                    "cancelled",
+                    "blue_complete",
+                ][roll(5)]
+            };
+            let outcome = ["blocked", "detected", "logged", "not_detected"][roll(4)];
+            let detection = matches!(outcome, "blocked" | "detected");
+            let validated = (state == "validated")
+                .then(|| BASE + [1_000, 1_500, 2_000, 2_500][roll(4)] * MINUTE);
+            let triggered: Vec<(String, String)> = rules
+                .iter()
+                .filter(|_| roll(3) == 0)
+                .map(|(s, r)| (s.to_string(), r.to_string()))
+                .collect();
+            let mut record = json!({
+                "kind": "test", "test_id": test_id, "technique_id": technique, "state": state,
+                "created_at": instant(created),
+                "red_assignee_id": people.red, "blue_assignee_id": people.blue,
+                "retest_of": (j > 0).then(|| format!("h{chain:03}-0")),
+            });
+            if state == "cancelled" {
+                record["cancelled_at"] = json!(instant(created + 100 * MINUTE));
+            } else {
+                record["executed_at"] = json!(instant(created + 30 * MINUTE));
+                record["outcome"] = json!(outcome);
+                if detection {
+                    record["detected_at"] = json!(instant(created + 60 * MINUTE));
+                }
+                if let Some(v) = validated {
+                    record["validated_at"] = json!(instant(v));
+                }
+            }
+            lines.push(record);
+            for (source, rule) in &rules {
+                let fired = triggered.iter().any(|(s, r)| s == source && r == rule);
+                if state != "cancelled" && (fired || roll(2) == 0) {
+                    lines.push(json!({"kind": "detection_result", "test_id": test_id,
+                                      "source": source, "rule_id": rule, "triggered": fired}));
+                }
+            }
+            tests.push(Ranked {
+                chain,
+                technique,
+                test_id,
+                created,
+                validated,
+                outcome,
+                triggered: if state == "cancelled" {
+                    vec![]
+                } else {
+                    triggered
+                },
+            });
+        }
+    }
+    let text: String = lines
+        .into_iter()
+        .map(|mut l| {
+            l.as_object_mut().unwrap().retain(|_, v| !v.is_null());
+            l.to_string() + "\n"
+        })
+        .collect();
+    import(&app, &text).await.unwrap();
+
+    // Chain 0's root retested and validated live: the trigger's path.
+    let root = client(&app)
+        .get_tests_by_ids(pb::GetTestsByIdsRequest {
+            test_ids: vec!["h000-0".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tests
+        .remove(0);
+    let retest = step(&app, &root, &people.lead, pb::TestAction::Retest, |_| {})
+        .await
+        .unwrap()
+        .retest
+        .unwrap();
+    let t = next(&app, &retest, &people.red, pb::TestAction::StartRed).await;
+    let t = complete_red(&app, &people, &t).await;
+    let t = next(&app, &t, &people.blue, pb::TestAction::StartBlue).await;
+    let t = complete_blue(&app, &people, &t, Outcome::Blocked, rules[3].1).await;
+    let t = next(&app, &t, &people.lead, pb::TestAction::Validate).await;
+    let live = micros(t.validated_at.as_ref().unwrap());
+    tests.push(Ranked {
+        chain: 0,
+        technique: "T1003",
+        test_id: t.test_id.clone(),
+        created: micros(t.created_at.as_ref().unwrap()),
+        validated: Some(live),
+        outcome: "blocked",
+        triggered: vec![("sigma".into(), rules[3].1.into())],
+    });
+
+    let mut instants: Vec<i64> = tests.iter().filter_map(|t| t.validated).collect();
+    instants.sort_unstable();
+    instants.dedup();
+    let mut checked = 0;
+    for at in instants.iter().flat_map(|v| [v - 1, *v, v + 1]) {
+        let answer = client(&app)
+            .aggregate_tests_by_technique(pb::AggregateTestsByTechniqueRequest {
+                technique_ids: vec!["T1003".into(), "T1059.001".into(), "T1105".into()],
+                as_of: Some(prost_types::Timestamp {
+                    seconds: at.div_euclid(1_000_000),
+                    nanos: (at.rem_euclid(1_000_000) * 1_000) as i32,
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let got: Vec<Effective> = answer
+            .aggregates
+            .iter()
+            .map(|a| {
+                let mut rules: Vec<(String, String)> = a
+                    .triggered_rules
+                    .iter()
+                    .map(|r| (r.source.clone(), r.rule_id.clone()))
+                    .collect();
+                rules.sort();
+                (
+                    a.technique_id.clone(),
+                    a.effective_tests,
+                    [a.blocked, a.detected, a.logged, a.not_detected],
+                    a.latest_validated_at.as_ref().map(micros),
+                    rules,
+                )
+            })
+            .collect();
+        assert_eq!(got, ranked_at(&tests, at), "as of {}", instant(at));
+        checked += 1;
+    }
+    assert!(checked >= 9, "{checked} instants");
+}

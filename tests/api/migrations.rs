@@ -97,3 +97,73 @@ async fn a_rollback_migrates_and_serves_a_database_a_newer_release_migrated() {
     assert!(tactics.get_ref().tactics.is_empty());
     app.shutdown().await.unwrap();
 }
+
+/// Campaigns migration 0012 fills the chains' history (what a past
+/// `as_of` reads) from the tests validated before it: each validated test
+/// effective until the next one's validation in rank (a tie on the
+/// instant goes to the test created last), with its triggered rules.
+#[tokio::test]
+async fn the_chain_history_migration_fills_from_tests_validated_before_it() {
+    use purple_runtime::{Database, Migrations};
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(dir.path());
+    let db = Database::connect(ServiceName::Campaigns, &settings.storage)
+        .await
+        .unwrap();
+    let all = purple_campaigns::MIGRATIONS.0;
+    let before = all.iter().position(|m| m.version == 12).unwrap();
+    db.migrate(&Migrations(&all[..before])).await.unwrap();
+    // Chain c: a and b validated at the same instant (b created later),
+    // then c; d only completed. Chain e: one validated test.
+    for (id, chain, state, validated, created) in [
+        ("a", "c", "validated", Some(100), 1),
+        ("b", "c", "validated", Some(100), 2),
+        ("c", "c", "validated", Some(300), 3),
+        ("d", "c", "blue_complete", None, 4),
+        ("e", "e", "validated", Some(200), 1),
+    ] {
+        sqlx::query(
+            "INSERT INTO tests (test_id, technique_id, template_id, title, state, outcome, chain_id, version,
+                                red_assignee_id, blue_assignee_id, validated_at, red_notes, blue_notes,
+                                rejection_reason, created_at, updated_at)
+             VALUES ($1, 'T1003', '', '', $2, 'detected', $3, 1, '', '', $4, '', '', '', $5, $5)",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(chain)
+        .bind(validated.map(i64::from))
+        .bind(i64::from(created))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    for (test, rule, triggered) in [("a", "r1", 1), ("c", "r2", 1), ("c", "r3", 0)] {
+        sqlx::query(
+            "INSERT INTO detection_results (test_id, source, rule_id, triggered, notes, recorded_at)
+             VALUES ($1, 'sigma', $2, $3, '', 0)",
+        )
+        .bind(test)
+        .bind(rule)
+        .bind(triggered)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    db.migrate(&purple_campaigns::MIGRATIONS).await.unwrap();
+    let rows: Vec<(String, i64, Option<i64>, String)> = sqlx::query_as(
+        "SELECT test_id, valid_from, valid_to, rule_keys FROM chain_history ORDER BY test_id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("a".into(), 100, Some(100), "sigma:r1".into()),
+            ("b".into(), 100, Some(300), String::new()),
+            ("c".into(), 300, None, "sigma:r2".into()),
+            ("e".into(), 200, None, String::new()),
+        ]
+    );
+    db.close().await;
+}

@@ -77,6 +77,12 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         include_str!("../migrations/0011_test_changes.sqlite.sql"),
         include_str!("../migrations/0011_test_changes.postgres.sql"),
     ),
+    MigrationFile::per_backend(
+        12,
+        "chain history",
+        include_str!("../migrations/0012_chain_history.sqlite.sql"),
+        include_str!("../migrations/0012_chain_history.postgres.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database and starts its outbox

@@ -148,6 +148,23 @@ const REBUILD_EFFECTIVE: &str = "
         WHERE t.chain_id IN (SELECT value FROM json_each($1)) AND t.state = 'validated'
     ) ranked WHERE rn = 1";
 
+const CLEAR_HISTORY: &str =
+    "DELETE FROM chain_history WHERE chain_id IN (SELECT value FROM json_each($1))";
+
+/// Chains' history (migration 0012, which the live workflow's trigger
+/// keeps the same way): each validated test effective from its validation
+/// until the next one's in rank, with its triggered rules.
+const REBUILD_HISTORY: &str = "
+    INSERT INTO chain_history (chain_id, test_id, technique_id, valid_from, valid_to, outcome, rule_keys)
+    SELECT t.chain_id, t.test_id, t.technique_id, t.validated_at,
+           LEAD(t.validated_at) OVER (PARTITION BY t.chain_id ORDER BY t.validated_at, t.created_at, t.test_id),
+           t.outcome,
+           COALESCE((SELECT string_agg(dr.source || ':' || dr.rule_id, ',') FROM detection_results dr
+                     WHERE dr.test_id = t.test_id AND dr.triggered = 1), '')
+    FROM tests t
+    WHERE t.chain_id IN (SELECT value FROM json_each($1)) AND t.state = 'validated'
+      AND t.validated_at IS NOT NULL";
+
 /// Keyset pages of the export, by id: `$1` the last id of the previous
 /// page ("" for the first), `$2` the page size.
 const USERS_PAGE: &str = "
@@ -476,6 +493,16 @@ impl CampaignStore {
                 .await?;
             self.db
                 .stmt(REBUILD_EFFECTIVE)
+                .bind_ids(&w.chains)
+                .execute(&mut **tx)
+                .await?;
+            self.db
+                .stmt(CLEAR_HISTORY)
+                .bind_ids(&w.chains)
+                .execute(&mut **tx)
+                .await?;
+            self.db
+                .stmt(REBUILD_HISTORY)
                 .bind_ids(&w.chains)
                 .execute(&mut **tx)
                 .await?;

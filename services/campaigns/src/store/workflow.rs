@@ -124,10 +124,9 @@ const STATES_OF: &str =
     "SELECT test_id, state FROM tests WHERE test_id IN (SELECT value FROM json_each($1))";
 
 /// Counts as they stood at `$2` (a test counts from its creation; a
-/// cancelled test's updated_at is its cancellation, cancelled being final),
-/// effective-test outcomes and triggered rules per requested
-/// technique, given the CTEs `req` and `eff`.
-macro_rules! aggregate_ctes {
+/// cancelled test's updated_at is its cancellation, cancelled being final)
+/// per requested technique, given the CTE `req`.
+macro_rules! counts_cte {
     () => {
         "counts AS (
             SELECT technique_id,
@@ -139,14 +138,33 @@ macro_rules! aggregate_ctes {
                             THEN 1 ELSE 0 END) AS cancelled
             FROM tests WHERE technique_id IN (SELECT technique_id FROM req)
             GROUP BY technique_id
-         ),
+         )"
+    };
+}
+
+/// The effective tests' count and outcome tallies, over rows with an
+/// `outcome` column.
+macro_rules! outcome_sums {
+    () => {
+        "COUNT(*) AS n,
+         SUM(CASE WHEN outcome = 'blocked' THEN 1 ELSE 0 END) AS blocked,
+         SUM(CASE WHEN outcome = 'detected' THEN 1 ELSE 0 END) AS detected,
+         SUM(CASE WHEN outcome = 'logged' THEN 1 ELSE 0 END) AS logged,
+         SUM(CASE WHEN outcome = 'not_detected' THEN 1 ELSE 0 END) AS not_detected"
+    };
+}
+
+/// Counts, effective-test outcomes and triggered rules per requested
+/// technique, given the CTEs `req` and `eff`.
+macro_rules! aggregate_ctes {
+    () => {
+        concat!(
+            counts_cte!(),
+            ",
          outcomes AS (
-            SELECT technique_id, COUNT(*) AS n,
-                   SUM(CASE WHEN outcome = 'blocked' THEN 1 ELSE 0 END) AS blocked,
-                   SUM(CASE WHEN outcome = 'detected' THEN 1 ELSE 0 END) AS detected,
-                   SUM(CASE WHEN outcome = 'logged' THEN 1 ELSE 0 END) AS logged,
-                   SUM(CASE WHEN outcome = 'not_detected' THEN 1 ELSE 0 END) AS not_detected,
-                   MAX(validated_at) AS latest
+            SELECT technique_id, ",
+            outcome_sums!(),
+            ", MAX(validated_at) AS latest
             FROM eff GROUP BY technique_id
          ),
          rules AS (
@@ -155,6 +173,7 @@ macro_rules! aggregate_ctes {
                 FROM eff JOIN detection_results dr ON dr.test_id = eff.test_id AND dr.triggered = 1
             ) fired GROUP BY technique_id
          )"
+        )
     };
 }
 
@@ -210,22 +229,55 @@ const REFRESH_TALLIES: &str = concat!(
          latest_validated_at = excluded.latest_validated_at, triggered_rule_ids = excluded.triggered_rule_ids"
 );
 
-/// Score inputs as of a past instant: rank each chain's tests validated by
-/// then. `$1` technique ids, `$2` as_of.
-const AGGREGATE_AS_OF: &str = concat!(
-    "WITH req AS (SELECT DISTINCT value AS technique_id FROM json_each($1)),
-     eff AS (
-        SELECT technique_id, test_id, outcome, validated_at FROM (
-            SELECT t.technique_id, t.test_id, t.outcome, t.validated_at,
-                   ROW_NUMBER() OVER (PARTITION BY t.chain_id
-                                      ORDER BY t.validated_at DESC, t.created_at DESC, t.test_id DESC) AS rn
-            FROM tests t
-            WHERE t.technique_id IN (SELECT technique_id FROM req)
-              AND t.state = 'validated' AND t.validated_at <= $2
-        ) ranked WHERE rn = 1
-     ),",
-    aggregate_ctes!(),
-    aggregate_select!()
+/// The select list of a past as_of's score inputs, over `req`, `counts`
+/// (`c`) and the chain history's outcomes (`o`).
+macro_rules! as_of_select {
+    () => {
+        " SELECT req.technique_id, COALESCE(c.total, 0), COALESCE(c.validated, 0), COALESCE(c.cancelled, 0),
+                COALESCE(o.n, 0), COALESCE(o.blocked, 0), COALESCE(o.detected, 0), COALESCE(o.logged, 0),
+                COALESCE(o.not_detected, 0), o.latest, COALESCE(o.rule_ids, '')
+          FROM req LEFT JOIN counts c ON c.technique_id = req.technique_id "
+    };
+}
+
+/// The chain history rows effective at `$2`, aggregated: outcome tallies,
+/// the latest validation and every row's triggered rules (repeated across
+/// tests: the caller keeps each once). Follows a SELECT; completed by a
+/// technique condition.
+macro_rules! history_outcomes {
+    () => {
+        concat!(
+            outcome_sums!(),
+            ", MAX(valid_from) AS latest, string_agg(NULLIF(rule_keys, ''), ',') AS rule_ids
+             FROM chain_history
+             WHERE valid_from <= $2 AND (valid_to IS NULL OR valid_to > $2) AND technique_id "
+        )
+    };
+}
+
+/// Score inputs as of a past instant, from the chains' history kept on
+/// write (migration 0012): each chain's row whose interval holds `$2`.
+/// `$1` technique ids, `$2` as_of. SQLite: one grouped pass over the
+/// covering index.
+const AGGREGATE_AS_OF_SQLITE: &str = concat!(
+    "WITH req AS (SELECT DISTINCT value AS technique_id FROM json_each($1)),",
+    counts_cte!(),
+    ", outcomes AS (SELECT technique_id, ",
+    history_outcomes!(),
+    "IN (SELECT technique_id FROM req) GROUP BY technique_id)",
+    as_of_select!(),
+    "LEFT JOIN outcomes o ON o.technique_id = req.technique_id"
+);
+
+/// PostgreSQL: the same per technique (LATERAL), which spares a sort of
+/// every row's rule keys by technique (82 → 52 ms at 50,000 tests).
+const AGGREGATE_AS_OF_POSTGRES: &str = concat!(
+    "WITH req AS (SELECT DISTINCT value AS technique_id FROM json_each($1)),",
+    counts_cte!(),
+    as_of_select!(),
+    "LEFT JOIN LATERAL (SELECT ",
+    history_outcomes!(),
+    "= req.technique_id) o ON true"
 );
 
 const RETEST_CHAIN: &str = concat!(
@@ -314,6 +366,14 @@ pub struct Aggregate {
     pub latest_validated_at: Option<Micros>,
     /// (source, rule id); source "" for results that named none.
     pub triggered_rules: Vec<(String, String)>,
+}
+
+/// The distinct rules of a comma-separated list of rule keys, in order.
+fn distinct_rule_keys(keys: &str) -> Vec<(String, String)> {
+    let mut keys: Vec<&str> = keys.split(',').filter(|k| !k.is_empty()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter().map(split_rule_key).collect()
 }
 
 /// A tally's rule key (`source:rule_id`), or a bare id written before
@@ -607,7 +667,10 @@ impl CampaignStore {
             None => self.db.stmt(AGGREGATE_NOW).bind_ids(technique_ids),
             Some(at) => self
                 .db
-                .stmt(AGGREGATE_AS_OF)
+                .stmt(match self.db.backend() {
+                    purple_runtime::db::Backend::Sqlite => AGGREGATE_AS_OF_SQLITE,
+                    purple_runtime::db::Backend::Postgres => AGGREGATE_AS_OF_POSTGRES,
+                })
                 .bind_ids(technique_ids)
                 .bind(at),
         };
@@ -627,10 +690,7 @@ impl CampaignStore {
                     logged: row.try_get(7)?,
                     not_detected: row.try_get(8)?,
                     latest_validated_at: row.try_get(9)?,
-                    triggered_rules: rules
-                        .filter(|r| !r.is_empty())
-                        .map(|r| r.split(',').map(split_rule_key).collect())
-                        .unwrap_or_default(),
+                    triggered_rules: distinct_rule_keys(rules.as_deref().unwrap_or("")),
                 })
             })
             .collect()
