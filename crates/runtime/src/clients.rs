@@ -277,7 +277,21 @@ where
     F: FnMut(Vec<String>) -> Fut,
     Fut: Future<Output = Result<Vec<R>, Status>>,
 {
-    let pages = chunked(ids, MAX_BATCH_IDS, DEFAULT_FANOUT, call)
+    batch_of(service, ids, MAX_BATCH_IDS, call).await
+}
+
+/// [`batch`] in chunks of `limit` ids (at most the batch limit).
+async fn batch_of<R, F, Fut>(
+    service: &'static str,
+    ids: &[String],
+    limit: usize,
+    call: F,
+) -> Result<Vec<R>, PeerError>
+where
+    F: FnMut(Vec<String>) -> Fut,
+    Fut: Future<Output = Result<Vec<R>, Status>>,
+{
+    let pages = chunked(ids, limit.min(MAX_BATCH_IDS), DEFAULT_FANOUT, call)
         .await
         .map_err(|status| PeerError { service, status })?;
     Ok(pages.into_iter().flatten().collect())
@@ -499,13 +513,21 @@ pub struct CampaignsPeer {
 
 impl CampaignsPeer {
     /// The test side of each technique's score, now (None) or as of an
-    /// instant.
+    /// instant. As of an instant, in smaller chunks asked at once: each is
+    /// one CPU-bound statement over the chains' history, and a past
+    /// organization score (every live technique) would otherwise keep one
+    /// core busy while the other idles (docs/BENCHMARKS.md, Scoring).
     pub async fn aggregate_tests(
         &self,
         ids: &[String],
         as_of: Option<Micros>,
     ) -> Result<Vec<TechniqueTestAggregate>, PeerError> {
-        batch("campaigns", ids, |chunk| {
+        let limit = if as_of.is_some() {
+            AS_OF_CHUNK
+        } else {
+            MAX_BATCH_IDS
+        };
+        batch_of("campaigns", ids, limit, |chunk| {
             let mut client = self.client.clone();
             let deadline = self.deadline;
             async move {
@@ -525,6 +547,9 @@ impl CampaignsPeer {
         .await
     }
 }
+
+/// Techniques per `AggregateTestsByTechnique` call as of an instant.
+const AS_OF_CHUNK: usize = 256;
 
 impl CampaignsPeer {
     /// Tells the purple leads of regressions, in chunks of the batch limit
