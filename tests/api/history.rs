@@ -1047,3 +1047,70 @@ async fn a_past_as_of_ranks_every_chain_like_the_model_at_every_instant() {
     }
     assert!(checked >= 9, "{checked} instants");
 }
+
+/// A past organization score over the whole ATT&CK catalogue asks
+/// campaigns in chunks of 256 techniques at once (three calls for 691
+/// live techniques) and loses none of them: it counts what the score for
+/// now counts.
+#[tokio::test]
+async fn a_past_organization_score_asks_in_chunks_and_loses_no_technique() {
+    let app = spawn_app().await;
+    crate::ingest::import(
+        &app,
+        purple_ingest::domain::Kind::Attack,
+        crate::ingest::ATTACK_18,
+    )
+    .await
+    .unwrap();
+    // Validated tests spread over the catalogue's order, and one planned.
+    let mut lines = Vec::new();
+    for (i, technique) in ["T1003", "T1110", "T1595", "T1659"].iter().enumerate() {
+        lines.push(json!({
+            "kind": "test", "test_id": format!("c{i}"), "technique_id": technique,
+            "state": "validated", "outcome": "blocked",
+            "created_at": "2025-06-01T00:00:00Z", "executed_at": "2025-06-01T01:00:00Z",
+            "detected_at": "2025-06-01T02:00:00Z", "validated_at": "2025-06-02T00:00:00Z",
+        }));
+    }
+    lines.push(
+        json!({"kind": "test", "test_id": "c-planned", "technique_id": "T1566",
+                      "state": "planned", "created_at": "2025-06-01T00:00:00Z"}),
+    );
+    let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
+    import(&app, &text).await.unwrap();
+
+    let mut scoring = ScoringServiceClient::new(app.channel.clone());
+    let now = scoring
+        .get_organization_score(GetOrganizationScoreRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let trace = crate::helpers::Trace::new("purple.scoring.v1.ScoringService/GetOrganizationScore");
+    let past = scoring
+        .get_organization_score(trace.request(GetOrganizationScoreRequest {
+            as_of: now.as_of,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let counts = past.status_counts.unwrap();
+    assert_eq!(past.technique_count, 691);
+    assert_eq!((counts.partial, counts.in_progress), (4, 1), "{counts:?}");
+    assert_eq!(Some(counts), now.status_counts);
+    assert!(
+        (past.score - now.score).abs() < 0.05,
+        "{} vs {}",
+        past.score,
+        now.score
+    );
+    app.trace(&trace).await;
+    let asked = app
+        .spans
+        .trace(&trace.trace_id)
+        .iter()
+        .filter(|s| s.kind == "server")
+        .filter(|s| s.attr("rpc.method") == Some("AggregateTestsByTechnique"))
+        .count();
+    assert_eq!(asked, 3, "ceil(691 / 256) chunks");
+}
