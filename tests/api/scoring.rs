@@ -406,6 +406,7 @@ async fn the_cache_serves_without_peers_until_a_transition_invalidates_it() {
     assert!(!first.cached);
     // Let the outbox deliver the test's creation (an invalidation) first.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (mut settled_as_of, mut stable_since) = (first.as_of, tokio::time::Instant::now());
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         scoring
@@ -417,9 +418,20 @@ async fn the_cache_serves_without_peers_until_a_transition_invalidates_it() {
             .await
             .unwrap()
             .into_inner();
-        // Cached, and after the creation's invalidation (T1105 counts as
-        // in progress): no invalidation is still on its way.
-        if again.cached && again.status_counts.as_ref().unwrap().in_progress == 1 {
+        // Cached, and after the creation's invalidation: the board was
+        // computed again since the first (the invalidation arrived after
+        // it), or has stayed the same for a second (it arrived before).
+        // T1105 counts as in progress either way, so that alone does not
+        // tell (a late invalidation made a later cost check flaky).
+        if again.as_of != settled_as_of {
+            settled_as_of = again.as_of;
+            stable_since = tokio::time::Instant::now();
+        }
+        if again.cached
+            && again.status_counts.as_ref().unwrap().in_progress == 1
+            && (again.as_of != first.as_of
+                || stable_since.elapsed() >= std::time::Duration::from_secs(1))
+        {
             break;
         }
         assert!(
