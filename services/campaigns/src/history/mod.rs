@@ -217,15 +217,18 @@ impl History {
                 techniques.insert(old.test.technique_id.clone());
             }
         }
-        let test_techniques: BTreeMap<&str, &str> = existing
+        let test_rows: BTreeMap<&str, &crate::domain::TestRow> = existing
             .tests
             .values()
             .chain(checked.tests.iter().map(|(_, h)| h))
-            .map(|h| (h.test.test_id.as_str(), h.test.technique_id.as_str()))
+            .map(|h| (h.test.test_id.as_str(), &h.test))
             .collect();
         for r in &results {
-            if let Some(t) = test_techniques.get(r.test_id.as_str()) {
-                techniques.insert((*t).to_owned());
+            if let Some(t) = test_rows.get(r.test_id.as_str()) {
+                techniques.insert(t.technique_id.clone());
+                // A validated test's triggered rules are in its chain's
+                // history: a result changed alone moves it too.
+                chains.insert(t.chain_id.clone());
             }
         }
         let campaign_of: BTreeMap<&str, &str> = existing
