@@ -1187,13 +1187,7 @@ async fn generating_from_a_large_actor_costs_what_a_small_one_does() {
     for (large, actor) in [(false, "G0001"), (true, "G0016")] {
         let app = spawn_app().await;
         if large {
-            crate::ingest::import(
-                &app,
-                purple_ingest::domain::Kind::Attack,
-                crate::ingest::ATTACK_18,
-            )
-            .await
-            .unwrap();
+            crate::ingest::import_attack_18(&app).await;
             crate::ingest::import(&app, purple_ingest::domain::Kind::Atomic, "atomic-red-team")
                 .await
                 .unwrap();

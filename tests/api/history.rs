@@ -1082,13 +1082,7 @@ async fn agrees_at_every_instant(app: &TestApp, tests: &[Ranked]) {
 #[tokio::test]
 async fn a_past_organization_score_asks_in_chunks_and_loses_no_technique() {
     let app = spawn_app().await;
-    crate::ingest::import(
-        &app,
-        purple_ingest::domain::Kind::Attack,
-        crate::ingest::ATTACK_18,
-    )
-    .await
-    .unwrap();
+    crate::ingest::import_attack_18(&app).await;
     // Validated tests spread over the catalogue's order, and one planned.
     let mut lines = Vec::new();
     for (i, technique) in ["T1003", "T1110", "T1595", "T1659"].iter().enumerate() {

@@ -52,6 +52,11 @@ pub async fn import(app: &TestApp, kind: Kind, path: &str) -> Result<ImportRepor
         })
 }
 
+/// The whole ATT&CK v18.1 catalogue (691 live techniques), imported.
+pub async fn import_attack_18(app: &TestApp) {
+    import(app, Kind::Attack, ATTACK_18).await.unwrap();
+}
+
 fn counts(report: &ImportReport, entity: &str) -> (u64, u64, u64, u64, u64) {
     let c = report.counts.get(entity).copied().unwrap_or_default();
     (c.created, c.updated, c.unchanged, c.revoked, c.deprecated)

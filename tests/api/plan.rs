@@ -445,13 +445,7 @@ async fn the_plan_costs_the_same_statements_and_calls_at_two_sizes() {
     for large in [false, true] {
         let app = spawn_app().await;
         if large {
-            crate::ingest::import(
-                &app,
-                purple_ingest::domain::Kind::Attack,
-                crate::ingest::ATTACK_18,
-            )
-            .await
-            .unwrap();
+            crate::ingest::import_attack_18(&app).await;
             crate::ingest::import(&app, purple_ingest::domain::Kind::Kev, "kev")
                 .await
                 .unwrap();

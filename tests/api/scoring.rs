@@ -621,13 +621,7 @@ async fn organization_score_costs_the_same_statements_and_calls_at_two_sizes() {
     for large in [false, true] {
         let app = spawn_app().await;
         if large {
-            crate::ingest::import(
-                &app,
-                purple_ingest::domain::Kind::Attack,
-                crate::ingest::ATTACK_18,
-            )
-            .await
-            .unwrap();
+            crate::ingest::import_attack_18(&app).await;
         } else {
             catalogue(&app).await;
         }
