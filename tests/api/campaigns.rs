@@ -1291,6 +1291,57 @@ async fn tallies_kept_on_write_survive_concurrent_transitions_of_one_technique()
         (12, 12, 12, 3, 3, 3, 3)
     );
     assert_eq!(rule_ids(&a.triggered_rules), ["r1", "r2", "r3"]);
+
+    // Twelve retests of one chain validated at once: the chain's history
+    // (what a past as_of reads) still has one effective test at a time.
+    let root = validate(
+        &app,
+        &team,
+        create_test(&app, &team, "T1003").await,
+        Outcome::Logged,
+        &[],
+    )
+    .await
+    .test
+    .unwrap();
+    let mut retests = Vec::new();
+    for _ in 0..12 {
+        retests.push(
+            step(&app, &root, &team.lead, pb::TestAction::Retest, |_| {})
+                .await
+                .unwrap()
+                .retest
+                .unwrap(),
+        );
+    }
+    let walks = retests.into_iter().map(|test| {
+        let (app, team) = (&app, &team);
+        async move { validate(app, team, test, Outcome::Blocked, &[]).await }
+    });
+    let validated = futures::future::join_all(walks).await;
+    let latest = validated
+        .iter()
+        .filter_map(|v| v.test.as_ref().unwrap().validated_at)
+        .max_by_key(|t| (t.seconds, t.nanos));
+    let chain = c
+        .aggregate_tests_by_technique(pb::AggregateTestsByTechniqueRequest {
+            technique_ids: vec!["T1003".into()],
+            as_of: Some(ts(4_000_000_000)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .aggregates
+        .remove(0);
+    assert_eq!(
+        (
+            chain.effective_tests,
+            chain.blocked,
+            chain.latest_validated_at
+        ),
+        (1, 1, latest),
+        "{chain:?}"
+    );
 }
 
 #[tokio::test]

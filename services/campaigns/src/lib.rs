@@ -83,6 +83,12 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         include_str!("../migrations/0012_chain_history.sqlite.sql"),
         include_str!("../migrations/0012_chain_history.postgres.sql"),
     ),
+    MigrationFile::per_backend(
+        13,
+        "chain history lock",
+        include_str!("../migrations/0013_chain_history_lock.sqlite.sql"),
+        include_str!("../migrations/0013_chain_history_lock.postgres.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database and starts its outbox
