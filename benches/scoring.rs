@@ -238,7 +238,8 @@ async fn main() {
         ms(mid),
         ms(min)
     );
-    // Its test side alone: campaigns' part of the request above.
+    // Its test side alone, asked as scoring asks it (one call here, three
+    // chunks there): campaigns' part of the request above.
     let campaigns =
         CampaignsServiceClient::new(app.service.clone()).max_decoding_message_size(64 << 20);
     let (mid, min) = time(5, || {
@@ -247,6 +248,7 @@ async fn main() {
             c.aggregate_tests_by_technique(AggregateTestsByTechniqueRequest {
                 technique_ids: ids,
                 as_of: past,
+                rule_table: true,
             })
             .await
             .unwrap();

@@ -503,6 +503,7 @@ async fn aggregates_count_effective_tests_per_chain_now_and_as_of_the_past() {
     let aggregate = |as_of: Option<prost_types::Timestamp>| pb::AggregateTestsByTechniqueRequest {
         technique_ids: vec!["T1059.001".into(), "T1003".into()],
         as_of,
+        ..Default::default()
     };
     let now = c
         .aggregate_tests_by_technique(aggregate(None))
@@ -572,6 +573,85 @@ async fn aggregates_count_effective_tests_per_chain_now_and_as_of_the_past() {
         ),
         (1, 1, 0)
     );
+}
+
+/// With `rule_table` each triggered rule is sent once and every aggregate
+/// names its rules by place: resolved, they are the rules the strings name,
+/// now and as of an instant, in request order.
+#[tokio::test]
+async fn a_rule_table_sends_each_rule_once_and_names_what_the_strings_name() {
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    for (technique, rules) in [
+        ("T1059.001", &[("rule-a", true), ("rule-b", true)][..]),
+        (
+            "T1003",
+            &[("rule-b", true), ("rule-c", false), ("rule-d", true)],
+        ),
+        ("T1105", &[("rule-a", true)]),
+    ] {
+        let test = create_test(&app, &team, technique).await;
+        validate(&app, &team, test, Outcome::Detected, rules).await;
+    }
+    let mut c = client(&app);
+    let ids: Vec<String> = ["T1105", "T1003", "T1059.001", "T1046"]
+        .iter()
+        .map(|id| (*id).to_string())
+        .collect();
+    for as_of in [None, Some(ts(4_000_000_000))] {
+        let ask = |rule_table| pb::AggregateTestsByTechniqueRequest {
+            technique_ids: ids.clone(),
+            as_of,
+            rule_table,
+        };
+        let strings = c
+            .aggregate_tests_by_technique(ask(false))
+            .await
+            .unwrap()
+            .into_inner();
+        let table = c
+            .aggregate_tests_by_technique(ask(true))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(strings.rules.is_empty(), "no table unless asked");
+        let mut sent = rule_ids(&table.rules);
+        sent.sort();
+        assert_eq!(
+            sent,
+            ["rule-a", "rule-b", "rule-d"],
+            "{as_of:?}: each rule once"
+        );
+        let resolved: Vec<(String, Vec<String>)> = table
+            .aggregates
+            .iter()
+            .map(|a| {
+                #[allow(deprecated)]
+                let no_strings = a.triggered_rules.is_empty() && a.triggered_rule_ids.is_empty();
+                assert!(no_strings, "{}: strings left in", a.technique_id);
+                let rules = a
+                    .triggered_rule_indexes
+                    .iter()
+                    .map(|&i| table.rules[i as usize].rule_id.clone())
+                    .collect();
+                (a.technique_id.clone(), rules)
+            })
+            .collect();
+        let named: Vec<(String, Vec<String>)> = strings
+            .aggregates
+            .iter()
+            .map(|a| (a.technique_id.clone(), rule_ids(&a.triggered_rules)))
+            .collect();
+        assert_eq!(resolved, named, "{as_of:?}");
+        assert_eq!(
+            named.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+            ids,
+            "request order"
+        );
+        assert_eq!(named[0].1, ["rule-a"]);
+        assert_eq!(named[3].1, Vec::<String>::new(), "untested");
+    }
 }
 
 #[tokio::test]
@@ -1116,7 +1196,8 @@ async fn campaign_reads_and_writes_cost_the_same_at_two_sizes() {
             "AggregateTestsByTechnique",
             pb::AggregateTestsByTechniqueRequest {
                 technique_ids: vec!["T1059.001".into(), "T1003".into(), "T1105".into()],
-                as_of: None
+                as_of: None,
+                ..Default::default()
             }
         );
         cost!(
@@ -1124,7 +1205,8 @@ async fn campaign_reads_and_writes_cost_the_same_at_two_sizes() {
             "AggregateTestsByTechnique",
             pb::AggregateTestsByTechniqueRequest {
                 technique_ids: vec!["T1059.001".into(), "T1003".into()],
-                as_of: Some(ts(4_000_000_000))
+                as_of: Some(ts(4_000_000_000)),
+                ..Default::default()
             }
         );
         cost!(
@@ -1260,6 +1342,7 @@ async fn tallies_kept_on_write_survive_concurrent_transitions_of_one_technique()
     let request = |as_of| pb::AggregateTestsByTechniqueRequest {
         technique_ids: vec!["T1059.001".into()],
         as_of,
+        ..Default::default()
     };
     let now = c
         .aggregate_tests_by_technique(request(None))
@@ -1327,6 +1410,7 @@ async fn tallies_kept_on_write_survive_concurrent_transitions_of_one_technique()
         .aggregate_tests_by_technique(pb::AggregateTestsByTechniqueRequest {
             technique_ids: vec!["T1003".into()],
             as_of: Some(ts(4_000_000_000)),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1438,6 +1522,7 @@ async fn detection_results_stale_tests_and_list_filters() {
         .aggregate_tests_by_technique(pb::AggregateTestsByTechniqueRequest {
             technique_ids: vec!["T1003".into()],
             as_of: None,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -16,7 +16,7 @@ use purple_api::{
         metrics_service_client::MetricsServiceClient,
     },
     scoring::v1::{
-        CreateSnapshotRequest, GetOrganizationScoreRequest, GetSnapshotRequest,
+        CreateSnapshotRequest, GetHeatmapRequest, GetOrganizationScoreRequest, GetSnapshotRequest,
         ScoreTechniquesRequest, scoring_service_client::ScoringServiceClient,
     },
 };
@@ -1046,6 +1046,7 @@ async fn agrees_at_every_instant(app: &TestApp, tests: &[Ranked]) {
                     seconds: at.div_euclid(1_000_000),
                     nanos: (at.rem_euclid(1_000_000) * 1_000) as i32,
                 }),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -1083,15 +1084,46 @@ async fn agrees_at_every_instant(app: &TestApp, tests: &[Ranked]) {
 async fn a_past_organization_score_asks_in_chunks_and_loses_no_technique() {
     let app = spawn_app().await;
     crate::ingest::import_attack_18(&app).await;
+    // One rule of its own for a technique of each chunk, so each chunk's
+    // answer carries a rule table of its own, each rule at place 0.
+    let chunked = ["T1003", "T1486", "T1659"];
+    let rules: String = chunked
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "title: rule {i}\nid: {i}{i}{i}{i}{i}{i}{i}{i}-0000-4000-8000-000000000000\n\
+                 status: stable\nlevel: high\ntags:\n    - attack.{}\n",
+                t.to_lowercase()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n");
+    IngestServiceClient::new(app.channel.clone())
+        .import(futures::stream::iter([ImportRequest {
+            kind: ImportKind::Sigma as i32,
+            file_name: "rules.yml".into(),
+            data: rules.into_bytes(),
+            last: true,
+        }]))
+        .await
+        .unwrap();
     // Validated tests spread over the catalogue's order, and one planned.
     let mut lines = Vec::new();
-    for (i, technique) in ["T1003", "T1110", "T1595", "T1659"].iter().enumerate() {
+    for (i, technique) in ["T1003", "T1110", "T1486", "T1659"].iter().enumerate() {
         lines.push(json!({
             "kind": "test", "test_id": format!("c{i}"), "technique_id": technique,
             "state": "validated", "outcome": "blocked",
             "created_at": "2025-06-01T00:00:00Z", "executed_at": "2025-06-01T01:00:00Z",
             "detected_at": "2025-06-01T02:00:00Z", "validated_at": "2025-06-02T00:00:00Z",
         }));
+        if let Some(rule) = chunked.iter().position(|t| t == technique) {
+            lines.push(json!({
+                "kind": "detection_result", "test_id": format!("c{i}"), "source": "sigma",
+                "rule_id": format!("{rule}{rule}{rule}{rule}{rule}{rule}{rule}{rule}-0000-4000-8000-000000000000"),
+                "triggered": true,
+            }));
+        }
     }
     lines.push(
         json!({"kind": "test", "test_id": "c-planned", "technique_id": "T1566",
@@ -1134,4 +1166,43 @@ async fn a_past_organization_score_asks_in_chunks_and_loses_no_technique() {
         .filter(|s| s.attr("rpc.method") == Some("AggregateTestsByTechnique"))
         .count();
     assert_eq!(asked, 3, "ceil(691 / 256) chunks");
+
+    // Technique by technique: the past board is the board for now, the
+    // rule each chunk's technique triggered counted in each chunk.
+    let heatmap = |as_of| {
+        let mut scoring = scoring.clone();
+        async move {
+            scoring
+                .get_heatmap(GetHeatmapRequest {
+                    as_of,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .cells
+        }
+    };
+    let (cells_now, cells_past) = (heatmap(None).await, heatmap(now.as_of).await);
+    let chunk_of = |t: &str| cells_now.iter().position(|c| c.technique_id == t).unwrap() / 256;
+    assert_eq!(chunked.map(chunk_of), [0, 1, 2], "one technique per chunk");
+    assert_eq!(cells_past, cells_now);
+    let scored = scoring
+        .score_techniques(ScoreTechniquesRequest {
+            technique_ids: chunked.map(String::from).to_vec(),
+            as_of: now.as_of,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .scores;
+    for s in &scored {
+        let c = s.components.as_ref().unwrap();
+        assert_eq!(
+            (c.mapped_rules, c.triggered_rules),
+            (1, 1),
+            "{}",
+            s.technique_id
+        );
+    }
 }

@@ -74,6 +74,7 @@ async fn workload(app: &TestApp) {
         .aggregate_tests_by_technique(cpb::AggregateTestsByTechniqueRequest {
             technique_ids: vec!["T1059.001".into(), "T1003".into()],
             as_of: Some(ts(validated_at)),
+            ..Default::default()
         })
         .await
         .unwrap();

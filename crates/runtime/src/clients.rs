@@ -10,12 +10,13 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use purple_api::{
-    batch::{DEFAULT_FANOUT, MAX_BATCH_IDS, chunked},
+    batch::{DEFAULT_FANOUT, MAX_BATCH_IDS, chunked, shown},
     campaigns::v1::{
-        AggregateTestsByTechniqueRequest, NotifyRegressionsRequest, Regression,
-        TechniqueTestAggregate, campaigns_service_client::CampaignsServiceClient,
+        AggregateTestsByTechniqueRequest, AggregateTestsByTechniqueResponse,
+        NotifyRegressionsRequest, Regression, TechniqueTestAggregate,
+        campaigns_service_client::CampaignsServiceClient,
     },
-    common::v1::Event,
+    common::v1::{Event, RuleRef},
     ingest::v1::{
         ActorTechniques, CatalogInput, GetActorTechniquesRequest, GetCatalogInputsRequest,
         GetTechniquesByIdsRequest, GetTemplatesForTechniquesRequest, GetThreatActorsByIdsRequest,
@@ -521,30 +522,73 @@ impl CampaignsPeer {
         &self,
         ids: &[String],
         as_of: Option<Micros>,
-    ) -> Result<Vec<TechniqueTestAggregate>, PeerError> {
+    ) -> Result<TestAggregates, PeerError> {
         let limit = if as_of.is_some() {
             AS_OF_CHUNK
         } else {
             MAX_BATCH_IDS
         };
-        batch_of("campaigns", ids, limit, |chunk| {
+        let pages = batch_of("campaigns", ids, limit, |chunk| {
             let mut client = self.client.clone();
             let deadline = self.deadline;
             async move {
-                Ok(client
-                    .aggregate_tests_by_technique(request(
-                        AggregateTestsByTechniqueRequest {
-                            technique_ids: chunk,
-                            as_of: as_of.map(timestamp),
-                        },
-                        deadline,
-                    ))
-                    .await?
-                    .into_inner()
-                    .aggregates)
+                Ok(vec![
+                    client
+                        .aggregate_tests_by_technique(request(
+                            AggregateTestsByTechniqueRequest {
+                                technique_ids: chunk,
+                                as_of: as_of.map(timestamp),
+                                rule_table: true,
+                            },
+                            deadline,
+                        ))
+                        .await?
+                        .into_inner(),
+                ])
             }
         })
-        .await
+        .await?;
+        TestAggregates::merge(pages).map_err(|status| PeerError {
+            service: "campaigns",
+            status,
+        })
+    }
+}
+
+/// The test aggregates of every chunk, their rule indexes pointing into
+/// one table: each chunk's table appended, its indexes moved along.
+#[derive(Debug, Default)]
+pub struct TestAggregates {
+    /// One per requested technique, in request order.
+    pub aggregates: Vec<TechniqueTestAggregate>,
+    /// The rules `triggered_rule_indexes` point at. An aggregate from a
+    /// release without the table carries its rules as strings instead.
+    pub rules: Vec<RuleRef>,
+}
+
+impl TestAggregates {
+    fn merge(pages: Vec<AggregateTestsByTechniqueResponse>) -> Result<Self, Status> {
+        let mut merged = Self::default();
+        for page in pages {
+            let offset = merged.rules.len() as u64;
+            let size = page.rules.len() as u64;
+            for mut aggregate in page.aggregates {
+                for index in &mut aggregate.triggered_rule_indexes {
+                    if u64::from(*index) >= size {
+                        return Err(Status::internal(format!(
+                            "aggregate of {} names rule {index} of a table of {size}",
+                            shown(&aggregate.technique_id)
+                        )));
+                    }
+                    // Below the total of every table so far, which is at
+                    // most the response limit over a rule's size.
+                    *index = (offset + u64::from(*index)) as u32;
+                }
+                merged.aggregates.push(aggregate);
+            }
+            merged.rules.extend(page.rules);
+        }
+        Ok(merged)
     }
 }
 
@@ -663,5 +707,79 @@ impl MetricsPeer {
             recorded += u64::try_from(answer.recorded).unwrap_or(0);
         }
         Ok(recorded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: &str) -> RuleRef {
+        RuleRef {
+            source: "sigma".into(),
+            rule_id: id.into(),
+        }
+    }
+
+    fn page(rules: &[&str], aggregates: &[(&str, &[u32])]) -> AggregateTestsByTechniqueResponse {
+        AggregateTestsByTechniqueResponse {
+            aggregates: aggregates
+                .iter()
+                .map(|(id, indexes)| TechniqueTestAggregate {
+                    technique_id: (*id).into(),
+                    triggered_rule_indexes: indexes.to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+            rules: rules.iter().map(|id| rule(id)).collect(),
+        }
+    }
+
+    fn resolved(merged: &TestAggregates) -> Vec<(String, Vec<String>)> {
+        merged
+            .aggregates
+            .iter()
+            .map(|a| {
+                let rules = a
+                    .triggered_rule_indexes
+                    .iter()
+                    .map(|&i| merged.rules[i as usize].rule_id.clone())
+                    .collect();
+                (a.technique_id.clone(), rules)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merged_chunks_point_into_one_table_at_their_rules() {
+        let merged = TestAggregates::merge(vec![
+            page(&["a", "b"], &[("T1", &[1, 0]), ("T2", &[])]),
+            page(&[], &[("T3", &[])]),
+            page(&["b", "c"], &[("T4", &[0]), ("T5", &[1, 0])]),
+        ])
+        .unwrap();
+        assert_eq!(
+            resolved(&merged),
+            [
+                ("T1".to_string(), vec!["b".to_string(), "a".to_string()]),
+                ("T2".into(), vec![]),
+                ("T3".into(), vec![]),
+                ("T4".into(), vec!["b".into()]),
+                ("T5".into(), vec!["c".into(), "b".into()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_index_beyond_its_chunks_table_is_refused() {
+        // Index 2 would be in range of the merged table (4 rules), not of
+        // its own chunk's (2).
+        let error = TestAggregates::merge(vec![
+            page(&["a", "b"], &[("T1", &[0])]),
+            page(&["c", "d"], &[("T2", &[2])]),
+        ])
+        .unwrap_err();
+        assert_eq!(error.code(), tonic::Code::Internal);
+        assert!(error.message().contains("T2"), "{}", error.message());
     }
 }

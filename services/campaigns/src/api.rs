@@ -145,9 +145,11 @@ impl CampaignsService for CampaignsApi {
         let r = request.get_ref();
         let as_of = convert::instant("as_of", r.as_of.as_ref())?;
         let rows = self.workflow.aggregate(&r.technique_ids, as_of).await?;
-        Ok(Response::new(pb::AggregateTestsByTechniqueResponse {
-            aggregates: convert::aggregates_pb(&r.technique_ids, rows),
-        }))
+        Ok(Response::new(convert::aggregates_pb(
+            &r.technique_ids,
+            rows,
+            r.rule_table,
+        )))
     }
 
     async fn get_retest_chain(

@@ -3,7 +3,7 @@
 //! refusal names its field; an enum value this build does not know is
 //! refused, not read as "unset".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use purple_api::{
     batch::{in_request_order, shown},
@@ -368,7 +368,7 @@ pub fn tests_pb(tests: Vec<TestRow>) -> Vec<pb::Test> {
 pub fn in_order<T, P>(
     ids: &[String],
     found: BTreeMap<String, T>,
-    to_pb: impl Fn(T) -> P,
+    to_pb: impl FnMut(T) -> P,
 ) -> (Vec<P>, Vec<String>) {
     let (items, missing) = in_request_order(ids, found);
     (items.into_iter().map(to_pb).collect(), missing)
@@ -461,9 +461,11 @@ pub fn worklog_pb(w: WorklogRow) -> pb::Worklog {
     }
 }
 
-/// A technique's test aggregate on the wire.
-pub fn aggregate_pb(a: Aggregate) -> pb::TechniqueTestAggregate {
-    pb::TechniqueTestAggregate {
+/// A technique's test aggregate on the wire, its triggered rules as
+/// strings, or as places in `table` when given (each distinct rule added
+/// to it once).
+pub fn aggregate_pb(a: Aggregate, table: Option<&mut RuleTable>) -> pb::TechniqueTestAggregate {
+    let mut aggregate = pb::TechniqueTestAggregate {
         technique_id: a.technique_id,
         total_tests: a.total as i32,
         validated_tests: a.validated as i32,
@@ -474,23 +476,73 @@ pub fn aggregate_pb(a: Aggregate) -> pb::TechniqueTestAggregate {
         logged: a.logged as i32,
         not_detected: a.not_detected as i32,
         latest_validated_at: timestamp_opt(a.latest_validated_at),
-        #[allow(deprecated)]
-        triggered_rule_ids: a.triggered_rules.iter().map(|(_, id)| id.clone()).collect(),
-        triggered_rules: a
-            .triggered_rules
-            .into_iter()
-            .map(|(source, rule_id)| RuleRef { source, rule_id })
-            .collect(),
+        ..Default::default()
+    };
+    match table {
+        Some(table) => {
+            aggregate.triggered_rule_indexes = a
+                .triggered_rules
+                .into_iter()
+                .map(|rule| table.place(rule))
+                .collect();
+        }
+        None => {
+            #[allow(deprecated)]
+            {
+                aggregate.triggered_rule_ids =
+                    a.triggered_rules.iter().map(|(_, id)| id.clone()).collect();
+            }
+            aggregate.triggered_rules = a
+                .triggered_rules
+                .into_iter()
+                .map(|(source, rule_id)| RuleRef { source, rule_id })
+                .collect();
+        }
+    }
+    aggregate
+}
+
+/// The distinct rules of one response, each at its place.
+#[derive(Debug, Default)]
+pub struct RuleTable {
+    places: HashMap<(String, String), u32>,
+    rules: Vec<RuleRef>,
+}
+
+impl RuleTable {
+    /// The place of `(source, rule id)`, added at the end if new.
+    fn place(&mut self, rule: (String, String)) -> u32 {
+        let next = self.rules.len() as u32;
+        *self
+            .places
+            .entry(rule)
+            .or_insert_with_key(|(source, rule_id)| {
+                self.rules.push(RuleRef {
+                    source: source.clone(),
+                    rule_id: rule_id.clone(),
+                });
+                next
+            })
     }
 }
 
-/// Aggregates in request order (every requested technique has one).
-pub fn aggregates_pb(ids: &[String], rows: Vec<Aggregate>) -> Vec<pb::TechniqueTestAggregate> {
+/// Aggregates in request order (every requested technique has one), and
+/// with `rule_table` the table their rule indexes point into.
+pub fn aggregates_pb(
+    ids: &[String],
+    rows: Vec<Aggregate>,
+    rule_table: bool,
+) -> pb::AggregateTestsByTechniqueResponse {
     let found: BTreeMap<String, Aggregate> = rows
         .into_iter()
         .map(|a| (a.technique_id.clone(), a))
         .collect();
-    in_order(ids, found, aggregate_pb).0
+    let mut table = rule_table.then(RuleTable::default);
+    let (aggregates, _) = in_order(ids, found, |a| aggregate_pb(a, table.as_mut()));
+    pb::AggregateTestsByTechniqueResponse {
+        aggregates,
+        rules: table.map(|t| t.rules).unwrap_or_default(),
+    }
 }
 
 fn counts(map: BTreeMap<String, i64>) -> std::collections::HashMap<String, i32> {

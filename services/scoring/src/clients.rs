@@ -114,12 +114,28 @@ impl Inputs {
         ids: &[String],
         as_of: Option<Micros>,
     ) -> Result<BTreeMap<String, TestSide>, ScoringError> {
-        Ok(self
-            .campaigns
-            .aggregate_tests(ids, as_of)
-            .await?
+        let answer = self.campaigns.aggregate_tests(ids, as_of).await?;
+        // Each rule's key made once, however many techniques triggered it.
+        let table: Vec<String> = answer
+            .rules
+            .iter()
+            .map(|r| rule_key(&r.source, &r.rule_id))
+            .collect();
+        Ok(answer
+            .aggregates
             .into_iter()
             .map(|a| {
+                #[allow(deprecated)]
+                let triggered_rules =
+                    if a.triggered_rules.is_empty() && a.triggered_rule_ids.is_empty() {
+                        // In range: the peer client checked every index.
+                        a.triggered_rule_indexes
+                            .iter()
+                            .map(|&i| table[i as usize].clone())
+                            .collect()
+                    } else {
+                        rule_keys(&a.triggered_rules, &a.triggered_rule_ids)
+                    };
                 let side = TestSide {
                     total: i64::from(a.total_tests),
                     effective: i64::from(a.effective_tests),
@@ -131,10 +147,7 @@ impl Inputs {
                         .latest_validated_at
                         .as_ref()
                         .and_then(|t| from_timestamp(t).ok()),
-                    triggered_rules: rule_keys(&a.triggered_rules, {
-                        #[allow(deprecated)]
-                        &a.triggered_rule_ids
-                    }),
+                    triggered_rules,
                 };
                 (a.technique_id, side)
             })
