@@ -3,7 +3,7 @@
 //! refusal names its field; an enum value this build does not know is
 //! refused, not read as "unset".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use purple_api::{
     batch::{in_request_order, shown},
@@ -28,7 +28,7 @@ use crate::{
     store::{
         campaigns::CampaignRow,
         people::{NotificationRow, UserRow, WorklogRow},
-        workflow::{Aggregate, TestFilter},
+        workflow::{Aggregate, Aggregates, TestFilter},
     },
     workflow::{STALE_KEY_LEN, TEST_KEY_LEN},
 };
@@ -368,7 +368,7 @@ pub fn tests_pb(tests: Vec<TestRow>) -> Vec<pb::Test> {
 pub fn in_order<T, P>(
     ids: &[String],
     found: BTreeMap<String, T>,
-    to_pb: impl FnMut(T) -> P,
+    to_pb: impl Fn(T) -> P,
 ) -> (Vec<P>, Vec<String>) {
     let (items, missing) = in_request_order(ids, found);
     (items.into_iter().map(to_pb).collect(), missing)
@@ -462,9 +462,9 @@ pub fn worklog_pb(w: WorklogRow) -> pb::Worklog {
 }
 
 /// A technique's test aggregate on the wire, its triggered rules as
-/// strings, or as places in `table` when given (each distinct rule added
-/// to it once).
-pub fn aggregate_pb(a: Aggregate, table: Option<&mut RuleTable>) -> pb::TechniqueTestAggregate {
+/// places in the answer's table, or as strings from `rules` (the store's
+/// table) when there is none.
+fn aggregate_pb(a: Aggregate, rules: Option<&[(String, String)]>) -> pb::TechniqueTestAggregate {
     let mut aggregate = pb::TechniqueTestAggregate {
         technique_id: a.technique_id,
         total_tests: a.total as i32,
@@ -478,70 +478,51 @@ pub fn aggregate_pb(a: Aggregate, table: Option<&mut RuleTable>) -> pb::Techniqu
         latest_validated_at: timestamp_opt(a.latest_validated_at),
         ..Default::default()
     };
-    match table {
-        Some(table) => {
-            aggregate.triggered_rule_indexes = a
-                .triggered_rules
-                .into_iter()
-                .map(|rule| table.place(rule))
-                .collect();
-        }
-        None => {
+    match rules {
+        None => aggregate.triggered_rule_indexes = a.triggered_rules,
+        Some(rules) => {
+            let named = a.triggered_rules.iter().map(|&i| &rules[i as usize]);
             #[allow(deprecated)]
             {
-                aggregate.triggered_rule_ids =
-                    a.triggered_rules.iter().map(|(_, id)| id.clone()).collect();
+                aggregate.triggered_rule_ids = named.clone().map(|(_, id)| id.clone()).collect();
             }
-            aggregate.triggered_rules = a
-                .triggered_rules
-                .into_iter()
-                .map(|(source, rule_id)| RuleRef { source, rule_id })
+            aggregate.triggered_rules = named
+                .map(|(source, rule_id)| RuleRef {
+                    source: source.clone(),
+                    rule_id: rule_id.clone(),
+                })
                 .collect();
         }
     }
     aggregate
 }
 
-/// The distinct rules of one response, each at its place.
-#[derive(Debug, Default)]
-pub struct RuleTable {
-    places: HashMap<(String, String), u32>,
-    rules: Vec<RuleRef>,
-}
-
-impl RuleTable {
-    /// The place of `(source, rule id)`, added at the end if new.
-    fn place(&mut self, rule: (String, String)) -> u32 {
-        let next = self.rules.len() as u32;
-        *self
-            .places
-            .entry(rule)
-            .or_insert_with_key(|(source, rule_id)| {
-                self.rules.push(RuleRef {
-                    source: source.clone(),
-                    rule_id: rule_id.clone(),
-                });
-                next
-            })
-    }
-}
-
-/// Aggregates in request order (every requested technique has one), and
-/// with `rule_table` the table their rule indexes point into.
+/// Aggregates in request order (every requested technique has one): with
+/// `rule_table` each names its rules by place in the answer's `rules`,
+/// else by strings.
 pub fn aggregates_pb(
     ids: &[String],
-    rows: Vec<Aggregate>,
+    aggregates: Aggregates,
     rule_table: bool,
 ) -> pb::AggregateTestsByTechniqueResponse {
+    let Aggregates { rows, rules } = aggregates;
     let found: BTreeMap<String, Aggregate> = rows
         .into_iter()
         .map(|a| (a.technique_id.clone(), a))
         .collect();
-    let mut table = rule_table.then(RuleTable::default);
-    let (aggregates, _) = in_order(ids, found, |a| aggregate_pb(a, table.as_mut()));
-    pb::AggregateTestsByTechniqueResponse {
-        aggregates,
-        rules: table.map(|t| t.rules).unwrap_or_default(),
+    if rule_table {
+        pb::AggregateTestsByTechniqueResponse {
+            aggregates: in_order(ids, found, |a| aggregate_pb(a, None)).0,
+            rules: rules
+                .into_iter()
+                .map(|(source, rule_id)| RuleRef { source, rule_id })
+                .collect(),
+        }
+    } else {
+        pb::AggregateTestsByTechniqueResponse {
+            aggregates: in_order(ids, found, |a| aggregate_pb(a, Some(&rules))).0,
+            rules: Vec::new(),
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use crate::{
     people::Directory,
     store::{
         CampaignStore,
-        workflow::{Aggregate, TestFilter},
+        workflow::{Aggregates, TestFilter},
     },
 };
 
@@ -365,7 +365,7 @@ impl Workflow {
         &self,
         technique_ids: &[String],
         as_of: Option<Micros>,
-    ) -> Result<Vec<Aggregate>, CampaignError> {
+    ) -> Result<Aggregates, CampaignError> {
         check_ids("technique_ids", technique_ids)?;
         Ok(self.store.aggregate(technique_ids, as_of).await?)
     }

@@ -3,7 +3,7 @@
 //! on write, score inputs (now and as of a past instant), retest chains and
 //! stale tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use purple_api::common::v1::Outcome;
 use purple_runtime::{paging::Page, time::Micros};
@@ -364,16 +364,46 @@ pub struct Aggregate {
     pub logged: i64,
     pub not_detected: i64,
     pub latest_validated_at: Option<Micros>,
-    /// (source, rule id); source "" for results that named none.
-    pub triggered_rules: Vec<(String, String)>,
+    /// Distinct places in [`Aggregates::rules`], in the order of the
+    /// rules' keys.
+    pub triggered_rules: Vec<u32>,
 }
 
-/// The distinct rules of a comma-separated list of rule keys, in order.
-fn distinct_rule_keys(keys: &str) -> Vec<(String, String)> {
-    let mut keys: Vec<&str> = keys.split(',').filter(|k| !k.is_empty()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys.into_iter().map(split_rule_key).collect()
+/// The test sides of a set of techniques and the rules they triggered,
+/// each rule once however many techniques name it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Aggregates {
+    pub rows: Vec<Aggregate>,
+    /// (source, rule id); source "" for results that named none.
+    pub rules: Vec<(String, String)>,
+}
+
+/// Places rule keys in one table, allocating only for a key not seen yet.
+#[derive(Default)]
+struct RulePlaces {
+    places: HashMap<String, u32>,
+    rules: Vec<(String, String)>,
+}
+
+impl RulePlaces {
+    /// The distinct rules of a comma-separated list of rule keys, as places,
+    /// in the keys' order.
+    fn of_keys(&mut self, keys: &str) -> Vec<u32> {
+        let mut keys: Vec<&str> = keys.split(',').filter(|k| !k.is_empty()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_iter().map(|key| self.place(key)).collect()
+    }
+
+    fn place(&mut self, key: &str) -> u32 {
+        if let Some(&place) = self.places.get(key) {
+            return place;
+        }
+        let place = self.rules.len() as u32;
+        self.rules.push(split_rule_key(key));
+        self.places.insert(key.to_owned(), place);
+        place
+    }
 }
 
 /// A tally's rule key (`source:rule_id`), or a bare id written before
@@ -662,7 +692,7 @@ impl CampaignStore {
         &self,
         technique_ids: &[String],
         as_of: Option<Micros>,
-    ) -> Result<Vec<Aggregate>, sqlx::Error> {
+    ) -> Result<Aggregates, sqlx::Error> {
         let stmt = match as_of {
             None => self.db.stmt(AGGREGATE_NOW).bind_ids(technique_ids),
             Some(at) => self
@@ -674,11 +704,13 @@ impl CampaignStore {
                 .bind_ids(technique_ids)
                 .bind(at),
         };
-        stmt.fetch_all(self.db.pool())
+        let mut places = RulePlaces::default();
+        let rows = stmt
+            .fetch_all(self.db.pool())
             .await?
             .iter()
             .map(|row| {
-                let rules: Option<String> = row.try_get(10)?;
+                let rules: Option<&str> = row.try_get(10)?;
                 Ok(Aggregate {
                     technique_id: row.try_get(0)?,
                     total: row.try_get(1)?,
@@ -690,10 +722,14 @@ impl CampaignStore {
                     logged: row.try_get(7)?,
                     not_detected: row.try_get(8)?,
                     latest_validated_at: row.try_get(9)?,
-                    triggered_rules: distinct_rule_keys(rules.as_deref().unwrap_or("")),
+                    triggered_rules: places.of_keys(rules.unwrap_or("")),
                 })
             })
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(Aggregates {
+            rows,
+            rules: places.rules,
+        })
     }
 
     /// The chain of a test, root first, and its effective test.
