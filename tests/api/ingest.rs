@@ -9,7 +9,7 @@ use futures::StreamExt;
 use purple_api::ingest::v1::{
     GetActorTechniquesRequest, GetCatalogInputsRequest, GetTechniquesByIdsRequest, ImportKind,
     ImportReport, ImportRequest, ImportStatus, ListImportRunsRequest, ListTacticsRequest,
-    ListTechniquesRequest, ListThreatActorsRequest, SubtechniqueFilter,
+    ListTechniquesRequest, ListThreatActorsRequest, SubtechniqueFilter, Technique,
     ingest_service_client::IngestServiceClient,
 };
 use purple_ingest::domain::Kind;
@@ -189,6 +189,35 @@ async fn attack_v18_1_stix21_imports_the_live_catalogue_and_reimports_as_no_chan
         46
     );
     assert_eq!(tactics[0].ordinal, 1, "kill-chain order");
+
+    // Brief: the same techniques and fields, the descriptions left out.
+    let page = |brief| ListTechniquesRequest {
+        tactic: "execution".into(),
+        page_size: 1_000,
+        brief,
+        ..Default::default()
+    };
+    let full = ingest
+        .list_techniques(page(false))
+        .await
+        .unwrap()
+        .into_inner();
+    let brief = ingest
+        .list_techniques(page(true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(full.techniques.iter().all(|t| !t.description.is_empty()));
+    assert!(brief.techniques.iter().all(|t| t.description.is_empty()));
+    let described: Vec<_> = full
+        .techniques
+        .into_iter()
+        .map(|t| Technique {
+            description: String::new(),
+            ..t
+        })
+        .collect();
+    assert_eq!(brief.techniques, described);
 
     let again = import(&app, Kind::Attack, ATTACK_18).await.unwrap();
     assert_eq!((again.created, again.updated), (0, 0));

@@ -346,7 +346,9 @@ impl IngestPeer {
         Ok((techniques, missing))
     }
 
-    /// Every live technique and sub-technique, in pages of the batch limit.
+    /// Every live technique and sub-technique, in pages of the batch limit,
+    /// descriptions left out (what a board needs; an older ingest sends
+    /// them anyway).
     pub async fn live_techniques(&self) -> Result<Vec<Technique>, PeerError> {
         let mut client = self.client.clone();
         let (mut all, mut token) = (Vec::new(), String::new());
@@ -357,6 +359,7 @@ impl IngestPeer {
                         subtechniques: SubtechniqueFilter::Unspecified as i32,
                         page_size: MAX_BATCH_IDS as i32,
                         page_token: token,
+                        brief: true,
                         ..Default::default()
                     },
                     self.deadline,

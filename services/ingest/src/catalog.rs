@@ -76,6 +76,7 @@ impl Catalog {
                 &query.platform,
                 query.subtechniques,
                 query.include_revoked,
+                query.brief,
                 page,
             )
             .await?;

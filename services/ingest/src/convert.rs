@@ -149,6 +149,7 @@ pub fn technique_query(
         platform: r.platform.clone(),
         subtechniques,
         include_revoked: r.include_revoked,
+        brief: r.brief,
     };
     let filters = format!(
         "{}|{}|{:?}|{}",

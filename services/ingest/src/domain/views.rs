@@ -28,6 +28,8 @@ pub struct TechniqueQuery {
     pub subtechniques: Subtechniques,
     /// Revoked and deprecated techniques too.
     pub include_revoked: bool,
+    /// Descriptions left empty.
+    pub brief: bool,
 }
 
 /// An ATT&CK technique or sub-technique.

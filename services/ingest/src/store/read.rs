@@ -14,20 +14,24 @@ use crate::domain::views::{
 };
 
 macro_rules! technique_select {
-    ($($rest:literal),*) => {
+    ($description:literal, $($rest:literal),*) => {
         concat!(
-            "SELECT t.technique_id, t.stix_id, t.name, t.description, t.is_subtechnique, ",
+            "SELECT t.technique_id, t.stix_id, t.name, ", $description, ", t.is_subtechnique, ",
             "t.parent_id, t.tactics, t.platforms, t.revoked, t.deprecated, t.attack_version ",
             "FROM techniques t ", $($rest),*
         )
     };
 }
 
-const TECHNIQUES_BY_IDS: &str =
-    technique_select!("WHERE t.technique_id IN (SELECT value FROM json_each($1))");
+const TECHNIQUES_BY_IDS: &str = technique_select!(
+    "t.description",
+    "WHERE t.technique_id IN (SELECT value FROM json_each($1))"
+);
 
-/// Keyset page: `$6` 1 when the page starts after technique `$7`.
+/// Keyset page: `$6` 1 when the page starts after technique `$7`; `$8` 1
+/// leaves the descriptions out (not read: they are most of a row).
 const LIST_TECHNIQUES: &str = technique_select!(
+    "CASE WHEN $8 = 1 THEN '' ELSE t.description END",
     "WHERE ($1 = '' OR EXISTS (SELECT 1 FROM json_each(t.tactics) j WHERE j.value = $1)) ",
     "AND ($2 = '' OR EXISTS (SELECT 1 FROM json_each(t.platforms) j WHERE lower(j.value) = lower($2))) ",
     "AND ($3 = 0 OR ($3 = 1 AND t.is_subtechnique = 0) OR ($3 = 2 AND t.is_subtechnique = 1)) ",
@@ -251,6 +255,7 @@ impl CatalogStore {
         platform: &str,
         subtechniques: Subtechniques,
         include_revoked: bool,
+        brief: bool,
         page: &Page,
     ) -> Result<Vec<Technique>, sqlx::Error> {
         self.db
@@ -266,6 +271,7 @@ impl CatalogStore {
             .bind(page.limit())
             .bind(page.has_cursor())
             .bind(page.text(0))
+            .bind(i64::from(brief))
             .fetch_all(self.db.pool())
             .await?
             .iter()
