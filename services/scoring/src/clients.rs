@@ -128,10 +128,11 @@ impl Inputs {
                 #[allow(deprecated)]
                 let triggered_rules =
                     if a.triggered_rules.is_empty() && a.triggered_rule_ids.is_empty() {
-                        // In range: the peer client checked every index.
+                        // The peer client refused any index beyond its
+                        // table; `get` keeps a panic out all the same.
                         a.triggered_rule_indexes
                             .iter()
-                            .map(|&i| table[i as usize].clone())
+                            .filter_map(|&i| table.get(i as usize).cloned())
                             .collect()
                     } else {
                         rule_keys(&a.triggered_rules, &a.triggered_rule_ids)
