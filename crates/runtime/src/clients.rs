@@ -583,9 +583,9 @@ impl TestAggregates {
                             shown(&aggregate.technique_id)
                         )));
                     }
-                    // Below the total of every table so far, which is at
-                    // most the response limit over a rule's size.
-                    *index = (offset + u64::from(*index)) as u32;
+                    *index = u32::try_from(offset + u64::from(*index)).map_err(|_| {
+                        Status::internal("campaigns answered more rules than fit a u32")
+                    })?;
                 }
                 merged.aggregates.push(aggregate);
             }
