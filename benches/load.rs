@@ -12,7 +12,10 @@
 //! `PURPLE_LOAD_JSON` names the JSON file (target/load-<backend>.json);
 //! `PURPLE_LOAD_ONLY=<text>` runs only the scenarios whose name has it;
 //! `PURPLE_LOAD_COLD_RUNS` (20) how many cold organization scores are
-//! timed (more to profile them).
+//! timed (more to profile them); `PURPLE_LOAD_SERVER_LOG=<filter>` runs
+//! the server with that log filter (`sqlx::query=debug` times every
+//! statement) into target/load-server.log; `PURPLE_LOAD_SERVER_BIN` runs
+//! another build of the server (an A/B against an older commit's).
 
 mod support;
 
@@ -68,7 +71,11 @@ impl Server {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (port, metrics_port) = (free_port(), free_port());
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_purple"));
+        // Another build of the server (an A/B against an older commit's
+        // binary on the same data and driver).
+        let binary = std::env::var("PURPLE_LOAD_SERVER_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_purple").to_owned());
+        let mut command = tokio::process::Command::new(binary);
         command
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -76,10 +83,25 @@ impl Server {
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--request-timeout-secs", "600"])
-            .env("RUST_LOG", "warn")
             .env_remove("PURPLE_DATABASE_URL")
-            .stdout(std::process::Stdio::null())
             .kill_on_drop(true);
+        match std::env::var("PURPLE_LOAD_SERVER_LOG") {
+            Ok(filter) => {
+                let log = std::fs::File::create(
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/load-server.log"),
+                )
+                .unwrap();
+                command
+                    .env("RUST_LOG", filter)
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log);
+            }
+            Err(_) => {
+                command
+                    .env("RUST_LOG", "warn")
+                    .stdout(std::process::Stdio::null());
+            }
+        }
         let postgres = std::env::var("PURPLE_BENCH_DATABASE_URL").ok().map(|url| {
             let prefix = format!("l{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
             command

@@ -29,3 +29,4 @@ mod security;
 mod server;
 pub mod split;
 mod tls;
+mod writer_turn;

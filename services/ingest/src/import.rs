@@ -70,9 +70,16 @@ impl Importer {
                     started_at: report.started_at,
                     finished_at: report.finished_at,
                 };
-                if let Err(record_err) =
-                    write::record_run(self.store.db(), self.store.db().pool(), run).await
-                {
+                // In a write transaction of its own: on SQLite that takes
+                // the writer turn instead of the busy handler's sleeps.
+                let db = self.store.db();
+                let recorded = async {
+                    let mut tx = db.begin().await?;
+                    write::record_run(db, &mut **tx, run).await?;
+                    tx.commit().await
+                }
+                .await;
+                if let Err(record_err) = recorded {
                     tracing::error!(%record_err, "cannot record the failed import run");
                 }
                 Err(err)

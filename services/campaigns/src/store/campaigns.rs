@@ -202,7 +202,7 @@ impl CampaignStore {
             .bind(interval)
             .bind(cron)
             .bind(next)
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(done.rows_affected() == 1)
     }

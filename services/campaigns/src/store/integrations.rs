@@ -166,11 +166,7 @@ impl CampaignStore {
     /// Records that an attempt starts, before it is made: after a crash,
     /// the next attempt knows an earlier one may have reached the receiver.
     pub async fn integration_attempt(&self, seq: i64) -> Result<(), sqlx::Error> {
-        self.db
-            .stmt(ATTEMPT)
-            .bind(seq)
-            .execute(self.db.pool())
-            .await?;
+        self.db.stmt(ATTEMPT).bind(seq).write(&self.db).await?;
         Ok(())
     }
 
@@ -180,7 +176,7 @@ impl CampaignStore {
             .stmt(PROGRESS)
             .bind(seq)
             .bind(progress.to_owned())
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(())
     }
@@ -197,7 +193,7 @@ impl CampaignStore {
             .bind(seq)
             .bind(at)
             .bind(error.to_owned())
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(())
     }
@@ -208,7 +204,7 @@ impl CampaignStore {
             .stmt(DELIVERED)
             .bind(seq)
             .bind(at)
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(())
     }
@@ -256,7 +252,7 @@ impl CampaignStore {
             .bind(issue_key.to_owned())
             .bind(status.to_owned())
             .bind(at)
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(())
     }
@@ -290,7 +286,7 @@ impl CampaignStore {
             .stmt(SAVE_STATUSES)
             .bind_rows(&rows)
             .bind(at)
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(())
     }
@@ -385,7 +381,7 @@ impl CampaignStore {
             .bind(worklog_id.to_owned())
             .bind(tempo_id.to_owned())
             .bind(at)
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(())
     }

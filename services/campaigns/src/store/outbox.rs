@@ -269,7 +269,7 @@ impl CampaignStore {
             .stmt(MARK_METRICS)
             .bind_ids(event_ids)
             .bind(now)
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(())
     }
@@ -284,7 +284,7 @@ impl CampaignStore {
             .stmt(MARK_SCORING)
             .bind_ids(event_ids)
             .bind(now)
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(())
     }

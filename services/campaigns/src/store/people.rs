@@ -174,7 +174,7 @@ impl CampaignStore {
             .bind(name.to_owned())
             .bind(role.key().unwrap_or(""))
             .bind(now)
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(())
     }
@@ -184,7 +184,7 @@ impl CampaignStore {
         self.db
             .stmt(INSERT_USERS)
             .bind_rows(users)
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(())
     }
@@ -352,7 +352,7 @@ impl CampaignStore {
             .stmt(NOTIFY_REGRESSIONS)
             .bind_rows(regressions)
             .bind(at)
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(done.rows_affected())
     }
@@ -396,7 +396,7 @@ impl CampaignStore {
             .stmt(MARK_READ)
             .bind(user_id.to_owned())
             .bind_ids(ids)
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(done.rows_affected())
     }

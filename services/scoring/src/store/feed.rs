@@ -254,7 +254,7 @@ impl ScoreStore {
         self.db
             .stmt(MARK_NOTIFIED)
             .bind_ids(&ids)
-            .execute(self.db.pool())
+            .write(&self.db)
             .await?;
         Ok(())
     }
