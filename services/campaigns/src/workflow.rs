@@ -126,8 +126,12 @@ impl Workflow {
         self.directory.ensure(actor).await?;
         let actor_id = actor.subject.as_str();
         let now = now_micros();
-        let mut tx = self.store.db().begin().await?;
-        let test = self.store.test(&mut tx, test_id).await?.ok_or_else(|| {
+        // Read before the write transaction, so that SQLite's one writer
+        // turn is held for the writes alone: the update below writes only
+        // if the test is still at the version read (else Stale), and the
+        // one action that leaves the test as it is (a retest) needs a
+        // validated test, which no action changes again.
+        let test = self.store.test(test_id).await?.ok_or_else(|| {
             CampaignError::NotFound(format!("test {} does not exist", shown(test_id)))
         })?;
         let Plan {
@@ -148,6 +152,7 @@ impl Workflow {
             new_id,
         )?;
 
+        let mut tx = self.store.db().begin().await?;
         if void_results {
             self.store.void_results(&mut tx, &test.test_id).await?;
         }

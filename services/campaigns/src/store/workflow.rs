@@ -84,7 +84,8 @@ const LIST_TESTS: &str = concat!(
      ORDER BY t.created_at DESC, t.test_id DESC LIMIT $5"
 );
 
-/// One test, read in the transaction that changes it.
+/// One test, read before the transaction that changes it (whose update
+/// checks the version read).
 const TEST: &str = concat!(
     "SELECT ",
     test_columns!(),
@@ -510,17 +511,13 @@ impl CampaignStore {
             .collect()
     }
 
-    /// A test, in the caller's transaction (the versioned update that
-    /// follows refuses a concurrent change).
-    pub async fn test(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        test_id: &str,
-    ) -> Result<Option<TestRow>, sqlx::Error> {
+    /// A test, read before the transaction that changes it (the
+    /// versioned update there refuses a concurrent change).
+    pub async fn test(&self, test_id: &str) -> Result<Option<TestRow>, sqlx::Error> {
         self.db
             .stmt(TEST)
             .bind(test_id.to_owned())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(self.db.pool())
             .await?
             .as_ref()
             .map(test_row)
