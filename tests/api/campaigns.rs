@@ -1309,6 +1309,35 @@ async fn generating_from_a_large_actor_costs_what_a_small_one_does() {
     assert_eq!(costs[0], costs[1], "3 techniques vs APT29's");
 }
 
+/// A transition reads its test before it takes the write turn, so many at
+/// once at one version all read that version: the versioned update lets
+/// exactly one through, and the others are refused as stale (not applied
+/// twice), on both backends.
+#[tokio::test]
+async fn concurrent_transitions_of_one_test_at_one_version_move_it_once() {
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    let test = create_test(&app, &team, "T1059.001").await;
+    let tries = (0..8).map(|_| step(&app, &test, &team.red, pb::TestAction::StartRed, |_| {}));
+    let results = futures::future::join_all(tries).await;
+    let moved = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(moved, 1, "{results:?}");
+    for err in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(err.code(), Code::Aborted, "{err:?}");
+        assert_eq!(reason(err), "STALE_VERSION");
+    }
+    let now = client(&app)
+        .get_tests_by_ids(pb::GetTestsByIdsRequest {
+            test_ids: vec![test.test_id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.tests[0].version, test.version + 1, "moved once");
+    assert_eq!(now.tests[0].state, pb::TestState::RedInProgress as i32);
+}
+
 #[tokio::test]
 async fn tallies_kept_on_write_survive_concurrent_transitions_of_one_technique() {
     let app = spawn_app().await;

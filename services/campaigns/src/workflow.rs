@@ -128,10 +128,19 @@ impl Workflow {
         let now = now_micros();
         // Read before the write transaction, so that SQLite's one writer
         // turn is held for the writes alone: the update below writes only
-        // if the test is still at the version read (else Stale), and the
-        // one action that leaves the test as it is (a retest) needs a
-        // validated test, which no action changes again.
-        let test = self.store.test(test_id).await?.ok_or_else(|| {
+        // if the test is still at the version read (else Stale). A retest
+        // leaves its test as it is, so no update guards what it read (a
+        // history re-import may rewrite a validated test): it reads in its
+        // transaction, as before.
+        let mut retest_tx = match action {
+            Action::Retest => Some(self.store.db().begin().await?),
+            _ => None,
+        };
+        let test = match retest_tx.as_mut() {
+            Some(tx) => self.store.test(&mut ***tx, test_id).await?,
+            None => self.store.test(self.store.db().pool(), test_id).await?,
+        }
+        .ok_or_else(|| {
             CampaignError::NotFound(format!("test {} does not exist", shown(test_id)))
         })?;
         let Plan {
@@ -152,7 +161,10 @@ impl Workflow {
             new_id,
         )?;
 
-        let mut tx = self.store.db().begin().await?;
+        let mut tx = match retest_tx {
+            Some(tx) => tx,
+            None => self.store.db().begin().await?,
+        };
         if void_results {
             self.store.void_results(&mut tx, &test.test_id).await?;
         }

@@ -85,7 +85,7 @@ const LIST_TESTS: &str = concat!(
 );
 
 /// One test, read before the transaction that changes it (whose update
-/// checks the version read).
+/// checks the version read) or, for a retest, in it.
 const TEST: &str = concat!(
     "SELECT ",
     test_columns!(),
@@ -511,13 +511,20 @@ impl CampaignStore {
             .collect()
     }
 
-    /// A test, read before the transaction that changes it (the
-    /// versioned update there refuses a concurrent change).
-    pub async fn test(&self, test_id: &str) -> Result<Option<TestRow>, sqlx::Error> {
+    /// A test, read on the pool before the transaction whose versioned
+    /// update refuses a concurrent change, or in the transaction itself.
+    pub async fn test<'c, E>(
+        &self,
+        executor: E,
+        test_id: &str,
+    ) -> Result<Option<TestRow>, sqlx::Error>
+    where
+        E: sqlx::Executor<'c, Database = Any>,
+    {
         self.db
             .stmt(TEST)
             .bind(test_id.to_owned())
-            .fetch_optional(self.db.pool())
+            .fetch_optional(executor)
             .await?
             .as_ref()
             .map(test_row)
