@@ -1100,9 +1100,9 @@ async fn generating_a_campaign_from_a_threat_actor_takes_its_untested_and_gap_te
     // AggregateTestsByTechnique) and GetTemplatesForTechniques.
     assert_eq!(cost.rpcs, 7, "{cost:?}");
     // The role check; the aggregate campaigns serves to scoring; then the
-    // campaign, its tests, their events and the technique tallies (lock and
-    // refresh) in one transaction.
-    assert_eq!(cost.statements.get("campaigns"), Some(&6), "{cost:?}");
+    // campaign, its tests, their events and the technique tallies (one
+    // increment of their counts) in one transaction.
+    assert_eq!(cost.statements.get("campaigns"), Some(&5), "{cost:?}");
     let err = as_user(&app, &team.lead)
         .generate_campaign_from_threat_actor(pb::GenerateCampaignFromThreatActorRequest {
             actor_id: team.lead.clone(),
@@ -1454,6 +1454,179 @@ async fn tallies_kept_on_write_survive_concurrent_transitions_of_one_technique()
         ),
         (1, 1, latest),
         "{chain:?}"
+    );
+    // And the tally kept by increments: the chain's one effective test,
+    // blocked, the root's logged outcome moved out.
+    let now = c
+        .aggregate_tests_by_technique(pb::AggregateTestsByTechniqueRequest {
+            technique_ids: vec!["T1003".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .aggregates
+        .remove(0);
+    assert_eq!(
+        (
+            now.total_tests,
+            now.validated_tests,
+            now.effective_tests,
+            now.blocked,
+            now.logged,
+            now.latest_validated_at
+        ),
+        (13, 13, 1, 1, 0, latest),
+        "{now:?}"
+    );
+}
+
+/// The tallies move by increments (migration 0014): a validation by the
+/// difference between the chain's effective test it replaces and the new
+/// one, in its update's trigger; a rule leaves the tally when the last
+/// effective test that triggered it is replaced, and stays while another
+/// still counts it. After creations, retests, replacements and a
+/// cancellation the tally equals ranking at read time, and a validation
+/// spends no statement of its own on the tally.
+#[tokio::test]
+async fn tallies_move_by_increments_and_rules_leave_with_their_last_effective_test() {
+    use pb::TestAction::*;
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    let technique = "T1105";
+    let first = validate(
+        &app,
+        &team,
+        create_test(&app, &team, technique).await,
+        Outcome::Blocked,
+        &[("only-first", true), ("shared", true), ("quiet", false)],
+    )
+    .await
+    .test
+    .unwrap();
+    validate(
+        &app,
+        &team,
+        create_test(&app, &team, technique).await,
+        Outcome::Logged,
+        &[("shared", true)],
+    )
+    .await;
+    let cancelled = create_test(&app, &team, technique).await;
+    let trace = Trace::new("purple.campaigns.v1.CampaignsService/TransitionTest");
+    as_user(&app, &team.lead)
+        .transition_test(trace.request(pb::TransitionTestRequest {
+            test_id: cancelled.test_id.clone(),
+            action: Cancel as i32,
+            actor_id: team.lead.clone(),
+            expected_version: cancelled.version,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let cancel_cost = Cost::of(&app.trace(&trace).await);
+
+    // The first test's retest replaces it in its chain, without its rule.
+    let retest = step(&app, &first, &team.lead, Retest, |_| {})
+        .await
+        .unwrap()
+        .retest
+        .unwrap();
+    let mut t = retest;
+    for (actor, action) in [
+        (&team.red, StartRed),
+        (&team.red, CompleteRed),
+        (&team.blue, StartBlue),
+        (&team.blue, CompleteBlue),
+    ] {
+        let executed = t.created_at;
+        t = step(&app, &t, actor, action, |r| {
+            if action == CompleteRed {
+                r.executed_at = executed;
+            }
+            if action == CompleteBlue {
+                r.outcome = Outcome::Detected as i32;
+                r.detected_at = Some(prost_types::Timestamp::from(std::time::SystemTime::now()));
+                r.detection_results = vec![pb::DetectionResult {
+                    rule_id: "only-retest".into(),
+                    triggered: true,
+                    ..Default::default()
+                }];
+            }
+        })
+        .await
+        .unwrap()
+        .test
+        .unwrap();
+    }
+    let trace = Trace::new("purple.campaigns.v1.CampaignsService/TransitionTest");
+    as_user(&app, &team.lead)
+        .transition_test(trace.request(pb::TransitionTestRequest {
+            test_id: t.test_id.clone(),
+            action: Validate as i32,
+            actor_id: team.lead.clone(),
+            expected_version: t.version,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let validate_spans = app.trace(&trace).await;
+    let tally_statements: Vec<&str> = validate_spans
+        .iter()
+        .filter_map(|s| s.attr("db.statement"))
+        .filter(|sql| sql.contains("technique_tallies"))
+        .collect();
+    assert!(
+        tally_statements.is_empty(),
+        "a validation moves its tally in its update's trigger: {tally_statements:?}"
+    );
+    // The test read, the versioned update, the chain's effective test and
+    // the outbox; and a cancellation one increment more.
+    assert_eq!(
+        Cost::of(&validate_spans).statements.get("campaigns"),
+        Some(&4)
+    );
+    assert_eq!(cancel_cost.statements.get("campaigns"), Some(&4));
+
+    let mut c = client(&app);
+    let request = |as_of| pb::AggregateTestsByTechniqueRequest {
+        technique_ids: vec![technique.into()],
+        as_of,
+        ..Default::default()
+    };
+    let now = c
+        .aggregate_tests_by_technique(request(None))
+        .await
+        .unwrap()
+        .into_inner()
+        .aggregates;
+    let ranked = c
+        .aggregate_tests_by_technique(request(Some(ts(4_000_000_000))))
+        .await
+        .unwrap()
+        .into_inner()
+        .aggregates;
+    assert_eq!(now, ranked, "increments match ranking at read time");
+    let a = &now[0];
+    assert_eq!(
+        (
+            a.total_tests,
+            a.validated_tests,
+            a.cancelled_tests,
+            a.effective_tests,
+            a.blocked,
+            a.detected,
+            a.logged,
+            a.not_detected
+        ),
+        (3, 3, 1, 2, 0, 1, 1, 0),
+        "{a:?}"
+    );
+    assert_eq!(
+        rule_ids(&a.triggered_rules),
+        ["only-retest", "shared"],
+        "the first test's own rule left with it, the shared one stays"
     );
 }
 

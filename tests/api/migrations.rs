@@ -101,7 +101,8 @@ async fn a_rollback_migrates_and_serves_a_database_a_newer_release_migrated() {
 /// Campaigns migration 0012 fills the chains' history (what a past
 /// `as_of` reads) from the tests validated before it: each validated test
 /// effective until the next one's validation in rank (a tie on the
-/// instant goes to the test created last), with its triggered rules.
+/// instant goes to the test created last), with its triggered rules; 0014
+/// the effective tests' rule counts.
 #[tokio::test]
 async fn the_chain_history_migration_fills_from_tests_validated_before_it() {
     use purple_runtime::{Database, Migrations};
@@ -149,7 +150,27 @@ async fn the_chain_history_migration_fills_from_tests_validated_before_it() {
         .await
         .unwrap();
     }
+    // The effective test of each chain, as the workflow kept it.
+    for (chain, test) in [("c", "c"), ("e", "e")] {
+        sqlx::query(
+            "INSERT INTO chain_effective (chain_id, technique_id, test_id, validated_at)
+             VALUES ($1, 'T1003', $2, 0)",
+        )
+        .bind(chain)
+        .bind(test)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
     db.migrate(&purple_campaigns::MIGRATIONS).await.unwrap();
+    // Migration 0014 counts the effective tests' triggered rules: c's r2
+    // (a's r1 is no longer effective, c's r3 did not fire).
+    let counts: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT technique_id, rule_key, n FROM technique_rule_counts")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(counts, [("T1003".into(), "sigma:r2".into(), 1)]);
     let rows: Vec<(String, i64, Option<i64>, String)> = sqlx::query_as(
         "SELECT test_id, valid_from, valid_to, rule_keys FROM chain_history ORDER BY test_id",
     )

@@ -18,7 +18,7 @@ use crate::{
     domain::{self, Event, NewTest, TestRow},
     error::CampaignError,
     people::Directory,
-    store::{CampaignStore, campaigns::CampaignRow, people::NotificationRow},
+    store::{CampaignStore, campaigns::CampaignRow, people::NotificationRow, workflow::TallyDelta},
     workflow::{check_new_tests, foreign_key, new_id, shown},
 };
 
@@ -78,7 +78,7 @@ pub struct CampaignWrite<'a> {
 }
 
 /// Inserts campaigns, their tests, the tests' events, notifications and
-/// schedule advances, and refreshes the tallies of the tests' techniques:
+/// schedule advances, and counts the tests in their techniques' tallies:
 /// one transaction, a fixed number of statements whatever the sizes.
 pub async fn write_campaigns(
     store: &CampaignStore,
@@ -91,13 +91,6 @@ pub async fn write_campaigns(
         .iter()
         .map(|t| Event::created(t, actor_id, new_id()))
         .collect();
-    let techniques: Vec<String> = write
-        .tests
-        .iter()
-        .map(|t| t.technique_id.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
     let mut tx = store.db().begin().await?;
     store.insert_campaigns(&mut tx, write.campaigns).await?;
     store
@@ -109,7 +102,9 @@ pub async fn write_campaigns(
         .insert_notifications(&mut tx, write.notifications)
         .await?;
     store.advance(&mut tx, write.advance).await?;
-    store.refresh_tallies(&mut tx, &techniques).await?;
+    store
+        .bump_tallies(&mut tx, &TallyDelta::of_new_tests(write.tests))
+        .await?;
     tx.commit().await?;
     Ok(())
 }

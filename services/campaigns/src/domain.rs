@@ -91,16 +91,6 @@ pub enum Action {
 }
 
 impl Action {
-    /// Whether taking it can change its technique's tally (docs/design.md
-    /// §4: counts of tests, of validated and cancelled ones, and the
-    /// effective tests' outcomes and fired rules). Only a validation, a
-    /// cancellation and a retest (a new test) do: every other step moves a
-    /// test that is not yet validated, whose results count for nothing until
-    /// it is, so it skips the tally's lock and recomputation.
-    pub fn changes_tallies(self) -> bool {
-        matches!(self, Action::Validate | Action::Cancel | Action::Retest)
-    }
-
     /// The roles that may take it.
     pub fn roles(self) -> &'static [Role] {
         match self {

@@ -89,6 +89,12 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         include_str!("../migrations/0013_chain_history_lock.sqlite.sql"),
         include_str!("../migrations/0013_chain_history_lock.postgres.sql"),
     ),
+    MigrationFile::per_backend(
+        14,
+        "tally increments",
+        include_str!("../migrations/0014_tally_increments.sqlite.sql"),
+        include_str!("../migrations/0014_tally_increments.postgres.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database and starts its outbox

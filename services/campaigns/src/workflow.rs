@@ -26,7 +26,7 @@ use crate::{
     people::Directory,
     store::{
         CampaignStore,
-        workflow::{Aggregates, TestFilter},
+        workflow::{Aggregates, TallyDelta, TestFilter},
     },
 };
 
@@ -100,14 +100,15 @@ impl Workflow {
             .iter()
             .map(|t| Event::created(t, actor_id, new_id()))
             .collect();
-        let techniques: Vec<String> = techniques.into_iter().collect();
         let mut tx = self.store.db().begin().await?;
         self.store
             .insert_tests(&mut tx, &rows)
             .await
             .map_err(|e| foreign_key(e, "campaign_id"))?;
         self.store.enqueue(&mut tx, &events, now).await?;
-        self.store.refresh_tallies(&mut tx, &techniques).await?;
+        self.store
+            .bump_tallies(&mut tx, &TallyDelta::of_new_tests(&rows))
+            .await?;
         tx.commit().await?;
         Ok(rows)
     }
@@ -240,9 +241,25 @@ impl Workflow {
             outbox.push(Event::created(new, actor_id, new_id()));
         }
         self.store.enqueue(&mut tx, &outbox, now).await?;
-        if (updated && action.changes_tallies()) || retest.is_some() {
+        // A validation's tally moves in its update's trigger (migration
+        // 0014); a new test and a cancellation move the counts here.
+        let delta = match (&retest, action) {
+            (Some(_), _) => TallyDelta {
+                total: 1,
+                cancelled: 0,
+            },
+            (None, Action::Cancel) if updated => TallyDelta {
+                total: -1,
+                cancelled: 1,
+            },
+            _ => TallyDelta::default(),
+        };
+        if delta != TallyDelta::default() {
             self.store
-                .refresh_tallies(&mut tx, std::slice::from_ref(&test.technique_id))
+                .bump_tallies(
+                    &mut tx,
+                    &BTreeMap::from([(test.technique_id.as_str(), delta)]),
+                )
                 .await?;
         }
         tx.commit().await?;

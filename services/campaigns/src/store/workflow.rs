@@ -199,16 +199,43 @@ const AGGREGATE_NOW: &str = "
     FROM (SELECT DISTINCT value FROM json_each($1)) req
     LEFT JOIN technique_tallies t ON t.technique_id = req.value";
 
+/// Moves the counts of tests and cancelled tests of techniques by the
+/// deltas given (`$1` rows of technique_id, total, cancelled, sorted by
+/// technique so that concurrent writers lock tally rows in one order). A
+/// validation moves the rest by the trigger of migration 0014.
+const BUMP_TALLIES: &str = "
+    INSERT INTO technique_tallies (technique_id, total, validated, cancelled, effective, blocked, detected,
+                                   logged, not_detected, latest_validated_at, triggered_rule_ids)
+    SELECT json_extract(value, '$.technique_id'), CAST(json_extract(value, '$.total') AS BIGINT), 0,
+           CAST(json_extract(value, '$.cancelled') AS BIGINT), 0, 0, 0, 0, 0, NULL, ''
+    FROM json_each($1) WHERE true
+    ON CONFLICT (technique_id) DO UPDATE SET total = technique_tallies.total + excluded.total,
+           cancelled = technique_tallies.cancelled + excluded.cancelled";
+
 /// Locks (creating if need be) the tally rows of techniques, so that the
-/// refresh that follows, a new statement, sees every transaction that
-/// touched them before: on PostgreSQL two transitions of one technique
-/// cannot both recompute from a snapshot that misses the other. (SQLite
-/// writers are serialised already.) `$1` technique ids, sorted.
+/// rebuild that follows, new statements, sees every transaction that
+/// touched them before: on PostgreSQL a validation's trigger (migration
+/// 0014) and a rebuild cannot interleave. (SQLite writers are serialised
+/// already.) `$1` technique ids, sorted.
 const LOCK_TALLIES: &str = "
     INSERT INTO technique_tallies (technique_id, total, validated, cancelled, effective, blocked, detected,
                                    logged, not_detected, latest_validated_at, triggered_rule_ids)
     SELECT value, 0, 0, 0, 0, 0, 0, 0, 0, NULL, '' FROM json_each($1) WHERE true
     ON CONFLICT (technique_id) DO UPDATE SET technique_id = excluded.technique_id";
+
+/// The rule counts of techniques (migration 0014), dropped before they are
+/// counted again. `$1` technique ids.
+const CLEAR_RULE_COUNTS: &str =
+    "DELETE FROM technique_rule_counts WHERE technique_id IN (SELECT value FROM json_each($1))";
+
+/// Per technique and rule key, how many effective tests triggered it.
+/// Grouped by the key itself, as the trigger does. `$1` technique ids.
+const COUNT_RULES: &str = "
+    INSERT INTO technique_rule_counts (technique_id, rule_key, n)
+    SELECT ce.technique_id, dr.source || ':' || dr.rule_id, COUNT(*)
+    FROM chain_effective ce JOIN detection_results dr ON dr.test_id = ce.test_id AND dr.triggered = 1
+    WHERE ce.technique_id IN (SELECT value FROM json_each($1))
+    GROUP BY ce.technique_id, dr.source || ':' || dr.rule_id";
 
 /// Recomputes the tallies of techniques from their tests and chains. `$1`
 /// technique ids, `$2` now.
@@ -340,6 +367,31 @@ impl<'a> From<&'a TestRow> for NewTestRow<'a> {
             created_at: t.created_at,
         }
     }
+}
+
+/// How a write moves a technique's counts of tests and of cancelled ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TallyDelta {
+    pub total: i64,
+    pub cancelled: i64,
+}
+
+impl TallyDelta {
+    /// The deltas of new tests: one more test each, per technique.
+    pub fn of_new_tests(tests: &[TestRow]) -> BTreeMap<&str, TallyDelta> {
+        let mut deltas: BTreeMap<&str, TallyDelta> = BTreeMap::new();
+        for t in tests {
+            deltas.entry(&t.technique_id).or_default().total += 1;
+        }
+        deltas
+    }
+}
+
+#[derive(Serialize)]
+struct BumpRow<'a> {
+    technique_id: &'a str,
+    total: i64,
+    cancelled: i64,
 }
 
 #[derive(Serialize)]
@@ -661,8 +713,37 @@ impl CampaignStore {
             .collect()
     }
 
-    /// Recomputes the tallies of techniques inside the caller's write
-    /// transaction: two statements whatever the number of techniques.
+    /// Moves the counts of tests (`total`) and of cancelled tests of
+    /// techniques by the deltas given, in one statement: a new test, a
+    /// retest or a cancellation changes nothing else in a tally.
+    pub async fn bump_tallies(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        deltas: &BTreeMap<&str, TallyDelta>,
+    ) -> Result<(), sqlx::Error> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<BumpRow> = deltas
+            .iter()
+            .map(|(technique_id, d)| BumpRow {
+                technique_id,
+                total: d.total,
+                cancelled: d.cancelled,
+            })
+            .collect();
+        self.db
+            .stmt(BUMP_TALLIES)
+            .bind_rows(&rows)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Recomputes the tallies and rule counts of techniques from their
+    /// tests and chains inside the caller's write transaction, for writes
+    /// that replace tests wholesale (the history import): four statements
+    /// whatever the number of techniques.
     pub async fn refresh_tallies(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -679,6 +760,9 @@ impl CampaignStore {
             .bind_ids(&ids)
             .execute(&mut **tx)
             .await?;
+        for sql in [CLEAR_RULE_COUNTS, COUNT_RULES] {
+            self.db.stmt(sql).bind_ids(&ids).execute(&mut **tx).await?;
+        }
         // Every validation counts "now": a transaction that began before
         // another's validation but refreshes after it must still count it.
         self.db
