@@ -604,6 +604,112 @@ async fn undecodable_requests_nul_bytes_and_unbounded_ids_are_the_callers_mistak
     app.wait_until_serving("").await;
 }
 
+/// Free text is bounded and NUL-free wherever a caller writes it: notes and
+/// reasons (64 KiB), names and titles (1 KiB), a detection result's rule
+/// id (an id): refused with the field, and the test left as it was.
+#[tokio::test]
+async fn oversized_or_nul_free_text_is_refused_with_its_field_and_changes_nothing() {
+    let app = spawn_app().await;
+    import_bundle(&app, CATALOG).await;
+    let team = team(&app).await;
+    let test = create_test(&app, &team, "T1003").await;
+    let huge = "n".repeat(64 * 1024 + 1);
+    let transition = |notes: &str, reason: &str| cpb::TransitionTestRequest {
+        test_id: test.test_id.clone(),
+        action: cpb::TestAction::StartRed as i32,
+        expected_version: test.version,
+        notes: notes.into(),
+        reason: reason.into(),
+        ..Default::default()
+    };
+    for (request, field) in [
+        (transition(&huge, ""), "notes"),
+        (transition("a\0b", ""), "notes"),
+        (transition("", &huge), "reason"),
+    ] {
+        let err = as_user(&app, &team.red)
+            .transition_test(request)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().starts_with(field), "{}", err.message());
+        assert!(err.message().len() < 300, "the text is not echoed");
+    }
+    let err = as_user(&app, &team.lead)
+        .create_campaign(cpb::CreateCampaignRequest {
+            name: "c".repeat(1_025),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("name"), "{}", err.message());
+    let err = as_user(&app, &team.lead)
+        .create_tests(cpb::CreateTestsRequest {
+            tests: vec![cpb::NewTest {
+                technique_id: "T1003".into(),
+                title: "t".repeat(1_025),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().starts_with("tests[0].title"),
+        "{}",
+        err.message()
+    );
+    let err = as_user(&app, &team.blue)
+        .record_detection_results(cpb::RecordDetectionResultsRequest {
+            results: vec![cpb::DetectionResult {
+                test_id: test.test_id.clone(),
+                rule_id: "r".repeat(257),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().starts_with("results[0].rule_id"),
+        "{}",
+        err.message()
+    );
+    // Nothing moved: the test is where it was, at its version.
+    let after = as_user(&app, &team.red)
+        .get_tests_by_ids(cpb::GetTestsByIdsRequest {
+            test_ids: vec![test.test_id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tests
+        .remove(0);
+    assert_eq!(after, test);
+    // At the limit, accepted.
+    let started = step(&app, &test, &team.red, cpb::TestAction::StartRed, |_| {})
+        .await
+        .unwrap()
+        .test
+        .unwrap();
+    let completed = step(
+        &app,
+        &started,
+        &team.red,
+        cpb::TestAction::CompleteRed,
+        |r| {
+            r.executed_at = test.created_at;
+            r.notes = huge[1..].to_owned();
+        },
+    )
+    .await
+    .unwrap()
+    .test
+    .unwrap();
+    assert_eq!(completed.red_notes.len(), 64 * 1024);
+}
+
 /// Raw bytes, for sending what is not protobuf.
 #[derive(Debug)]
 struct Raw(Vec<u8>);

@@ -18,6 +18,14 @@ pub const DEFAULT_FANOUT: usize = 4;
 /// stays small.
 pub const MAX_ID_LEN: usize = 256;
 
+/// The longest free text a caller may write (notes, reasons, descriptions):
+/// room for any honest note, small enough that a test, a page of tests or a
+/// report stays far below the message limit.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// The longest name or title a caller may give (campaigns, tests).
+pub const MAX_NAME_BYTES: usize = 1_024;
+
 /// A batch a server refuses: over the limit (INVALID_ARGUMENT naming the
 /// field and the limit, so a caller knows to chunk), or holding an id no
 /// stored thing can have.

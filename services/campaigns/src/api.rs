@@ -187,7 +187,12 @@ impl CampaignsService for CampaignsApi {
         let actor = convert::actor(caller, &r.actor_id)?;
         let (campaign, tests) = self
             .campaigns
-            .create(&actor, r.name, r.description, convert::new_tests(r.tests))
+            .create(
+                &actor,
+                convert::name("name", r.name)?,
+                convert::notes("description", r.description)?,
+                convert::new_tests(r.tests),
+            )
             .await?;
         Ok(Response::new(pb::CreateCampaignResponse {
             campaign: Some(convert::campaign_pb(campaign)),
@@ -248,7 +253,12 @@ impl CampaignsService for CampaignsApi {
         let actor = convert::actor(caller, &r.actor_id)?;
         let generated = self
             .campaigns
-            .generate_from_actor(&actor, r.threat_actor_id.trim(), r.name, r.platform)
+            .generate_from_actor(
+                &actor,
+                r.threat_actor_id.trim(),
+                convert::name("name", r.name)?,
+                r.platform,
+            )
             .await?;
         Ok(Response::new(pb::GenerateCampaignFromThreatActorResponse {
             campaign: Some(convert::campaign_pb(generated.campaign)),
@@ -266,7 +276,7 @@ impl CampaignsService for CampaignsApi {
         let actor = convert::actor(caller, &r.actor_id)?;
         let (campaign, tests) = self
             .campaigns
-            .clone_campaign(&actor, &r.campaign_id, r.name)
+            .clone_campaign(&actor, &r.campaign_id, convert::name("name", r.name)?)
             .await?;
         Ok(Response::new(pb::CloneCampaignResponse {
             campaign: Some(convert::campaign_pb(campaign)),
@@ -347,7 +357,13 @@ impl CampaignsService for CampaignsApi {
             .ok_or_else(|| CampaignError::invalid("to", "required"))?;
         let after = self
             .workflow
-            .transition_remediation(&r.remediation_id, &actor, to, r.expected_version, r.notes)
+            .transition_remediation(
+                &r.remediation_id,
+                &actor,
+                to,
+                r.expected_version,
+                convert::notes("notes", r.notes)?,
+            )
             .await?;
         Ok(Response::new(pb::TransitionRemediationResponse {
             remediation: Some(convert::remediation_pb(after)),
@@ -401,7 +417,12 @@ impl CampaignsService for CampaignsApi {
         let actor = convert::actor(caller, &w.user_id)?;
         let row = self
             .people
-            .add_worklog(&actor, &w.test_id, i64::from(w.minutes), w.note)
+            .add_worklog(
+                &actor,
+                &w.test_id,
+                i64::from(w.minutes),
+                convert::notes("worklog.note", w.note)?,
+            )
             .await?;
         Ok(Response::new(pb::AddWorklogResponse {
             worklog: Some(convert::worklog_pb(row)),

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use purple_api::{
-    batch::{in_request_order, shown},
+    batch::{MAX_NAME_BYTES, MAX_TEXT_BYTES, check_ids, in_request_order, shown},
     campaigns::v1 as pb,
     common::v1::{Outcome, Role, RuleRef},
 };
@@ -125,6 +125,31 @@ pub fn instant(
         .transpose()
 }
 
+/// Free text a caller writes, refused past `max` bytes or with a NUL byte
+/// (which PostgreSQL cannot store), naming the field.
+pub fn text(field: &str, value: String, max: usize) -> Result<String, CampaignError> {
+    if value.len() > max {
+        return Err(CampaignError::invalid(
+            field,
+            format!("{} bytes exceed the limit of {max}", value.len()),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(CampaignError::invalid(field, "holds a NUL byte"));
+    }
+    Ok(value)
+}
+
+/// Notes, a reason or a description: at most [`MAX_TEXT_BYTES`].
+pub fn notes(field: &str, value: String) -> Result<String, CampaignError> {
+    text(field, value, MAX_TEXT_BYTES)
+}
+
+/// A name or title: at most [`MAX_NAME_BYTES`].
+pub fn name(field: &str, value: String) -> Result<String, CampaignError> {
+    text(field, value, MAX_NAME_BYTES)
+}
+
 /// What a caller asks to create.
 pub fn new_test(t: pb::NewTest) -> NewTest {
     NewTest {
@@ -148,6 +173,12 @@ pub fn results(results: Vec<pb::DetectionResult>) -> Result<Vec<DetectionResult>
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
+            if !r.rule_id.is_empty() {
+                check_ids(
+                    &format!("results[{i}].rule_id"),
+                    std::slice::from_ref(&r.rule_id),
+                )?;
+            }
             Ok(DetectionResult {
                 triggered_at: instant(
                     &format!("results[{i}].triggered_at"),
@@ -157,7 +188,7 @@ pub fn results(results: Vec<pb::DetectionResult>) -> Result<Vec<DetectionResult>
                 source: rule_source(&format!("results[{i}].source"), &r.source)?,
                 rule_id: r.rule_id,
                 triggered: r.triggered,
-                notes: r.notes,
+                notes: notes(&format!("results[{i}].notes"), r.notes)?,
             })
         })
         .collect()
@@ -208,8 +239,8 @@ impl TryFrom<&mut pb::TransitionTestRequest> for Input {
             executed_at: instant("executed_at", r.executed_at.as_ref())?,
             outcome: known("outcome", r.outcome)?,
             detected_at: instant("detected_at", r.detected_at.as_ref())?,
-            notes: std::mem::take(&mut r.notes),
-            reason: std::mem::take(&mut r.reason),
+            notes: notes("notes", std::mem::take(&mut r.notes))?,
+            reason: notes("reason", std::mem::take(&mut r.reason))?,
             results: results(std::mem::take(&mut r.detection_results))?,
         })
     }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use purple_api::{
-    batch::{check_batch_len, check_ids},
+    batch::{MAX_NAME_BYTES, check_batch_len, check_ids},
     common::v1::Role,
 };
 use purple_runtime::{
@@ -74,6 +74,9 @@ pub fn check_new_tests(new: &[NewTest], allow_empty: bool) -> Result<(), Campaig
                 format!("tests[{i}].technique_id"),
                 "required",
             ));
+        }
+        if t.title.len() > MAX_NAME_BYTES || t.title.contains('\0') {
+            crate::convert::name(&format!("tests[{i}].title"), t.title.clone())?;
         }
     }
     Ok(())

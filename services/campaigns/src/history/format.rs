@@ -285,6 +285,18 @@ pub fn read(text: &str, max_errors: usize) -> Result<Vec<Lined<Record>>, Vec<Lin
             });
         } else {
             match serde_json::from_str::<Record>(line) {
+                // JSON spells a NUL byte only as an escape; PostgreSQL
+                // cannot store one, so it is the line's fault, said here
+                // with its field rather than by the database at commit.
+                Ok(_) if line.contains("\\u0000") && nul_field(line).is_some() => {
+                    errors.push(LineError {
+                        line: number,
+                        reason: format!(
+                            "{} holds a NUL byte (\\u0000), which cannot be stored",
+                            nul_field(line).unwrap_or_default()
+                        ),
+                    });
+                }
                 Ok(record) => records.push(Lined {
                     line: number,
                     record,
@@ -304,6 +316,29 @@ pub fn read(text: &str, max_errors: usize) -> Result<Vec<Lined<Record>>, Vec<Lin
     } else {
         Err(errors)
     }
+}
+
+/// The path of the first string of a JSON line that holds a NUL byte.
+fn nul_field(line: &str) -> Option<String> {
+    fn walk(value: &serde_json::Value, path: &str) -> Option<String> {
+        match value {
+            serde_json::Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v, &format!("{path}[{i}]"))),
+            serde_json::Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+                let path = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                walk(v, &path)
+            }),
+            _ => None,
+        }
+    }
+    walk(&serde_json::from_str(line).ok()?, "")
 }
 
 /// One record as a line of NDJSON (with its newline).
@@ -340,6 +375,26 @@ mod tests {
         .unwrap_err();
         assert_eq!(errors.iter().map(|e| e.line).collect::<Vec<_>>(), [1, 2, 3]);
         assert!(errors[0].reason.contains("rol"), "{}", errors[0].reason);
+    }
+
+    #[test]
+    fn a_nul_byte_is_refused_with_its_line_and_field_and_its_spelling_is_not() {
+        let test = |notes: &str| {
+            format!(
+                r#"{{"kind":"test","test_id":"t1","technique_id":"T1059","state":"planned","created_at":"2026-01-02T03:04:05Z","red_notes":"{notes}"}}"#
+            )
+        };
+        let text = format!("{}\n{}\n", test("a\\u0000b"), test("the text \\\\u0000"));
+        let errors = read(&text, 10).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].line, 1);
+        assert!(
+            errors[0].reason.starts_with("red_notes holds a NUL byte"),
+            "{}",
+            errors[0].reason
+        );
+        let kept = read(&test("the text \\\\u0000"), 10).unwrap();
+        assert!(matches!(&kept[0].record, Record::Test(t) if t.red_notes == "the text \\u0000"));
     }
 }
 
