@@ -710,6 +710,47 @@ async fn oversized_or_nul_free_text_is_refused_with_its_field_and_changes_nothin
     assert_eq!(completed.red_notes.len(), 64 * 1024);
 }
 
+/// A NUL character in an imported item (a YAML `\0` escape here): the
+/// item is left out and reported, the rest imported, on both backends
+/// (PostgreSQL cannot store one; the whole import used to fail there).
+#[tokio::test]
+async fn an_imported_item_with_a_nul_byte_is_reported_and_the_rest_imported() {
+    let app = spawn_app().await;
+    let mut ingest = IngestServiceClient::new(app.channel.clone());
+    import_bundle(&app, CATALOG).await;
+    let rule = |id: &str, title: &str| {
+        format!(
+            "title: \"{title}\"\nid: {id}\nstatus: test\nlogsource:\n  product: windows\ndetection:\n  sel:\n    x: a\n  condition: sel\ntags:\n  - attack.t1003\nlevel: high\n"
+        )
+    };
+    let text = format!(
+        "{}---\n{}",
+        rule("11111111-2222-4333-8444-555555555555", "bad\\0title"),
+        rule("11111111-2222-4333-8444-666666666666", "good title")
+    );
+    let report = ingest
+        .import(tokio_stream::iter([ImportRequest {
+            kind: ImportKind::Sigma as i32,
+            file_name: "rules.yml".into(),
+            data: text.into_bytes(),
+            last: true,
+        }]))
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap();
+    let skipped: Vec<(String, String)> = report
+        .skipped
+        .iter()
+        .map(|s| (s.location.clone(), s.reason.clone()))
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].0.contains("555555555555"), "{skipped:?}");
+    assert!(skipped[0].1.contains("NUL"), "{skipped:?}");
+    assert_eq!(report.counts["rule"].created, 1, "the good rule");
+}
+
 /// Raw bytes, for sending what is not protobuf.
 #[derive(Debug)]
 struct Raw(Vec<u8>);

@@ -235,8 +235,9 @@ impl Parsed {
     }
 
     /// Leaves out (as skipped) every row larger than [`MAX_ROW_BYTES`]
-    /// once serialized: one enormous field would otherwise be stored and
-    /// then make every read that returns it fail for good.
+    /// once serialized (one enormous field would otherwise be stored and
+    /// then make every read that returns it fail for good) or holding a
+    /// NUL character.
     pub fn drop_oversized(&mut self) {
         let mut skipped = Vec::new();
         oversized(&mut self.tactics, &mut skipped);
@@ -274,17 +275,32 @@ pub const MAX_ROW_BYTES: usize = 256 * 1024;
 
 fn oversized<T: Entity>(rows: &mut Vec<T>, skipped: &mut Vec<Skipped>) {
     rows.retain(|row| {
-        let size = serde_json::to_vec(row).map_or(usize::MAX, |v| v.len());
-        if size <= MAX_ROW_BYTES {
+        let json = serde_json::to_vec(row).unwrap_or_default();
+        let reason = if json.is_empty() || json.len() > MAX_ROW_BYTES {
+            format!("larger than {} KiB once stored", MAX_ROW_BYTES / 1024)
+        } else if escapes_nul(&json) {
+            // PostgreSQL cannot store one, SQLite would: left out on both.
+            "a text field holds a NUL byte, which cannot be stored".to_owned()
+        } else {
             return true;
-        }
+        };
         skipped.push(Skipped {
             file_name: String::new(),
             location: row.key().chars().take(100).collect(),
-            reason: format!("larger than {} KiB once stored", MAX_ROW_BYTES / 1024),
+            reason,
         });
         false
     });
+}
+
+/// Whether serialized JSON holds a NUL character: JSON spells it only as
+/// the escape `\u0000`, which counts when an even number of backslashes
+/// (escapes of their own) precede it.
+fn escapes_nul(json: &[u8]) -> bool {
+    let pattern = b"\\u0000";
+    json.windows(pattern.len()).enumerate().any(|(at, w)| {
+        w == pattern && json[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    })
 }
 
 /// The most skipped items a report lists; past it, one line counts the
@@ -355,6 +371,15 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nul_is_found_in_json_and_its_spelling_is_not() {
+        let json = |s: &str| serde_json::to_vec(&serde_json::json!({ "t": s })).unwrap();
+        assert!(escapes_nul(&json("a\0b")));
+        assert!(escapes_nul(&json("\\\0")), "a backslash, then a NUL");
+        assert!(!escapes_nul(&json("the text \\u0000")));
+        assert!(!escapes_nul(&json("plain")));
+    }
 
     #[test]
     fn technique_ids_are_trimmed_upper_cased_and_checked() {
