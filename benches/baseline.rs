@@ -892,6 +892,7 @@ async fn main() {
         println!("{line}");
     }
     let _ = converted.mitre;
+    app.finish().await;
     if check.failures > 0 {
         std::process::exit(1);
     }

@@ -114,8 +114,10 @@ async fn main() {
         }
         token = page.next_page_token;
     }
+    // GetCatalogInputs is scoring's call: a service token's.
+    let service = IngestServiceClient::new(app.service.clone());
     let (mid, min) = time(10, || {
-        let (client, ids) = (ingest.clone(), ids.clone());
+        let (client, ids) = (service.clone(), ids.clone());
         async move {
             chunked(&ids, MAX_BATCH_IDS, DEFAULT_FANOUT, |chunk| {
                 let mut client = client.clone();
@@ -142,4 +144,5 @@ async fn main() {
         "\npeak RSS (server and client in one process): {:.0} MiB",
         peak_rss_mib()
     );
+    app.finish().await;
 }

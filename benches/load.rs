@@ -733,7 +733,11 @@ async fn main() {
     });
     std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     println!("JSON: {}", path.display());
-    drop(server.child);
+    let mut child = server.child;
+    let _ = child.kill().await;
+    if let Some((url, prefix)) = &server.postgres {
+        support::drop_schemas(Some(url), prefix).await;
+    }
 }
 
 /// One client of the transition scenario: its tests and where it is.

@@ -222,4 +222,5 @@ async fn main() {
         "peak RSS (server and client in one process): {:.0} MiB",
         peak_rss_mib()
     );
+    app.finish().await;
 }

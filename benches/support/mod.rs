@@ -115,6 +115,41 @@ impl BenchApp {
     }
 }
 
+impl BenchApp {
+    /// Stops the server and drops the PostgreSQL schemas it made, so
+    /// repeated runs do not pile them up in the database.
+    pub async fn finish(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop_schemas(
+            self.settings.storage.database_url.as_deref(),
+            &self.settings.storage.schema_prefix,
+        )
+        .await;
+    }
+}
+
+/// Drops every PostgreSQL schema whose name starts with a run's prefix.
+pub async fn drop_schemas(database_url: Option<&str>, prefix: &str) {
+    use sqlx::{Connection, Executor, Row};
+    let Some(url) = database_url else { return };
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let schemas =
+        sqlx::query("SELECT quote_ident(nspname) FROM pg_namespace WHERE starts_with(nspname, $1)")
+            .bind(prefix)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    for schema in schemas {
+        let name: String = schema.get(0);
+        conn.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {name} CASCADE")))
+            .await
+            .unwrap();
+    }
+}
+
 impl Drop for BenchApp {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
