@@ -102,7 +102,7 @@ impl Server {
                     .stdout(std::process::Stdio::null());
             }
         }
-        let postgres = std::env::var("PURPLE_BENCH_DATABASE_URL").ok().map(|url| {
+        let postgres = support::bench_database_url().map(|url| {
             let prefix = format!("l{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
             command
                 .args(["--database-url", &url])

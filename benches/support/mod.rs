@@ -59,7 +59,7 @@ impl BenchApp {
         let mut settings = Settings::defaults();
         settings.listen = "127.0.0.1:0".parse().unwrap();
         settings.storage.data_dir = dir.path().to_path_buf();
-        settings.storage.database_url = std::env::var("PURPLE_BENCH_DATABASE_URL").ok();
+        settings.storage.database_url = bench_database_url();
         settings.storage.schema_prefix =
             format!("b{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         settings.peers = Default::default();
@@ -129,6 +129,14 @@ impl BenchApp {
         )
         .await;
     }
+}
+
+/// `PURPLE_BENCH_DATABASE_URL`, empty meaning unset (SQLite), as a shell
+/// that clears it with `VAR=` leaves it.
+pub fn bench_database_url() -> Option<String> {
+    std::env::var("PURPLE_BENCH_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
 }
 
 /// Drops every PostgreSQL schema whose name starts with a run's prefix.
