@@ -735,6 +735,75 @@ async fn each_metric_is_one_statement_at_any_size() {
     }
 }
 
+/// Identical summaries asked at once share their computation (a request
+/// joins the run that has not started yet, so it still reads everything
+/// committed before it): sixteen at once answer the same and cost far
+/// fewer statements than sixteen runs of four; the next one after an event
+/// is recorded counts it.
+#[tokio::test]
+async fn identical_summaries_at_once_share_a_run_and_still_read_what_came_before() {
+    let app = spawn_app().await;
+    let mut metrics = client(&app);
+    for chunk in synthetic(600).chunks(1_000) {
+        metrics
+            .record_events(RecordEventsRequest {
+                events: chunk.to_vec(),
+            })
+            .await
+            .unwrap();
+    }
+    let filter = || window(B, B + 400 * D);
+    let path = "purple.metrics.v1.MetricsService/GetOperationalSummary";
+    let traces: Vec<Trace> = (0..16).map(|_| Trace::new(path)).collect();
+    let answers = futures::future::join_all(traces.iter().map(|trace| {
+        let mut metrics = client(&app);
+        async move {
+            metrics
+                .get_operational_summary(
+                    trace.request(GetOperationalSummaryRequest { filter: filter() }),
+                )
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    }))
+    .await;
+    assert!(answers.iter().all(|a| *a == answers[0]));
+    let mut statements = 0;
+    for trace in &traces {
+        statements += Cost::of(&app.trace(trace).await)
+            .statements
+            .get("metrics")
+            .copied()
+            .unwrap_or(0);
+    }
+    assert!(
+        (4..=32).contains(&statements),
+        "16 summaries cost {statements} statements, against 64 run one by one"
+    );
+
+    let before = answers[0].mttd.unwrap().count;
+    metrics
+        .record_events(RecordEventsRequest {
+            events: vec![
+                ev("late-x", "test.red_executed", "late", "T1003", B + 200 * D),
+                ev("late-d", "test.detected", "late", "T1003", B + 200 * D + 60),
+                with_outcome(
+                    ev("late-v", "test.validated", "late", "T1003", B + 200 * D + H),
+                    Outcome::Detected,
+                ),
+            ],
+        })
+        .await
+        .unwrap();
+    let after = metrics
+        .get_operational_summary(GetOperationalSummaryRequest { filter: filter() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.mttd.unwrap().count, before + 1, "{after:?}");
+}
+
 #[tokio::test]
 async fn purple_metrics_prints_the_summary_as_a_table() {
     let (app, _metrics) = seeded().await;

@@ -2,20 +2,25 @@
 //! `convert`), calls one [`EventLog`] function and converts the answer
 //! back; errors become a status once, through `MetricsError`.
 
+use std::sync::Arc;
+
 use purple_api::metrics::v1::{self as pb, metrics_service_server::MetricsService};
 use purple_runtime::ServiceContext;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    coalesce::Coalesce,
     convert::{AuditRequest, TrendFilter, event_pb, raw_event},
     domain::Filter,
-    event_log::EventLog,
+    event_log::{EventLog, Summary},
     store::EventStore,
 };
 
 /// The metrics gRPC API.
 pub struct MetricsApi {
     log: EventLog,
+    /// Identical summaries asked at once share one computation.
+    summaries: Coalesce<Filter, Arc<Summary>>,
 }
 
 impl MetricsApi {
@@ -23,6 +28,7 @@ impl MetricsApi {
     pub fn new(ctx: ServiceContext) -> Self {
         Self {
             log: EventLog::new(EventStore::new(ctx.db)),
+            summaries: Coalesce::default(),
         }
     }
 }
@@ -84,7 +90,15 @@ impl MetricsService for MetricsApi {
         request: Request<pb::GetOperationalSummaryRequest>,
     ) -> Rpc<pb::GetOperationalSummaryResponse> {
         let TrendFilter(filter) = TrendFilter::try_from(request.into_inner().filter)?;
-        let summary = self.log.summary(&filter).await?;
+        let log = self.log.clone();
+        let summary = self
+            .summaries
+            .get(filter, move |filter| {
+                let log = log.clone();
+                async move { Ok(Arc::new(log.summary(&filter).await?)) }
+            })
+            .await?;
+        let summary = Arc::unwrap_or_clone(summary);
         Ok(Response::new(pb::GetOperationalSummaryResponse {
             mttd: Some(summary.mttd.into()),
             mttr: Some(summary.mttr.into()),

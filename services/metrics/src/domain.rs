@@ -208,7 +208,7 @@ pub fn validate_event(
 }
 
 /// Which events a metric reads.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Filter {
     /// Inclusive start.
     pub from: Micros,

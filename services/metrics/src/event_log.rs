@@ -16,6 +16,7 @@ use crate::{
 };
 
 /// The four metrics of one window, for the summary.
+#[derive(Clone)]
 pub struct Summary {
     /// MTTD.
     pub mttd: DurationStats,

@@ -5,6 +5,7 @@
 //! write.
 
 pub mod api;
+pub mod coalesce;
 pub mod convert;
 pub mod domain;
 pub mod error;
