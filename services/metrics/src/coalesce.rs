@@ -8,8 +8,9 @@
 //! each answer reads what was committed before its request (a client that
 //! records events and then asks sees them), and a key has at most one run
 //! in progress and one waiting. The run is its own task, so a caller that
-//! goes away does not strand the others; a key's entry leaves the map when
-//! its last run ends, so the map holds only keys in flight.
+//! goes away does not strand the others, and stops when every caller of
+//! it went away; a key's entry leaves the map when its last run ends, so
+//! the map holds only keys in flight.
 
 use std::{
     collections::HashMap,
@@ -125,10 +126,18 @@ async fn run<K, V, F, Fut>(
     Fut: Future<Output = Result<V, Status>>,
 {
     loop {
-        let answer = std::panic::AssertUnwindSafe(compute(key.clone()).instrument(queued.span))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(Status::internal("the computation failed")));
+        let computed = std::panic::AssertUnwindSafe(compute(key.clone()).instrument(queued.span))
+            .catch_unwind();
+        // A run every caller of which went away stops: a caller that asks
+        // and leaves at once, over and over, cannot pile up work here.
+        let answer = tokio::select! {
+            // First, so a queued run nobody waits for any more never starts.
+            biased;
+            () = queued.answer.closed() => Err(Status::cancelled("every caller went away")),
+            answer = computed => {
+                answer.unwrap_or_else(|_| Err(Status::internal("the computation failed")))
+            }
+        };
         queued.answer.send_replace(Some(answer));
         let mut entries = entries.lock().expect("coalesce map");
         match entries.get_mut(&key).and_then(|e| e.waiting.take()) {
@@ -224,5 +233,25 @@ mod tests {
         let err = coalesce.get(4, panicking).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Internal);
         assert_eq!(coalesce.in_flight(), 0, "no key left behind");
+
+        // Every caller gone: the run stops instead of running on.
+        let slow = |_: u8| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<usize, Status>(0)
+        };
+        let left = tokio::spawn({
+            let c = coalesce.clone();
+            async move { c.get(5, slow).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(coalesce.in_flight(), 1);
+        left.abort();
+        for _ in 0..100 {
+            if coalesce.in_flight() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(coalesce.in_flight(), 0, "the abandoned run stopped");
     }
 }
