@@ -653,6 +653,34 @@ async fn main() {
         )
         .await,
     );
+    // The same with a window of its own per client (shifted by a second),
+    // which no request shares: the summaries' own cost under load.
+    let v = viewers.clone();
+    all.push(
+        scenario(
+            &server,
+            "GetOperationalSummary (one year, a window per client)",
+            clients,
+            secs,
+            move |i| (MetricsServiceClient::new(v[i].clone()), i as i64),
+            move |(mut client, i): (MetricsServiceClient<Authed>, i64)| async move {
+                client
+                    .get_operational_summary(GetOperationalSummaryRequest {
+                        filter: Some(MetricFilter {
+                            window: Some(TimeWindow {
+                                from: Some(timestamp(now - 365 * DAY + i * 1_000_000)),
+                                to: Some(timestamp(now + DAY)),
+                            }),
+                            ..Default::default()
+                        }),
+                    })
+                    .await
+                    .unwrap();
+                (client, i)
+            },
+        )
+        .await,
+    );
 
     // Transitions: each client walks its own tests through the workflow,
     // one TransitionTest per request, as the lead, red and blue of a test.
