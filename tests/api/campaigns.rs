@@ -143,10 +143,7 @@ pub async fn step(
         .map(tonic::Response::into_inner)
 }
 
-/// Walks a test to validated with `outcome`: executed at the test's
-/// creation instant (the only past instant a fresh test can plausibly
-/// claim) and, for blocked or detected, detected at the moment blue
-/// completes.
+/// Walks a test to validated with `outcome` (see [`complete_blue`]).
 pub async fn validate(
     app: &TestApp,
     team: &Team,
@@ -154,6 +151,23 @@ pub async fn validate(
     outcome: Outcome,
     rules: &[(&str, bool)],
 ) -> pb::TransitionTestResponse {
+    let t = complete_blue(app, team, test, outcome, rules).await;
+    step(app, &t, &team.lead, pb::TestAction::Validate, |_| {})
+        .await
+        .unwrap()
+}
+
+/// Walks a test to blue_complete with `outcome`: executed at the test's
+/// creation instant (the only past instant a fresh test can plausibly
+/// claim) and, for blocked or detected, detected at the moment blue
+/// completes.
+pub async fn complete_blue(
+    app: &TestApp,
+    team: &Team,
+    test: pb::Test,
+    outcome: Outcome,
+    rules: &[(&str, bool)],
+) -> pb::Test {
     use pb::TestAction::*;
     let executed = test.created_at;
     let t = step(app, &test, &team.red, StartRed, |_| {})
@@ -181,7 +195,7 @@ pub async fn validate(
             ..Default::default()
         })
         .collect();
-    let t = step(app, &t, &team.blue, CompleteBlue, |r| {
+    step(app, &t, &team.blue, CompleteBlue, |r| {
         r.outcome = outcome as i32;
         r.detected_at = outcome
             .is_detection()
@@ -191,8 +205,7 @@ pub async fn validate(
     .await
     .unwrap()
     .test
-    .unwrap();
-    step(app, &t, &team.lead, Validate, |_| {}).await.unwrap()
+    .unwrap()
 }
 
 #[tokio::test]
@@ -1533,33 +1546,14 @@ async fn tallies_move_by_increments_and_rules_leave_with_their_last_effective_te
         .unwrap()
         .retest
         .unwrap();
-    let mut t = retest;
-    for (actor, action) in [
-        (&team.red, StartRed),
-        (&team.red, CompleteRed),
-        (&team.blue, StartBlue),
-        (&team.blue, CompleteBlue),
-    ] {
-        let executed = t.created_at;
-        t = step(&app, &t, actor, action, |r| {
-            if action == CompleteRed {
-                r.executed_at = executed;
-            }
-            if action == CompleteBlue {
-                r.outcome = Outcome::Detected as i32;
-                r.detected_at = Some(prost_types::Timestamp::from(std::time::SystemTime::now()));
-                r.detection_results = vec![pb::DetectionResult {
-                    rule_id: "only-retest".into(),
-                    triggered: true,
-                    ..Default::default()
-                }];
-            }
-        })
-        .await
-        .unwrap()
-        .test
-        .unwrap();
-    }
+    let t = complete_blue(
+        &app,
+        &team,
+        retest,
+        Outcome::Detected,
+        &[("only-retest", true)],
+    )
+    .await;
     let trace = Trace::new("purple.campaigns.v1.CampaignsService/TransitionTest");
     as_user(&app, &team.lead)
         .transition_test(trace.request(pb::TransitionTestRequest {
