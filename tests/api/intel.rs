@@ -597,6 +597,24 @@ async fn analysts_add_reports_deduplicated_by_url_and_bad_ones_change_nothing() 
             },
             "reports[0].title",
         ),
+        (
+            IntelReport {
+                title: "a\0b".into(),
+                ..analyst_report("https://intel.example/2", &["T1059"])
+            },
+            "reports[0].title",
+        ),
+        (
+            IntelReport {
+                description: "a\0b".into(),
+                ..analyst_report("https://intel.example/2", &["T1059"])
+            },
+            "reports[0].description",
+        ),
+        (
+            analyst_report("https://intel.example/2\0", &["T1059"]),
+            "reports[0].url",
+        ),
     ] {
         let status = ingest
             .create_intel_reports(CreateIntelReportsRequest {

@@ -142,7 +142,7 @@ fn draft(i: usize, report: NewReport) -> Result<IntelDraft, IngestError> {
     let url = report.url.trim().to_owned();
     if !(url.starts_with("https://") || url.starts_with("http://"))
         || url.len() > MAX_URL
-        || url.chars().any(char::is_whitespace)
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         return Err(IngestError::invalid(
             field("url"),
@@ -164,6 +164,13 @@ fn draft(i: usize, report: NewReport) -> Result<IntelDraft, IngestError> {
             format!("at most {MAX_DESCRIPTION} bytes"),
         ));
     }
+    // PostgreSQL cannot store a NUL; refused here with the field on both
+    // backends rather than by the database at commit.
+    for (name, text) in [("title", &title), ("description", &report.description)] {
+        if text.contains('\0') {
+            return Err(IngestError::invalid(field(name), "holds a NUL byte"));
+        }
+    }
     if report.techniques.is_empty() || report.techniques.len() > MAX_LINKS {
         return Err(IngestError::invalid(
             field("techniques"),
@@ -184,10 +191,10 @@ fn draft(i: usize, report: NewReport) -> Result<IntelDraft, IngestError> {
                 "not an ATT&CK technique id (Tnnnn or Tnnnn.nnn)",
             ));
         };
-        if description.len() > MAX_DESCRIPTION {
+        if description.len() > MAX_DESCRIPTION || description.contains('\0') {
             return Err(IngestError::invalid(
                 format!("reports[{i}].techniques[{j}].description"),
-                format!("at most {MAX_DESCRIPTION} bytes"),
+                format!("at most {MAX_DESCRIPTION} bytes, no NUL byte"),
             ));
         }
         techniques.insert(id, description);
