@@ -337,6 +337,41 @@ async fn a_stix_report_bundle_links_reports_to_techniques_through_the_catalogue(
     let c = again.counts["intel_report"];
     assert_eq!((c.created, c.updated), (0, 0));
 
+    // A new report holding a NUL (a JSON \u0000 escape) is left out and
+    // reported; the bundle's others stay as they were (PostgreSQL cannot
+    // store it, and failed the whole import).
+    let mut with_nul = campaigns_as_reports(&objects);
+    let objects_mut = with_nul["objects"].as_array_mut().unwrap();
+    let mut bad = objects_mut
+        .iter()
+        .find(|o| o["type"] == "report")
+        .unwrap()
+        .clone();
+    bad["id"] = json!("report--00000000-0000-4000-8000-000000000000");
+    bad["description"] = json!("a\u{0}b");
+    bad["external_references"] =
+        json!([{"source_name": "source", "url": "https://intel.example/nul"}]);
+    objects_mut.push(bad);
+    let with_nul = client(&app)
+        .import(futures::stream::iter([chunk(
+            serde_json::to_vec(&with_nul).unwrap(),
+        )]))
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap();
+    let c = with_nul.counts["intel_report"];
+    assert_eq!((c.created, c.updated), (0, 0), "{with_nul:?}");
+    assert!(
+        with_nul
+            .skipped
+            .iter()
+            .any(|s| s.reason.contains("NUL") && s.location.contains("intel.example/nul")),
+        "{:?}",
+        with_nul.skipped
+    );
+
     // A bundle without reports is refused, naming the file.
     let status = client(&app)
         .import(futures::stream::iter([chunk(

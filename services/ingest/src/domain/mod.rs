@@ -250,6 +250,21 @@ impl Parsed {
         oversized(&mut self.controls, &mut skipped);
         oversized(&mut self.cves, &mut skipped);
         oversized(&mut self.kev, &mut skipped);
+        // Imported reports (STIX): their row and what they say of each
+        // technique, which the row does not carry.
+        self.intel.retain(|draft| {
+            let text = serde_json::to_vec(&(&draft.row, &draft.techniques, &draft.stix_refs))
+                .unwrap_or_default();
+            if !escapes_nul(&text) {
+                return true;
+            }
+            skipped.push(Skipped {
+                file_name: String::new(),
+                location: draft.row.key().chars().take(100).collect(),
+                reason: "a text field holds a NUL byte, which cannot be stored".to_owned(),
+            });
+            false
+        });
         self.skipped.extend(skipped);
     }
 
