@@ -125,19 +125,24 @@ pub fn instant(
         .transpose()
 }
 
-/// Free text a caller writes, refused past `max` bytes or with a NUL byte
-/// (which PostgreSQL cannot store), naming the field.
-pub fn text(field: &str, value: String, max: usize) -> Result<String, CampaignError> {
+/// Why free text a caller writes cannot be kept: past `max` bytes, or
+/// holding a NUL byte (which PostgreSQL cannot store).
+pub fn text_fault(value: &str, max: usize) -> Option<String> {
     if value.len() > max {
-        return Err(CampaignError::invalid(
-            field,
-            format!("{} bytes exceed the limit of {max}", value.len()),
-        ));
+        Some(format!("{} bytes exceed the limit of {max}", value.len()))
+    } else if value.contains('\0') {
+        Some("holds a NUL byte".to_owned())
+    } else {
+        None
     }
-    if value.contains('\0') {
-        return Err(CampaignError::invalid(field, "holds a NUL byte"));
+}
+
+/// Free text a caller writes, refused by [`text_fault`], naming the field.
+pub fn text(field: &str, value: String, max: usize) -> Result<String, CampaignError> {
+    match text_fault(&value, max) {
+        Some(why) => Err(CampaignError::invalid(field, why)),
+        None => Ok(value),
     }
-    Ok(value)
 }
 
 /// Notes, a reason or a description: at most [`MAX_TEXT_BYTES`].

@@ -75,8 +75,8 @@ pub fn check_new_tests(new: &[NewTest], allow_empty: bool) -> Result<(), Campaig
                 "required",
             ));
         }
-        if t.title.len() > MAX_NAME_BYTES || t.title.contains('\0') {
-            crate::convert::name(&format!("tests[{i}].title"), t.title.clone())?;
+        if let Some(why) = crate::convert::text_fault(&t.title, MAX_NAME_BYTES) {
+            return Err(CampaignError::invalid(format!("tests[{i}].title"), why));
         }
     }
     Ok(())

@@ -288,19 +288,18 @@ pub fn read(text: &str, max_errors: usize) -> Result<Vec<Lined<Record>>, Vec<Lin
                 // JSON spells a NUL byte only as an escape; PostgreSQL
                 // cannot store one, so it is the line's fault, said here
                 // with its field rather than by the database at commit.
-                Ok(_) if line.contains("\\u0000") && nul_field(line).is_some() => {
-                    errors.push(LineError {
+                Ok(record) => match nul_field(line) {
+                    Some(field) => errors.push(LineError {
                         line: number,
                         reason: format!(
-                            "{} holds a NUL byte (\\u0000), which cannot be stored",
-                            nul_field(line).unwrap_or_default()
+                            "{field} holds a NUL byte (\\u0000), which cannot be stored"
                         ),
-                    });
-                }
-                Ok(record) => records.push(Lined {
-                    line: number,
-                    record,
-                }),
+                    }),
+                    None => records.push(Lined {
+                        line: number,
+                        record,
+                    }),
+                },
                 Err(err) => errors.push(LineError {
                     line: number,
                     reason: format!("not a history record: {err}"),
@@ -318,8 +317,12 @@ pub fn read(text: &str, max_errors: usize) -> Result<Vec<Lined<Record>>, Vec<Lin
     }
 }
 
-/// The path of the first string of a JSON line that holds a NUL byte.
+/// The path of the first string of a JSON line that holds a NUL byte
+/// (parsed again only when the line spells one).
 fn nul_field(line: &str) -> Option<String> {
+    if !line.contains("\\u0000") {
+        return None;
+    }
     fn walk(value: &serde_json::Value, path: &str) -> Option<String> {
         match value {
             serde_json::Value::String(s) if s.contains('\0') => Some(path.to_owned()),
