@@ -102,3 +102,49 @@ async fn health_follows_the_database_down_and_back() {
         .expect("served again");
     app.shutdown().await.unwrap();
 }
+
+/// Connections the database dropped while they sat idle (a failover, an
+/// idle-session timeout, an administrator) are found dead when next taken
+/// from the pool and replaced: no request meets one. The pool pings only a
+/// connection idle for a second or more (`db.rs`, pool_options), so this
+/// is what that ping is for. PostgreSQL pass only, on a private cluster
+/// whose connections the test may end.
+#[tokio::test]
+async fn connections_the_database_dropped_are_replaced_before_a_request_meets_them() {
+    if std::env::var("PURPLE_TEST_DATABASE_URL").is_err() {
+        eprintln!("PostgreSQL pass only");
+        return;
+    }
+    let Some(cluster) = Cluster::start(false) else {
+        eprintln!("needs root and PostgreSQL 15's server binaries: skipped");
+        return;
+    };
+    let url = cluster.url();
+    let app = spawn_app_with(|s| s.storage.database_url = Some(url.clone())).await;
+    let ingest = || IngestServiceClient::new(app.channel.clone());
+    let burst = || async {
+        let calls = (0..16).map(|_| async { ingest().list_tactics(ListTacticsRequest {}).await });
+        futures::future::join_all(calls).await
+    };
+    // Several connections open and idle in the pool.
+    for answer in burst().await {
+        answer.expect("served");
+    }
+
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert!(ended.len() >= 2, "the app had connections open: {ended:?}");
+    admin.close().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    for (i, answer) in burst().await.into_iter().enumerate() {
+        answer.unwrap_or_else(|e| panic!("request {i} met a dropped connection: {e:?}"));
+    }
+    app.shutdown().await.unwrap();
+}
