@@ -34,7 +34,7 @@ async fn a_lone_write_waits_its_turn_between_the_transactions_around_it() {
     let mut first = db.begin().await.unwrap();
     db.stmt(RECORD)
         .bind("first")
-        .execute(&mut **first)
+        .execute(&mut first)
         .await
         .unwrap();
     let mut lone = tokio::spawn({
@@ -58,7 +58,7 @@ async fn a_lone_write_waits_its_turn_between_the_transactions_around_it() {
         let db = db.clone();
         async move {
             let mut tx = db.begin().await?;
-            db.stmt(RECORD).bind("second").execute(&mut **tx).await?;
+            db.stmt(RECORD).bind("second").execute(&mut tx).await?;
             tx.commit().await
         }
     });

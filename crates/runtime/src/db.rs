@@ -16,7 +16,7 @@
 use std::{str::FromStr, time::Duration};
 
 use sqlx::{
-    Any, AnyPool, Encode, Executor, SqlSafeStr, Transaction, Type,
+    Any, AnyPool, Encode, Executor, SqlSafeStr, Type,
     any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyQueryResult, AnyRow},
     migrate::{Migration, MigrationType, Migrator},
     query::Query,
@@ -24,6 +24,10 @@ use sqlx::{
 use tracing::Instrument;
 
 use crate::settings::{ServiceName, StorageSettings};
+
+mod write_tx;
+
+pub use write_tx::WriteTx;
 
 /// Which database engine a service uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -381,27 +385,20 @@ impl Database {
     /// a contended lock by sleeping (1, 2, 5 … 100 ms), which put
     /// `TransitionTest`'s p99 at 157 ms with 32 clients (69 ms with the
     /// turn, docs/BENCHMARKS.md). The busy timeout still covers another
-    /// process.
+    /// process. The BEGIN itself goes with the transaction's first
+    /// statement ([`WriteTx`]).
     pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => {
                 // The connection first: waiting for the turn with one in
                 // hand keeps the pool's wait out of the writers' queue
                 // (926/s, p99 69 ms, against 867/s, p99 93 ms the other
-                // way round). `Transaction::begin` is what the pool's own
-                // `begin_with` calls on a connection it acquired.
+                // way round).
                 let conn = self.pool.acquire().await?;
                 let turn = self.writer.clone().lock_owned().await;
-                let tx = Transaction::begin(conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?;
-                Ok(WriteTx {
-                    tx,
-                    _turn: Some(turn),
-                })
+                Ok(WriteTx::sqlite(conn, turn))
             }
-            Backend::Postgres => Ok(WriteTx {
-                tx: self.pool.begin().await?,
-                _turn: None,
-            }),
+            Backend::Postgres => Ok(WriteTx::postgres(self.pool.begin().await?)),
         }
     }
 
@@ -418,39 +415,6 @@ impl Database {
     /// Closes the pool, waiting for connections in use.
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-/// A write transaction and, on SQLite, this process's writer turn, given
-/// back when the transaction ends (committed, rolled back or dropped).
-pub struct WriteTx {
-    tx: Transaction<'static, Any>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl WriteTx {
-    /// Commits, then gives the turn back.
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
-    }
-
-    /// Rolls back, then gives the turn back.
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
-    }
-}
-
-impl std::ops::Deref for WriteTx {
-    type Target = Transaction<'static, Any>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
     }
 }
 

@@ -25,5 +25,5 @@ pub mod tracecontext;
 pub mod upload;
 
 pub use context::ServiceContext;
-pub use db::{Backend, Database, MigrationFile, Migrations};
+pub use db::{Backend, Database, MigrationFile, Migrations, WriteTx};
 pub use settings::{ServiceName, Settings};

@@ -102,10 +102,8 @@ pub async fn write_campaigns(
         .insert_notifications(&mut tx, write.notifications)
         .await?;
     store.advance(&mut tx, write.advance).await?;
-    store
-        .bump_tallies(&mut tx, &TallyDelta::of_new_tests(write.tests))
+    tx.commit_with(store.bump_tallies_write(&TallyDelta::of_new_tests(write.tests)))
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 

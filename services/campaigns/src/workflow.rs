@@ -108,11 +108,12 @@ impl Workflow {
             .insert_tests(&mut tx, &rows)
             .await
             .map_err(|e| foreign_key(e, "campaign_id"))?;
-        self.store.enqueue(&mut tx, &events, now).await?;
-        self.store
-            .bump_tallies(&mut tx, &TallyDelta::of_new_tests(&rows))
+        let enqueue = self.store.enqueue_write(&events, now);
+        let bump = self
+            .store
+            .bump_tallies_write(&TallyDelta::of_new_tests(&rows));
+        tx.commit_with([enqueue, bump].into_iter().flatten())
             .await?;
-        tx.commit().await?;
         Ok(rows)
     }
 
@@ -141,7 +142,7 @@ impl Workflow {
             _ => None,
         };
         let test = match retest_tx.as_mut() {
-            Some(tx) => self.store.test(&mut ***tx, test_id).await?,
+            Some(tx) => self.store.test(&mut *tx, test_id).await?,
             None => self.store.test(self.store.db().pool(), test_id).await?,
         }
         .ok_or_else(|| {
@@ -243,7 +244,6 @@ impl Workflow {
                 .await?;
             outbox.push(Event::created(new, actor_id, new_id()));
         }
-        self.store.enqueue(&mut tx, &outbox, now).await?;
         // A validation's tally moves in its update's trigger (migration
         // 0014); a new test and a cancellation move the counts here.
         let delta = match (&retest, action) {
@@ -257,15 +257,20 @@ impl Workflow {
             },
             _ => TallyDelta::default(),
         };
-        if delta != TallyDelta::default() {
-            self.store
-                .bump_tallies(
-                    &mut tx,
-                    &BTreeMap::from([(test.technique_id.as_str(), delta)]),
-                )
-                .await?;
-        }
-        tx.commit().await?;
+        let bump = (delta != TallyDelta::default())
+            .then(|| {
+                self.store
+                    .bump_tallies_write(&BTreeMap::from([(test.technique_id.as_str(), delta)]))
+            })
+            .flatten();
+        // The outbox and the tally go with the commit: on SQLite the last
+        // of them and COMMIT are one command in the writer's turn.
+        tx.commit_with(
+            [self.store.enqueue_write(&outbox, now), bump]
+                .into_iter()
+                .flatten(),
+        )
+        .await?;
         let mut test = after;
         test.version += i64::from(updated);
         Ok(Transitioned {

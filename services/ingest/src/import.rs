@@ -75,7 +75,7 @@ impl Importer {
                 let db = self.store.db();
                 let recorded = async {
                     let mut tx = db.begin().await?;
-                    write::record_run(db, &mut **tx, run).await?;
+                    write::record_run(db, &mut tx, run).await?;
                     tx.commit().await
                 }
                 .await;
@@ -119,7 +119,7 @@ impl Importer {
             started_at: report.started_at,
             finished_at: report.finished_at,
         };
-        write::record_run(db, &mut **tx, run).await?;
+        write::record_run(db, &mut tx, run).await?;
         tx.commit().await?;
         Ok(changes.invalidated.into_iter().collect())
     }

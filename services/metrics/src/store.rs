@@ -281,24 +281,24 @@ impl EventStore {
             .stmt(INSERT_EVENTS)
             .bind_rows(events)
             .bind(now)
-            .execute(&mut **tx)
+            .execute(&mut tx)
             .await?;
         let tests: BTreeSet<&str> = events.iter().filter_map(|e| e.test_id.as_deref()).collect();
         if !tests.is_empty() {
             self.db
                 .stmt(REFRESH_TESTS)
                 .bind_ids(&tests)
-                .execute(&mut **tx)
+                .execute(&mut tx)
                 .await?;
             self.db
                 .stmt(DROP_MARKS)
                 .bind_ids(&tests)
-                .execute(&mut **tx)
+                .execute(&mut tx)
                 .await?;
             self.db
                 .stmt(INSERT_MARKS)
                 .bind_ids(&tests)
-                .execute(&mut **tx)
+                .execute(&mut tx)
                 .await?;
         }
         let remediations: BTreeSet<&str> = events
@@ -309,7 +309,7 @@ impl EventStore {
             self.db
                 .stmt(REFRESH_REMEDIATIONS)
                 .bind_ids(&remediations)
-                .execute(&mut **tx)
+                .execute(&mut tx)
                 .await?;
         }
         tx.commit().await?;

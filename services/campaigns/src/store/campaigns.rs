@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use purple_runtime::WriteTx;
 use purple_runtime::{paging::Page, time::Micros};
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction, any::AnyRow};
+use sqlx::{Row, any::AnyRow};
 
 use super::{CampaignStore, test_columns, test_row};
 use crate::domain::TestRow;
@@ -111,7 +112,7 @@ impl CampaignStore {
     /// Inserts campaigns in one statement.
     pub async fn insert_campaigns(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         campaigns: &[CampaignRow],
     ) -> Result<(), sqlx::Error> {
         if campaigns.is_empty() {
@@ -120,7 +121,7 @@ impl CampaignStore {
         self.db
             .stmt(INSERT)
             .bind_rows(campaigns)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(())
     }
@@ -222,7 +223,7 @@ impl CampaignStore {
     /// Sets the next run of each campaign, in one statement.
     pub async fn advance(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         next: &[(String, Micros)],
     ) -> Result<(), sqlx::Error> {
         if next.is_empty() {
@@ -238,7 +239,7 @@ impl CampaignStore {
         self.db
             .stmt(ADVANCE)
             .bind_rows(&rows)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(())
     }

@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 
 use purple_api::common::v1::Outcome;
+use purple_runtime::WriteTx;
 use purple_runtime::time::Micros;
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction, any::AnyRow};
+use sqlx::{Row, any::AnyRow};
 
 use super::{CampaignStore, campaigns::CampaignRow, people::UserRow, test_columns, test_row};
 use crate::domain::{DetectionResult, Rejection, Remediation, TestRow};
@@ -387,7 +388,7 @@ impl CampaignStore {
     /// and tallies of what it touched.
     pub async fn write_history(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         w: &HistoryWrite<'_>,
         now: Micros,
     ) -> Result<(), sqlx::Error> {
@@ -395,7 +396,7 @@ impl CampaignStore {
             self.db
                 .stmt(UPSERT_USERS)
                 .bind_rows(&w.users)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
         if !w.campaigns.is_empty() {
@@ -417,7 +418,7 @@ impl CampaignStore {
             self.db
                 .stmt(UPSERT_CAMPAIGNS)
                 .bind_rows(&rows)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
         if !w.tests.is_empty() {
@@ -425,13 +426,13 @@ impl CampaignStore {
             self.db
                 .stmt(UPSERT_TESTS)
                 .bind_rows(&rows)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
             let ids: Vec<&str> = w.tests.iter().map(|t| t.test_id.as_str()).collect();
             self.db
                 .stmt(DELETE_REJECTIONS)
                 .bind_ids(ids)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
         if !w.rejections.is_empty() {
@@ -452,7 +453,7 @@ impl CampaignStore {
             self.db
                 .stmt(INSERT_REJECTIONS)
                 .bind_rows(&rows)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
         self.upsert_results(tx, &w.results, now).await?;
@@ -475,36 +476,36 @@ impl CampaignStore {
             self.db
                 .stmt(UPSERT_REMEDIATIONS)
                 .bind_rows(&rows)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
         if !w.worklogs.is_empty() {
             self.db
                 .stmt(UPSERT_WORKLOGS)
                 .bind_rows(&w.worklogs)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
         if !w.chains.is_empty() {
             self.db
                 .stmt(CLEAR_EFFECTIVE)
                 .bind_ids(&w.chains)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
             self.db
                 .stmt(REBUILD_EFFECTIVE)
                 .bind_ids(&w.chains)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
             self.db
                 .stmt(CLEAR_HISTORY)
                 .bind_ids(&w.chains)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
             self.db
                 .stmt(REBUILD_HISTORY)
                 .bind_ids(&w.chains)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
         self.refresh_tallies(tx, &w.techniques).await

@@ -6,9 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use purple_runtime::WriteTx;
 use purple_runtime::time::Micros;
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use super::CampaignStore;
 
@@ -120,7 +121,7 @@ impl CampaignStore {
     /// Enqueues in the caller's transaction (one statement).
     pub async fn enqueue_integrations(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         rows: &[Outgoing],
         now: Micros,
     ) -> Result<(), sqlx::Error> {
@@ -131,7 +132,7 @@ impl CampaignStore {
             .stmt(ENQUEUE)
             .bind_rows(rows)
             .bind(now)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(())
     }
@@ -223,7 +224,7 @@ impl CampaignStore {
             .bind(seq)
             .bind(at)
             .bind(reason.to_owned())
-            .execute(&mut **tx)
+            .execute(&mut tx)
             .await?;
         self.db
             .stmt(DEAD_LETTER)
@@ -231,7 +232,7 @@ impl CampaignStore {
             .bind(receiver.to_owned())
             .bind(reason.to_owned())
             .bind(at)
-            .execute(&mut **tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await
     }

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use purple_api::common::v1::{EventKind, Outcome};
 use purple_runtime::time::Micros;
+use purple_runtime::{WriteTx, db::Stmt};
 use serde::{Deserialize, Serialize};
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use super::CampaignStore;
 use crate::domain::Event;
@@ -131,12 +132,21 @@ impl CampaignStore {
     /// already there (a history imported again) is left as it is.
     pub async fn enqueue(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         events: &[Event],
         now: Micros,
     ) -> Result<(), sqlx::Error> {
+        if let Some(write) = self.enqueue_write(events, now) {
+            write.execute(tx).await?;
+        }
+        Ok(())
+    }
+
+    /// The statement of [`CampaignStore::enqueue`], for a transaction to
+    /// run with its commit ([`WriteTx::commit_with`]); none for no event.
+    pub fn enqueue_write(&self, events: &[Event], now: Micros) -> Option<Stmt> {
         if events.is_empty() {
-            return Ok(());
+            return None;
         }
         let rows: Vec<Row_> = events
             .iter()
@@ -149,12 +159,7 @@ impl CampaignStore {
                 created_at: now,
             })
             .collect();
-        self.db
-            .stmt(INSERT)
-            .bind_rows(&rows)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        Some(self.db.stmt(INSERT).bind_rows(&rows))
     }
 
     /// The oldest events metrics has not acknowledged.
@@ -219,13 +224,13 @@ impl CampaignStore {
             .bind(receiver.to_owned())
             .bind(reason.chars().take(1_000).collect::<String>())
             .bind(now)
-            .execute(&mut **tx)
+            .execute(&mut tx)
             .await?;
         self.db
             .stmt(mark)
             .bind(event_id.to_owned())
             .bind(now)
-            .execute(&mut **tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await
     }

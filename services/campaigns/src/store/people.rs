@@ -2,9 +2,10 @@
 //! worklogs.
 
 use purple_api::common::v1::Role;
+use purple_runtime::WriteTx;
 use purple_runtime::{paging::Page, time::Micros};
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction, any::AnyRow};
+use sqlx::{Row, any::AnyRow};
 
 use super::CampaignStore;
 use crate::domain::{Remediation, RemediationState};
@@ -231,7 +232,7 @@ impl CampaignStore {
     /// Opens a remediation in the validating transaction.
     pub async fn insert_remediation(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         r: &Remediation,
     ) -> Result<(), sqlx::Error> {
         self.db
@@ -241,7 +242,7 @@ impl CampaignStore {
             .bind(r.technique_id.clone())
             .bind(r.assignee_id.clone())
             .bind(r.opened_at)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(())
     }
@@ -249,13 +250,13 @@ impl CampaignStore {
     /// One remediation.
     pub async fn remediation(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         id: &str,
     ) -> Result<Option<Remediation>, sqlx::Error> {
         self.db
             .stmt(REMEDIATION)
             .bind(id.to_owned())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?
             .as_ref()
             .map(remediation_row)
@@ -302,7 +303,7 @@ impl CampaignStore {
     /// Writes a remediation's new state if its version is still `version`.
     pub async fn update_remediation(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         r: &Remediation,
         version: i64,
     ) -> Result<bool, sqlx::Error> {
@@ -315,7 +316,7 @@ impl CampaignStore {
             .bind(r.notes.clone())
             .bind(r.completed_at)
             .bind(r.started_at)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -323,7 +324,7 @@ impl CampaignStore {
     /// Inserts notifications in one statement.
     pub async fn insert_notifications(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         rows: &[NotificationRow],
     ) -> Result<(), sqlx::Error> {
         if rows.is_empty() {
@@ -332,7 +333,7 @@ impl CampaignStore {
         self.db
             .stmt(INSERT_NOTIFICATIONS)
             .bind_rows(rows)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(())
     }
@@ -404,7 +405,7 @@ impl CampaignStore {
     /// Adds a worklog; false when the test does not exist.
     pub async fn insert_worklog(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         w: &WorklogRow,
     ) -> Result<bool, sqlx::Error> {
         let done = self
@@ -416,7 +417,7 @@ impl CampaignStore {
             .bind(w.minutes)
             .bind(w.note.clone())
             .bind(w.logged_at)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use purple_api::common::v1::Outcome;
+use purple_runtime::{WriteTx, db::Stmt};
 use purple_runtime::{paging::Page, time::Micros};
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Row};
 
 use super::{CampaignStore, test_columns, test_row};
 use crate::domain::{DetectionResult, Rejection, State, TestRow};
@@ -472,7 +473,7 @@ impl CampaignStore {
     /// Inserts tests in one statement.
     pub async fn insert_tests(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         tests: &[TestRow],
     ) -> Result<(), sqlx::Error> {
         if tests.is_empty() {
@@ -482,7 +483,7 @@ impl CampaignStore {
         self.db
             .stmt(INSERT_TESTS)
             .bind_rows(&rows)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(())
     }
@@ -587,7 +588,7 @@ impl CampaignStore {
     /// false when a concurrent transition got there first.
     pub async fn update_test(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         after: &TestRow,
         version: i64,
     ) -> Result<bool, sqlx::Error> {
@@ -610,7 +611,7 @@ impl CampaignStore {
             .bind(after.milestones.blue_started_at)
             .bind(after.milestones.blue_completed_at)
             .bind(after.milestones.cancelled_at)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -618,7 +619,7 @@ impl CampaignStore {
     /// Records a rejection.
     pub async fn insert_rejection(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         r: &Rejection,
     ) -> Result<(), sqlx::Error> {
         self.db
@@ -631,38 +632,30 @@ impl CampaignStore {
             .bind(r.voided_executed_at)
             .bind(r.voided_completed_at)
             .bind(r.voided_outcome.and_then(Outcome::key))
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(())
     }
 
     /// Deletes a test's detection results (its submission was rejected).
-    pub async fn void_results(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        test_id: &str,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn void_results(&self, tx: &mut WriteTx, test_id: &str) -> Result<(), sqlx::Error> {
         self.db
             .stmt(VOID_RESULTS)
             .bind(test_id.to_owned())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(())
     }
 
     /// Makes a validated test its chain's effective test.
-    pub async fn set_effective(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        test: &TestRow,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn set_effective(&self, tx: &mut WriteTx, test: &TestRow) -> Result<(), sqlx::Error> {
         self.db
             .stmt(SET_EFFECTIVE)
             .bind(test.chain_id.clone())
             .bind(test.technique_id.clone())
             .bind(test.test_id.clone())
             .bind(test.validated_at.unwrap_or(test.updated_at))
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(())
     }
@@ -670,7 +663,7 @@ impl CampaignStore {
     /// Upserts detection results in one statement.
     pub async fn upsert_results(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         results: &[DetectionResult],
         now: Micros,
     ) -> Result<(), sqlx::Error> {
@@ -692,7 +685,7 @@ impl CampaignStore {
             .stmt(UPSERT_RESULTS)
             .bind_rows(&rows)
             .bind(now)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(())
     }
@@ -700,13 +693,13 @@ impl CampaignStore {
     /// The states of tests, by id.
     pub async fn states_of(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         ids: &[String],
     ) -> Result<BTreeMap<String, String>, sqlx::Error> {
         self.db
             .stmt(STATES_OF)
             .bind_ids(ids)
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *tx)
             .await?
             .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
@@ -718,11 +711,20 @@ impl CampaignStore {
     /// retest or a cancellation changes nothing else in a tally.
     pub async fn bump_tallies(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         deltas: &BTreeMap<&str, TallyDelta>,
     ) -> Result<(), sqlx::Error> {
+        if let Some(write) = self.bump_tallies_write(deltas) {
+            write.execute(tx).await?;
+        }
+        Ok(())
+    }
+
+    /// The statement of [`CampaignStore::bump_tallies`], for a transaction
+    /// to run with its commit; none when nothing moves.
+    pub fn bump_tallies_write(&self, deltas: &BTreeMap<&str, TallyDelta>) -> Option<Stmt> {
         if deltas.is_empty() {
-            return Ok(());
+            return None;
         }
         let rows: Vec<BumpRow> = deltas
             .iter()
@@ -732,12 +734,7 @@ impl CampaignStore {
                 cancelled: d.cancelled,
             })
             .collect();
-        self.db
-            .stmt(BUMP_TALLIES)
-            .bind_rows(&rows)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        Some(self.db.stmt(BUMP_TALLIES).bind_rows(&rows))
     }
 
     /// Recomputes the tallies and rule counts of techniques from their
@@ -746,7 +743,7 @@ impl CampaignStore {
     /// whatever the number of techniques.
     pub async fn refresh_tallies(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         technique_ids: &[String],
     ) -> Result<(), sqlx::Error> {
         if technique_ids.is_empty() {
@@ -758,10 +755,10 @@ impl CampaignStore {
         self.db
             .stmt(LOCK_TALLIES)
             .bind_ids(&ids)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         for sql in [CLEAR_RULE_COUNTS, COUNT_RULES] {
-            self.db.stmt(sql).bind_ids(&ids).execute(&mut **tx).await?;
+            self.db.stmt(sql).bind_ids(&ids).execute(&mut *tx).await?;
         }
         // Every validation counts "now": a transaction that began before
         // another's validation but refreshes after it must still count it.
@@ -769,7 +766,7 @@ impl CampaignStore {
             .stmt(REFRESH_TALLIES)
             .bind_ids(&ids)
             .bind(i64::MAX)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         Ok(())
     }

@@ -6,9 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use purple_runtime::WriteTx;
 use purple_runtime::{Database, time::Micros};
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Row};
 
 use crate::domain::{Counts, Entity, Hashed, IntelDraft, Kind, Parsed, Skipped};
 
@@ -185,7 +186,7 @@ where
 /// Syncs what `parsed` holds for an import of `kind`.
 pub async fn apply(
     db: &Database,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     kind: Kind,
     parsed: &Parsed,
 ) -> Result<Changes, sqlx::Error> {
@@ -214,7 +215,7 @@ pub async fn apply(
 /// API): the same statements as an import of reports.
 pub async fn intel_reports(
     db: &Database,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     drafts: &[IntelDraft],
 ) -> Result<Changes, sqlx::Error> {
     let mut changes = Changes::default();
@@ -359,7 +360,7 @@ impl Writer<'_, '_> {
             .db
             .stmt(DELETE_STALE_KEV_MAPPINGS)
             .bind_ids(&keep)
-            .execute(&mut **self.tx)
+            .execute(&mut *self.tx)
             .await?
             .rows_affected();
         if let Some(counts) = self.changes.counts.get_mut(KEV_MAPPINGS.name) {
@@ -502,7 +503,7 @@ struct Pair<'a> {
 
 struct Writer<'a, 't> {
     db: &'a Database,
-    tx: &'t mut Transaction<'static, Any>,
+    tx: &'t mut WriteTx,
     changes: &'a mut Changes,
 }
 
@@ -516,7 +517,7 @@ impl Writer<'_, '_> {
         let existing: HashMap<String, (String, bool, bool)> = self
             .db
             .stmt(sql.preload)
-            .fetch_all(&mut **self.tx)
+            .fetch_all(&mut *self.tx)
             .await?
             .iter()
             .map(|row| {
@@ -561,7 +562,7 @@ impl Writer<'_, '_> {
             self.db
                 .stmt(sql.upsert)
                 .bind_rows(&changed)
-                .execute(&mut **self.tx)
+                .execute(&mut *self.tx)
                 .await?;
         }
         self.changes.counts.insert(sql.name.to_owned(), counts);
@@ -580,7 +581,7 @@ impl Writer<'_, '_> {
         let existing: BTreeSet<(String, String)> = self
             .db
             .stmt(sql.preload)
-            .fetch_all(&mut **self.tx)
+            .fetch_all(&mut *self.tx)
             .await?
             .iter()
             .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
@@ -597,7 +598,7 @@ impl Writer<'_, '_> {
             self.db
                 .stmt(sql.insert)
                 .bind_rows(&rows)
-                .execute(&mut **self.tx)
+                .execute(&mut *self.tx)
                 .await?;
         }
         if !removed.is_empty() {
@@ -605,7 +606,7 @@ impl Writer<'_, '_> {
             self.db
                 .stmt(sql.delete)
                 .bind_ids(&keys)
-                .execute(&mut **self.tx)
+                .execute(&mut *self.tx)
                 .await?;
         }
         let unchanged = pairs.len() - added.len();
@@ -626,7 +627,7 @@ impl Writer<'_, '_> {
     async fn known_techniques(&mut self) -> Result<HashMap<String, (bool, bool)>, sqlx::Error> {
         self.db
             .stmt(KNOWN_TECHNIQUES)
-            .fetch_all(&mut **self.tx)
+            .fetch_all(&mut *self.tx)
             .await?
             .iter()
             .map(|row| {
@@ -645,7 +646,7 @@ impl Writer<'_, '_> {
     async fn replacements(&mut self) -> Result<HashMap<String, String>, sqlx::Error> {
         self.db
             .stmt(ALL_REPLACEMENTS)
-            .fetch_all(&mut **self.tx)
+            .fetch_all(&mut *self.tx)
             .await?
             .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
@@ -657,7 +658,7 @@ impl Writer<'_, '_> {
     async fn stix_ids(&mut self) -> Result<HashMap<String, (String, bool)>, sqlx::Error> {
         self.db
             .stmt(STIX_IDS)
-            .fetch_all(&mut **self.tx)
+            .fetch_all(&mut *self.tx)
             .await?
             .iter()
             .map(|row| {

@@ -193,7 +193,7 @@ impl ScoreStore {
             .bind(write.generation)
             .bind(last_seq)
             .bind(write.swept_at)
-            .execute(&mut **tx)
+            .execute(&mut tx)
             .await?
             .rows_affected();
         if moved != 1 {
@@ -205,7 +205,7 @@ impl ScoreStore {
                 .stmt(UPSERT_STATES)
                 .bind_rows(write.states)
                 .bind(write.at)
-                .execute(&mut **tx)
+                .execute(&mut tx)
                 .await?;
         }
         if !write.changes.is_empty() {
@@ -213,7 +213,7 @@ impl ScoreStore {
                 .stmt(INSERT_CHANGES)
                 .bind_rows(write.changes)
                 .bind(write.at)
-                .execute(&mut **tx)
+                .execute(&mut tx)
                 .await?;
         }
         tx.commit().await?;

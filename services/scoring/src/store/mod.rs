@@ -141,7 +141,7 @@ impl ScoreStore {
         let generation: i64 = self
             .db
             .stmt(BUMP_GENERATION)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut tx)
             .await?
             .try_get(0)?;
         self.db
@@ -149,10 +149,10 @@ impl ScoreStore {
             .bind_ids(ids)
             .bind(generation)
             .bind(i64::from(tests))
-            .execute(&mut **tx)
+            .execute(&mut tx)
             .await?;
         if catalogue {
-            self.db.stmt(BUMP_CATALOGUE).execute(&mut **tx).await?;
+            self.db.stmt(BUMP_CATALOGUE).execute(&mut tx).await?;
         }
         tx.commit().await
     }
@@ -204,14 +204,14 @@ impl ScoreStore {
             .bind(snapshot.technique_count)
             .bind(snapshot.status_counts.clone())
             .bind(snapshot.created_at)
-            .execute(&mut **tx)
+            .execute(&mut tx)
             .await?;
         if !rows.is_empty() {
             self.db
                 .stmt(INSERT_SNAPSHOT_SCORES)
                 .bind(snapshot.snapshot_id.clone())
                 .bind_rows(&rows)
-                .execute(&mut **tx)
+                .execute(&mut tx)
                 .await?;
         }
         tx.commit().await
