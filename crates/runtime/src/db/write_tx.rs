@@ -184,7 +184,8 @@ impl Drop for SqliteTx {
 
 /// `query` with BEGIN IMMEDIATE before it and/or COMMIT after it, in one
 /// text: the arguments stay those of `query` (`$N` names them whatever
-/// precedes it).
+/// precedes it). COMMIT goes on a line of its own, so that a statement
+/// ending in a `--` comment cannot swallow it.
 fn wrapped<'q, E: Execute<'q, Any>>(
     mut query: E,
     begin: bool,
@@ -195,9 +196,9 @@ fn wrapped<'q, E: Execute<'q, Any>>(
     let sql = query.sql();
     let text = format!(
         "{}{}{}",
-        if begin { "BEGIN IMMEDIATE; " } else { "" },
-        sql.as_str(),
-        if commit { "; COMMIT" } else { "" },
+        if begin { "BEGIN IMMEDIATE;\n" } else { "" },
+        sql.as_str().trim_end().trim_end_matches(';'),
+        if commit { "\n;\nCOMMIT" } else { "" },
     );
     Ok(sqlx::query_with(AssertSqlSafe(text), arguments.unwrap_or_default()).persistent(persistent))
 }
@@ -426,6 +427,18 @@ mod tests {
         let mut tx = db.begin().await.unwrap();
         insert(&mut tx, 2).await.unwrap();
         tx.commit_with([last(3), last(4)]).await.unwrap();
+        // A statement ending in a semicolon and a comment still commits.
+        let tx = db.begin().await.unwrap();
+        tx.commit_with([db
+            .stmt("INSERT INTO t (id, v) VALUES ($1, 0); -- the last")
+            .bind(8_i64)])
+            .await
+            .unwrap();
+        assert!(lock_is_free(&dir).await, "committed, not left open");
+        sqlx::query("DELETE FROM t WHERE id = 8")
+            .execute(db.pool())
+            .await
+            .unwrap();
         // None: a plain commit.
         let mut tx = db.begin().await.unwrap();
         insert(&mut tx, 5).await.unwrap();
