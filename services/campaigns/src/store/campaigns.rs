@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use purple_runtime::WriteTx;
-use purple_runtime::{paging::Page, time::Micros};
+use purple_runtime::{WriteTx, paging::Page, time::Micros};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 

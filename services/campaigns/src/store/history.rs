@@ -8,8 +8,7 @@
 use std::collections::BTreeMap;
 
 use purple_api::common::v1::Outcome;
-use purple_runtime::WriteTx;
-use purple_runtime::time::Micros;
+use purple_runtime::{WriteTx, time::Micros};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 

@@ -6,8 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use purple_runtime::WriteTx;
-use purple_runtime::time::Micros;
+use purple_runtime::{WriteTx, time::Micros};
 use serde::Serialize;
 use sqlx::Row;
 

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use purple_api::common::v1::{EventKind, Outcome};
-use purple_runtime::time::Micros;
-use purple_runtime::{WriteTx, db::Stmt};
+use purple_runtime::{WriteTx, db::Stmt, time::Micros};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 

@@ -2,8 +2,7 @@
 //! worklogs.
 
 use purple_api::common::v1::Role;
-use purple_runtime::WriteTx;
-use purple_runtime::{paging::Page, time::Micros};
+use purple_runtime::{WriteTx, paging::Page, time::Micros};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 

@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use purple_api::common::v1::Outcome;
-use purple_runtime::{WriteTx, db::Stmt};
-use purple_runtime::{paging::Page, time::Micros};
+use purple_runtime::{WriteTx, db::Stmt, paging::Page, time::Micros};
 use serde::Serialize;
 use sqlx::{Any, Row};
 
@@ -706,22 +705,11 @@ impl CampaignStore {
             .collect()
     }
 
-    /// Moves the counts of tests (`total`) and of cancelled tests of
-    /// techniques by the deltas given, in one statement: a new test, a
-    /// retest or a cancellation changes nothing else in a tally.
-    pub async fn bump_tallies(
-        &self,
-        tx: &mut WriteTx,
-        deltas: &BTreeMap<&str, TallyDelta>,
-    ) -> Result<(), sqlx::Error> {
-        if let Some(write) = self.bump_tallies_write(deltas) {
-            write.execute(tx).await?;
-        }
-        Ok(())
-    }
-
-    /// The statement of [`CampaignStore::bump_tallies`], for a transaction
-    /// to run with its commit; none when nothing moves.
+    /// The statement that moves the counts of tests (`total`) and of
+    /// cancelled tests of techniques by the deltas given (a new test, a
+    /// retest or a cancellation changes nothing else in a tally), for a
+    /// transaction to run with its commit ([`WriteTx::commit_with`]); none
+    /// when there is nothing to move.
     pub fn bump_tallies_write(&self, deltas: &BTreeMap<&str, TallyDelta>) -> Option<Stmt> {
         if deltas.is_empty() {
             return None;

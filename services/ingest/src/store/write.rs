@@ -6,8 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use purple_runtime::WriteTx;
-use purple_runtime::{Database, time::Micros};
+use purple_runtime::{Database, WriteTx, time::Micros};
 use serde::Serialize;
 use sqlx::{Any, Row};
 
