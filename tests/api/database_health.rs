@@ -44,14 +44,23 @@ async fn until(
     started.elapsed()
 }
 
-#[tokio::test]
-async fn health_follows_the_database_down_and_back() {
+/// A private PostgreSQL cluster the test may kill, in the PostgreSQL pass
+/// only and where the server binaries and root are at hand.
+fn private_cluster() -> Option<Cluster> {
     if std::env::var("PURPLE_TEST_DATABASE_URL").is_err() {
         eprintln!("PostgreSQL pass only");
-        return;
+        return None;
     }
-    let Some(cluster) = Cluster::start(false) else {
+    let cluster = Cluster::start(false);
+    if cluster.is_none() {
         eprintln!("needs root and PostgreSQL 15's server binaries: skipped");
+    }
+    cluster
+}
+
+#[tokio::test]
+async fn health_follows_the_database_down_and_back() {
+    let Some(cluster) = private_cluster() else {
         return;
     };
     let url = cluster.url();
@@ -111,12 +120,7 @@ async fn health_follows_the_database_down_and_back() {
 /// whose connections the test may end.
 #[tokio::test]
 async fn connections_the_database_dropped_are_replaced_before_a_request_meets_them() {
-    if std::env::var("PURPLE_TEST_DATABASE_URL").is_err() {
-        eprintln!("PostgreSQL pass only");
-        return;
-    }
-    let Some(cluster) = Cluster::start(false) else {
-        eprintln!("needs root and PostgreSQL 15's server binaries: skipped");
+    let Some(cluster) = private_cluster() else {
         return;
     };
     let url = cluster.url();
