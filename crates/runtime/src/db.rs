@@ -25,8 +25,10 @@ use tracing::Instrument;
 
 use crate::settings::{ServiceName, StorageSettings};
 
+mod packed;
 mod write_tx;
 
+pub use packed::PerBackend;
 pub use write_tx::WriteTx;
 
 /// Which database engine a service uses.

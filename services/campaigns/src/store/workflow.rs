@@ -6,7 +6,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use purple_api::common::v1::Outcome;
-use purple_runtime::{WriteTx, db::Stmt, paging::Page, time::Micros};
+use purple_runtime::{
+    WriteTx,
+    db::{PerBackend, Stmt},
+    packed,
+    paging::Page,
+    time::Micros,
+};
 use serde::Serialize;
 use sqlx::{Any, Row};
 
@@ -36,11 +42,8 @@ const INSERT_TESTS: &str = "
            CAST(json_extract(value, '$.created_at') AS BIGINT), CAST(json_extract(value, '$.created_at') AS BIGINT)
     FROM json_each($1)";
 
-/// Tests by id as one row, a JSON array of each test's columns of
-/// [`test_columns!`]: sqlx hands SQLite rows over from its worker thread
-/// one at a time, a thread wake-up each (docs/BENCHMARKS.md, "Under
-/// load"). The aggregate's and array's names differ per backend, the rest
-/// is the same text.
+/// Tests by id as one row ([`packed!`]), a JSON array of each test's
+/// columns of [`test_columns!`].
 macro_rules! tests_by_ids_packed {
     ($agg:literal, $array:literal) => {
         concat!(
@@ -54,8 +57,7 @@ macro_rules! tests_by_ids_packed {
         )
     };
 }
-const TESTS_BY_IDS_SQLITE: &str = tests_by_ids_packed!("json_group_array", "json_array");
-const TESTS_BY_IDS_POSTGRES: &str = tests_by_ids_packed!("json_agg", "json_build_array");
+const TESTS_BY_IDS: PerBackend = packed!(tests_by_ids_packed);
 
 /// Tests changed since a horizon (`$1`, a change mark), as one row: their
 /// ids separated by `$2` (a newline: stored ids hold no control
@@ -192,12 +194,24 @@ macro_rules! aggregate_select {
 }
 
 /// Score inputs now: the tallies kept on write. `$1` technique ids.
-const AGGREGATE_NOW: &str = "
-    SELECT req.value, COALESCE(t.total, 0), COALESCE(t.validated, 0), COALESCE(t.cancelled, 0),
-           COALESCE(t.effective, 0), COALESCE(t.blocked, 0), COALESCE(t.detected, 0), COALESCE(t.logged, 0),
-           COALESCE(t.not_detected, 0), t.latest_validated_at, t.triggered_rule_ids
-    FROM (SELECT DISTINCT value FROM json_each($1)) req
-    LEFT JOIN technique_tallies t ON t.technique_id = req.value";
+/// Packed ([`packed!`]): one row for every technique asked.
+macro_rules! aggregate_now {
+    ($agg:literal, $array:literal) => {
+        concat!(
+            "SELECT CAST(",
+            $agg,
+            "(",
+            $array,
+            "(req.value, COALESCE(t.total, 0), COALESCE(t.validated, 0),
+                COALESCE(t.cancelled, 0), COALESCE(t.effective, 0), COALESCE(t.blocked, 0),
+                COALESCE(t.detected, 0), COALESCE(t.logged, 0), COALESCE(t.not_detected, 0),
+                t.latest_validated_at, t.triggered_rule_ids)) AS TEXT)
+             FROM (SELECT DISTINCT value FROM json_each($1)) req
+             LEFT JOIN technique_tallies t ON t.technique_id = req.value"
+        )
+    };
+}
+const AGGREGATE_NOW: PerBackend = packed!(aggregate_now);
 
 /// Moves the counts of tests and cancelled tests of techniques by the
 /// deltas given (`$1` rows of technique_id, total, cancelled, sorted by
@@ -259,12 +273,20 @@ const REFRESH_TALLIES: &str = concat!(
 
 /// The select list of a past as_of's score inputs, over `req`, `counts`
 /// (`c`) and the chain history's outcomes (`o`).
+/// Packed ([`packed!`]) with `$agg` and `$array`.
 macro_rules! as_of_select {
-    () => {
-        " SELECT req.technique_id, COALESCE(c.total, 0), COALESCE(c.validated, 0), COALESCE(c.cancelled, 0),
-                COALESCE(o.n, 0), COALESCE(o.blocked, 0), COALESCE(o.detected, 0), COALESCE(o.logged, 0),
-                COALESCE(o.not_detected, 0), o.latest, COALESCE(o.rule_ids, '')
+    ($agg:literal, $array:literal) => {
+        concat!(
+            " SELECT CAST(",
+            $agg,
+            "(",
+            $array,
+            "(req.technique_id, COALESCE(c.total, 0),
+                COALESCE(c.validated, 0), COALESCE(c.cancelled, 0), COALESCE(o.n, 0),
+                COALESCE(o.blocked, 0), COALESCE(o.detected, 0), COALESCE(o.logged, 0),
+                COALESCE(o.not_detected, 0), o.latest, COALESCE(o.rule_ids, ''))) AS TEXT)
           FROM req LEFT JOIN counts c ON c.technique_id = req.technique_id "
+        )
     };
 }
 
@@ -293,7 +315,7 @@ const AGGREGATE_AS_OF_SQLITE: &str = concat!(
     ", outcomes AS (SELECT technique_id, ",
     history_outcomes!(),
     "IN (SELECT technique_id FROM req) GROUP BY technique_id)",
-    as_of_select!(),
+    as_of_select!("json_group_array", "json_array"),
     "LEFT JOIN outcomes o ON o.technique_id = req.technique_id"
 );
 
@@ -302,11 +324,15 @@ const AGGREGATE_AS_OF_SQLITE: &str = concat!(
 const AGGREGATE_AS_OF_POSTGRES: &str = concat!(
     "WITH req AS (SELECT DISTINCT value AS technique_id FROM json_each($1)),",
     counts_cte!(),
-    as_of_select!(),
+    as_of_select!("json_agg", "json_build_array"),
     "LEFT JOIN LATERAL (SELECT ",
     history_outcomes!(),
     "= req.technique_id) o ON true"
 );
+const AGGREGATE_AS_OF: PerBackend = PerBackend {
+    sqlite: AGGREGATE_AS_OF_SQLITE,
+    postgres: AGGREGATE_AS_OF_POSTGRES,
+};
 
 const RETEST_CHAIN: &str = concat!(
     "SELECT ",
@@ -492,13 +518,9 @@ impl CampaignStore {
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, TestRow>, sqlx::Error> {
-        let sql = match self.db.backend() {
-            purple_runtime::db::Backend::Sqlite => TESTS_BY_IDS_SQLITE,
-            purple_runtime::db::Backend::Postgres => TESTS_BY_IDS_POSTGRES,
-        };
         let packed: Option<String> = self
             .db
-            .stmt(sql)
+            .stmt_for(TESTS_BY_IDS)
             .bind_ids(ids)
             .fetch_one(self.db.pool())
             .await?
@@ -767,38 +789,45 @@ impl CampaignStore {
         as_of: Option<Micros>,
     ) -> Result<Aggregates, sqlx::Error> {
         let stmt = match as_of {
-            None => self.db.stmt(AGGREGATE_NOW).bind_ids(technique_ids),
+            None => self.db.stmt_for(AGGREGATE_NOW).bind_ids(technique_ids),
             Some(at) => self
                 .db
-                .stmt(match self.db.backend() {
-                    purple_runtime::db::Backend::Sqlite => AGGREGATE_AS_OF_SQLITE,
-                    purple_runtime::db::Backend::Postgres => AGGREGATE_AS_OF_POSTGRES,
-                })
+                .stmt_for(AGGREGATE_AS_OF)
                 .bind_ids(technique_ids)
                 .bind(at),
         };
+        type Columns = (
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            Option<i64>,
+            Option<String>,
+        );
         let mut places = RulePlaces::default();
         let rows = stmt
-            .fetch_all(self.db.pool())
+            .fetch_packed::<Columns, _>(self.db.pool())
             .await?
-            .iter()
-            .map(|row| {
-                let rules: Option<&str> = row.try_get(10)?;
-                Ok(Aggregate {
-                    technique_id: row.try_get(0)?,
-                    total: row.try_get(1)?,
-                    validated: row.try_get(2)?,
-                    cancelled: row.try_get(3)?,
-                    effective: row.try_get(4)?,
-                    blocked: row.try_get(5)?,
-                    detected: row.try_get(6)?,
-                    logged: row.try_get(7)?,
-                    not_detected: row.try_get(8)?,
-                    latest_validated_at: row.try_get(9)?,
-                    triggered_rules: places.of_keys(rules.unwrap_or("")),
-                })
+            .into_iter()
+            .map(|c| Aggregate {
+                technique_id: c.0,
+                total: c.1,
+                validated: c.2,
+                cancelled: c.3,
+                effective: c.4,
+                blocked: c.5,
+                detected: c.6,
+                logged: c.7,
+                not_detected: c.8,
+                latest_validated_at: c.9.map(Micros::from_micros),
+                triggered_rules: places.of_keys(c.10.as_deref().unwrap_or("")),
             })
-            .collect::<Result<_, sqlx::Error>>()?;
+            .collect();
         Ok(Aggregates {
             rows,
             rules: places.rules,
