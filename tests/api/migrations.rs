@@ -188,3 +188,77 @@ async fn the_chain_history_migration_fills_from_tests_validated_before_it() {
     );
     db.close().await;
 }
+
+/// Ingest migration 0005 fills the technique inputs from the catalogue
+/// with the select an import rebuilds them by: a catalogue imported before
+/// it reads the same inputs after it (own and parent countermeasures, live
+/// actors, enabled rules).
+#[tokio::test]
+async fn the_technique_inputs_migration_fills_what_an_import_keeps() {
+    use purple_api::ingest::v1::{GetCatalogInputsRequest, ListTechniquesRequest};
+    use purple_ingest::domain::Kind;
+
+    use crate::ingest::{ATTACK_18, import};
+    let app = crate::helpers::spawn_app().await;
+    import(&app, Kind::Attack, ATTACK_18).await.unwrap();
+    import(
+        &app,
+        Kind::D3fend,
+        "d3fend/derived/d3fend-0.17.0-attack-to-d3fend-pairs.csv",
+    )
+    .await
+    .unwrap();
+    import(&app, Kind::Sigma, "sigma").await.unwrap();
+    let mut ingest = IngestServiceClient::new(app.channel.clone());
+    let ids: Vec<String> = ingest
+        .list_techniques(ListTechniquesRequest {
+            page_size: 1_000,
+            brief: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .techniques
+        .into_iter()
+        .map(|t| t.technique_id)
+        .collect();
+    let mut inputs = async || {
+        ingest
+            .get_catalog_inputs(GetCatalogInputsRequest {
+                technique_ids: ids.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let kept = inputs().await;
+    assert_eq!(kept.inputs.len(), ids.len());
+    let counted = |f: fn(&purple_api::ingest::v1::CatalogInput) -> usize| {
+        kept.inputs.iter().map(f).sum::<usize>()
+    };
+    assert!(counted(|i| i.countermeasure_count as usize) > 0);
+    assert!(counted(|i| i.actor_count as usize) > 0);
+    assert!(counted(|i| i.enabled_rules.len()) > 0);
+
+    // The migration again on the imported catalogue, its table dropped.
+    let db = purple_runtime::Database::connect(ServiceName::Ingest, &app.storage)
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE technique_inputs")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let migration = purple_ingest::MIGRATIONS
+        .0
+        .iter()
+        .find(|m| m.version == 5)
+        .unwrap();
+    let ddl = match db.backend() {
+        purple_runtime::Backend::Sqlite => migration.sqlite,
+        purple_runtime::Backend::Postgres => migration.postgres,
+    };
+    sqlx::raw_sql(ddl).execute(db.pool()).await.unwrap();
+    db.close().await;
+    assert_eq!(inputs().await, kept);
+}

@@ -26,6 +26,11 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         include_str!("../migrations/0003_rule_keys.sql"),
     ),
     MigrationFile::same(4, "intel", include_str!("../migrations/0004_intel.sql")),
+    MigrationFile::same(
+        5,
+        "technique inputs",
+        include_str!("../migrations/0005_technique_inputs.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use purple_runtime::{paging::Page, time::Micros};
+use purple_runtime::{db::PerBackend, packed, paging::Page, time::Micros};
 use sqlx::{Row, any::AnyRow};
 
 use super::CatalogStore;
@@ -23,22 +23,46 @@ macro_rules! technique_select {
     };
 }
 
-const TECHNIQUES_BY_IDS: &str = technique_select!(
-    "t.description",
-    "WHERE t.technique_id IN (SELECT value FROM json_each($1))"
-);
+/// Packed ([`packed!`]): one row for every technique asked.
+macro_rules! techniques_by_ids {
+    ($agg:literal, $array:literal) => {
+        concat!(
+            "SELECT CAST(",
+            $agg,
+            "(",
+            $array,
+            "(t.technique_id, t.stix_id, t.name, t.description, ",
+            "t.is_subtechnique, t.parent_id, t.tactics, t.platforms, t.revoked, t.deprecated, ",
+            "t.attack_version)) AS TEXT) ",
+            "FROM techniques t WHERE t.technique_id IN (SELECT value FROM json_each($1))"
+        )
+    };
+}
+const TECHNIQUES_BY_IDS: PerBackend = packed!(techniques_by_ids);
 
 /// Keyset page: `$6` 1 when the page starts after technique `$7`; `$8` 1
-/// leaves the descriptions out (not read: they are most of a row).
-const LIST_TECHNIQUES: &str = technique_select!(
-    "CASE WHEN $8 = 1 THEN '' ELSE t.description END",
-    "WHERE ($1 = '' OR EXISTS (SELECT 1 FROM json_each(t.tactics) j WHERE j.value = $1)) ",
-    "AND ($2 = '' OR EXISTS (SELECT 1 FROM json_each(t.platforms) j WHERE lower(j.value) = lower($2))) ",
-    "AND ($3 = 0 OR ($3 = 1 AND t.is_subtechnique = 0) OR ($3 = 2 AND t.is_subtechnique = 1)) ",
-    "AND ($4 = 1 OR (t.revoked = 0 AND t.deprecated = 0)) ",
-    "AND ($6 = 0 OR t.technique_id > $7) ",
-    "ORDER BY t.technique_id LIMIT $5"
-);
+/// leaves the descriptions out (not read: they are most of a row). Packed
+/// ([`packed!`]): a page is one row.
+macro_rules! list_techniques {
+    ($agg:literal, $array:literal) => {
+        concat!(
+            "SELECT CAST(", $agg, "(", $array, "(p.technique_id, p.stix_id, p.name, p.description, ",
+            "p.is_subtechnique, p.parent_id, p.tactics, p.platforms, p.revoked, p.deprecated, ",
+            "p.attack_version) ORDER BY p.technique_id) AS TEXT) FROM (",
+            technique_select!(
+                "CASE WHEN $8 = 1 THEN '' ELSE t.description END AS description",
+                "WHERE ($1 = '' OR EXISTS (SELECT 1 FROM json_each(t.tactics) j WHERE j.value = $1)) ",
+                "AND ($2 = '' OR EXISTS (SELECT 1 FROM json_each(t.platforms) j WHERE lower(j.value) = lower($2))) ",
+                "AND ($3 = 0 OR ($3 = 1 AND t.is_subtechnique = 0) OR ($3 = 2 AND t.is_subtechnique = 1)) ",
+                "AND ($4 = 1 OR (t.revoked = 0 AND t.deprecated = 0)) ",
+                "AND ($6 = 0 OR t.technique_id > $7) ",
+                "ORDER BY t.technique_id LIMIT $5"
+            ),
+            ") p"
+        )
+    };
+}
+const LIST_TECHNIQUES: PerBackend = packed!(list_techniques);
 
 const LIST_TACTICS: &str = "
     SELECT ta.tactic_id, ta.short_name, ta.name, ta.ordinal, COUNT(lt.technique_id)
@@ -52,39 +76,22 @@ const LIST_TACTICS: &str = "
     GROUP BY ta.tactic_id, ta.short_name, ta.name, ta.ordinal
     ORDER BY ta.ordinal, ta.tactic_id";
 
-/// Grouped joins rather than correlated subqueries, and a UNION for "own
-/// or parent" rather than an OR join, so both backends use their indexes.
-const CATALOG_INPUTS: &str = "
-    WITH req AS (
-        SELECT t.technique_id, t.parent_id, t.revoked, t.deprecated
-        FROM techniques t WHERE t.technique_id IN (SELECT value FROM json_each($1))
-    ),
-    defended AS (
-        SELECT x.technique_id, COUNT(DISTINCT x.defense_id) AS n FROM (
-            SELECT r.technique_id, td.defense_id FROM req r
-            JOIN technique_defenses td ON td.technique_id = r.technique_id
-            UNION ALL
-            SELECT r.technique_id, td.defense_id FROM req r
-            JOIN technique_defenses td ON td.technique_id = r.parent_id
-        ) x GROUP BY x.technique_id
-    ),
-    used AS (
-        SELECT r.technique_id, COUNT(*) AS n FROM req r
-        JOIN actor_techniques at ON at.technique_id = r.technique_id
-        JOIN actors a ON a.actor_id = at.actor_id AND a.revoked = 0 AND a.deprecated = 0
-        GROUP BY r.technique_id
-    ),
-    ruled AS (
-        SELECT r.technique_id, string_agg(ru.rule_key, ',' ORDER BY ru.rule_key) AS ids FROM req r
-        JOIN rule_techniques rt ON rt.technique_id = r.technique_id
-        JOIN rules ru ON ru.rule_key = rt.rule_key AND ru.enabled = 1
-        GROUP BY r.technique_id
-    )
-    SELECT r.technique_id, r.revoked, r.deprecated, COALESCE(d.n, 0), COALESCE(u.n, 0), x.ids
-    FROM req r
-    LEFT JOIN defended d ON d.technique_id = r.technique_id
-    LEFT JOIN used u ON u.technique_id = r.technique_id
-    LEFT JOIN ruled x ON x.technique_id = r.technique_id";
+/// Scoring's inputs as kept on write (migration 0005). Packed
+/// ([`packed!`]): one row for every technique asked.
+macro_rules! catalog_inputs {
+    ($agg:literal, $array:literal) => {
+        concat!(
+            "SELECT CAST(",
+            $agg,
+            "(",
+            $array,
+            "(i.technique_id, i.revoked, i.deprecated, ",
+            "i.countermeasure_count, i.actor_count, i.enabled_rule_keys)) AS TEXT) ",
+            "FROM technique_inputs i WHERE i.technique_id IN (SELECT value FROM json_each($1))"
+        )
+    };
+}
+const CATALOG_INPUTS: PerBackend = packed!(catalog_inputs);
 
 macro_rules! actor_select {
     ($($rest:literal),*) => {
@@ -170,20 +177,35 @@ fn list(json: &str) -> Vec<String> {
     serde_json::from_str(json).unwrap_or_default()
 }
 
-fn technique(row: &AnyRow) -> Result<Technique, sqlx::Error> {
-    Ok(Technique {
-        technique_id: row.try_get(0)?,
-        stix_id: row.try_get(1)?,
-        name: row.try_get(2)?,
-        description: row.try_get(3)?,
-        is_subtechnique: row.try_get::<i64, _>(4)? != 0,
-        parent_id: row.try_get(5)?,
-        tactics: list(&row.try_get::<String, _>(6)?),
-        platforms: list(&row.try_get::<String, _>(7)?),
-        revoked: row.try_get::<i64, _>(8)? != 0,
-        deprecated: row.try_get::<i64, _>(9)? != 0,
-        attack_version: row.try_get(10)?,
-    })
+/// A technique's packed columns, in [`technique_select!`]'s order.
+type TechniqueColumns = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+);
+
+fn technique(c: TechniqueColumns) -> Technique {
+    Technique {
+        technique_id: c.0,
+        stix_id: c.1,
+        name: c.2,
+        description: c.3,
+        is_subtechnique: c.4 != 0,
+        parent_id: c.5,
+        tactics: list(&c.6),
+        platforms: list(&c.7),
+        revoked: c.8 != 0,
+        deprecated: c.9 != 0,
+        attack_version: c.10,
+    }
 }
 
 fn rule(row: &AnyRow) -> Result<Rule, sqlx::Error> {
@@ -236,16 +258,33 @@ impl CatalogStore {
             .await
     }
 
+    /// [`Self::by_ids`] of a [`packed!`] statement, each row decoded as `T`.
+    async fn by_ids_packed<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: PerBackend,
+        ids: &[String],
+    ) -> Result<Vec<T>, sqlx::Error> {
+        self.db
+            .stmt_for(sql)
+            .bind_ids(ids)
+            .fetch_packed(self.db.pool())
+            .await
+    }
+
     /// Techniques by ATT&CK id.
     pub async fn techniques_by_ids(
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, Technique>, sqlx::Error> {
-        self.by_ids(TECHNIQUES_BY_IDS, ids)
+        Ok(self
+            .by_ids_packed::<TechniqueColumns>(TECHNIQUES_BY_IDS, ids)
             .await?
-            .iter()
-            .map(|row| technique(row).map(|t| (t.technique_id.clone(), t)))
-            .collect()
+            .into_iter()
+            .map(|c| {
+                let t = technique(c);
+                (t.technique_id.clone(), t)
+            })
+            .collect())
     }
 
     /// A filtered page of techniques.
@@ -258,8 +297,9 @@ impl CatalogStore {
         brief: bool,
         page: &Page,
     ) -> Result<Vec<Technique>, sqlx::Error> {
-        self.db
-            .stmt(LIST_TECHNIQUES)
+        Ok(self
+            .db
+            .stmt_for(LIST_TECHNIQUES)
             .bind(tactic.to_owned())
             .bind(platform.to_owned())
             .bind(match subtechniques {
@@ -272,11 +312,11 @@ impl CatalogStore {
             .bind(page.has_cursor())
             .bind(page.text(0))
             .bind(i64::from(brief))
-            .fetch_all(self.db.pool())
+            .fetch_packed::<TechniqueColumns, _>(self.db.pool())
             .await?
-            .iter()
+            .into_iter()
             .map(technique)
-            .collect()
+            .collect())
     }
 
     /// Live tactics in kill-chain order with their live technique counts.
@@ -303,24 +343,27 @@ impl CatalogStore {
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, CatalogInput>, sqlx::Error> {
-        self.by_ids(CATALOG_INPUTS, ids)
+        type Columns = (String, i64, i64, i64, i64, Option<String>);
+        Ok(self
+            .by_ids_packed::<Columns>(CATALOG_INPUTS, ids)
             .await?
-            .iter()
-            .map(|row| {
-                let rules: Option<String> = row.try_get(5)?;
-                let input = CatalogInput {
-                    technique_id: row.try_get(0)?,
-                    live: row.try_get::<i64, _>(1)? == 0 && row.try_get::<i64, _>(2)? == 0,
-                    countermeasure_count: row.try_get(3)?,
-                    actor_count: row.try_get(4)?,
-                    enabled_rule_keys: rules
-                        .filter(|r| !r.is_empty())
-                        .map(|r| r.split(',').map(str::to_owned).collect())
-                        .unwrap_or_default(),
-                };
-                Ok((input.technique_id.clone(), input))
-            })
-            .collect()
+            .into_iter()
+            .map(
+                |(technique_id, revoked, deprecated, countermeasures, actors, rules)| {
+                    let input = CatalogInput {
+                        technique_id,
+                        live: revoked == 0 && deprecated == 0,
+                        countermeasure_count: countermeasures,
+                        actor_count: actors,
+                        enabled_rule_keys: rules
+                            .filter(|r| !r.is_empty())
+                            .map(|r| r.split(',').map(str::to_owned).collect())
+                            .unwrap_or_default(),
+                    };
+                    (input.technique_id.clone(), input)
+                },
+            )
+            .collect())
     }
 
     /// A page of actors by name.

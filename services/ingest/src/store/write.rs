@@ -129,6 +129,38 @@ const STIX_IDS: &str = "
     UNION ALL SELECT stix_id, actor_id, 'a' FROM actors";
 const ALL_REPLACEMENTS: &str = "SELECT technique_id, replaced_by FROM technique_replacements";
 
+/// Scoring's catalogue inputs, rebuilt for every technique (migration
+/// 0005, whose fill is the same select): by an import that wrote
+/// techniques, actors, D3FEND mappings or rules, in its transaction. All of
+/// them, not the changed ones: ~20 ms of an import, and no path can leave a
+/// technique's row behind its catalogue.
+const CLEAR_INPUTS: &str = "DELETE FROM technique_inputs";
+const FILL_INPUTS: &str = "
+    INSERT INTO technique_inputs (technique_id, revoked, deprecated, countermeasure_count, actor_count,
+                                  enabled_rule_keys)
+    SELECT t.technique_id, t.revoked, t.deprecated,
+           COALESCE(d.n, 0), COALESCE(u.n, 0), COALESCE(x.ids, '')
+    FROM techniques t
+    LEFT JOIN (
+        SELECT y.technique_id, COUNT(DISTINCT y.defense_id) AS n FROM (
+            SELECT r.technique_id, td.defense_id FROM techniques r
+            JOIN technique_defenses td ON td.technique_id = r.technique_id
+            UNION ALL
+            SELECT r.technique_id, td.defense_id FROM techniques r
+            JOIN technique_defenses td ON td.technique_id = r.parent_id
+        ) y GROUP BY y.technique_id
+    ) d ON d.technique_id = t.technique_id
+    LEFT JOIN (
+        SELECT at.technique_id, COUNT(*) AS n FROM actor_techniques at
+        JOIN actors a ON a.actor_id = at.actor_id AND a.revoked = 0 AND a.deprecated = 0
+        GROUP BY at.technique_id
+    ) u ON u.technique_id = t.technique_id
+    LEFT JOIN (
+        SELECT rt.technique_id, string_agg(ru.rule_key, ',' ORDER BY ru.rule_key) AS ids
+        FROM rule_techniques rt JOIN rules ru ON ru.rule_key = rt.rule_key AND ru.enabled = 1
+        GROUP BY rt.technique_id
+    ) x ON x.technique_id = t.technique_id";
+
 const INSERT_RUN: &str = "
     INSERT INTO import_runs (run_id, kind, status, attack_version, report, error, started_at, finished_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -207,6 +239,12 @@ pub async fn apply(
         Kind::StixReports => w.intel(&parsed.intel).await?,
         Kind::Kev => w.kev(parsed).await?,
     }
+    if matches!(
+        kind,
+        Kind::Attack | Kind::D3fend | Kind::Sigma | Kind::Elastic
+    ) {
+        w.refresh_inputs().await?;
+    }
     Ok(changes)
 }
 
@@ -228,6 +266,14 @@ pub async fn intel_reports(
 }
 
 impl Writer<'_, '_> {
+    /// Scoring's catalogue inputs, every technique's again.
+    async fn refresh_inputs(&mut self) -> Result<(), sqlx::Error> {
+        for sql in [CLEAR_INPUTS, FILL_INPUTS] {
+            self.db.stmt(sql).execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
     /// Tactics, techniques, actors, mitigations and the actors' uses.
     async fn attack(&mut self, parsed: &Parsed) -> Result<(), sqlx::Error> {
         self.entities(&TACTICS, &parsed.tactics).await?;
