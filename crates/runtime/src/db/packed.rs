@@ -6,12 +6,18 @@
 //! `Any` driver's row — ~14 µs a row where SQLite itself spends ~2 (the
 //! 691 live techniques brief: 1.5-2 ms in SQLite, 10-13 ms through the
 //! pool; docs/BENCHMARKS.md, "Under load"). A packed answer is one row
-//! whatever its size. The aggregate and array constructor differ per
-//! backend; the rest of a statement is the same text, written once as a
-//! macro of the two names and instantiated by [`packed!`](crate::packed).
+//! whatever its size. PostgreSQL's rows arrive over its own protocol at
+//! no such cost, and packing them there cost more than it saved (JSON
+//! escaping of large texts: test aggregates 22 → 33 ms), so there the
+//! same statement answers plain rows. A statement is written once, as a
+//! macro of the text that opens and closes its select list, and
+//! instantiated for both by [`packed!`](crate::packed).
 
 use serde::de::DeserializeOwned;
-use sqlx::{Executor, Row, any::Any};
+use sqlx::{
+    Executor, FromRow, Row,
+    any::{Any, AnyRow},
+};
 
 use super::{Backend, Database, Stmt};
 
@@ -22,17 +28,17 @@ pub struct PerBackend {
     pub postgres: &'static str,
 }
 
-/// Instantiates a statement macro that takes the JSON aggregate and array
-/// constructor as `($agg:literal, $array:literal)` once per backend: a
-/// [`PerBackend`] for [`Database::stmt_for`] and [`Stmt::fetch_packed`].
-/// The macro's select is `CAST($agg($array(columns…) [ORDER BY …]) AS
-/// TEXT)`: NULL (PostgreSQL) or `[]` (SQLite) when no row matches.
+/// Instantiates a statement macro `($open:literal, $close:literal)`, whose
+/// select list is `$open columns… $close`, once per backend: on SQLite
+/// the columns packed into one row (`CAST(json_group_array(json_array(…))
+/// AS TEXT)`), on PostgreSQL as they are. The order of packed rows is not
+/// the query's: a caller that needs one sorts what it decoded.
 #[macro_export]
 macro_rules! packed {
     ($statement:ident) => {
         $crate::db::PerBackend {
-            sqlite: $statement!("json_group_array", "json_array"),
-            postgres: $statement!("json_agg", "json_build_array"),
+            sqlite: $statement!("CAST(json_group_array(json_array(", ")) AS TEXT)"),
+            postgres: $statement!("", ""),
         }
     };
 }
@@ -48,18 +54,31 @@ impl Database {
 }
 
 impl Stmt {
-    /// Runs a statement of [`packed!`] and decodes each packed row as `T`
-    /// (a tuple decodes from the row's array of columns). Integers arrive
-    /// as JSON numbers, text as strings, NULL as null.
+    /// Runs a statement of [`packed!`] and decodes each row as `T`, a
+    /// tuple of its columns: from the packed array on SQLite (integers
+    /// arrive as JSON numbers, text as strings, NULL as null), from the
+    /// rows on PostgreSQL.
     pub async fn fetch_packed<'c, T, E>(self, executor: E) -> Result<Vec<T>, sqlx::Error>
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + for<'r> FromRow<'r, AnyRow>,
         E: Executor<'c, Database = Any>,
     {
-        let packed: Option<String> = self.fetch_one(executor).await?.try_get(0)?;
-        match packed {
-            None => Ok(Vec::new()),
-            Some(text) => serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(e.into())),
+        match self.backend {
+            Backend::Sqlite => {
+                let packed: Option<String> = self.fetch_one(executor).await?.try_get(0)?;
+                match packed {
+                    None => Ok(Vec::new()),
+                    Some(text) => {
+                        serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(e.into()))
+                    }
+                }
+            }
+            Backend::Postgres => self
+                .fetch_all(executor)
+                .await?
+                .iter()
+                .map(T::from_row)
+                .collect(),
         }
     }
 }

@@ -57,7 +57,10 @@ macro_rules! tests_by_ids_packed {
         )
     };
 }
-const TESTS_BY_IDS: PerBackend = packed!(tests_by_ids_packed);
+const TESTS_BY_IDS: PerBackend = PerBackend {
+    sqlite: tests_by_ids_packed!("json_group_array", "json_array"),
+    postgres: tests_by_ids_packed!("json_agg", "json_build_array"),
+};
 
 /// Tests changed since a horizon (`$1`, a change mark), as one row: their
 /// ids separated by `$2` (a newline: stored ids hold no control
@@ -196,16 +199,16 @@ macro_rules! aggregate_select {
 /// Score inputs now: the tallies kept on write. `$1` technique ids.
 /// Packed ([`packed!`]): one row for every technique asked.
 macro_rules! aggregate_now {
-    ($agg:literal, $array:literal) => {
+    ($open:literal, $close:literal) => {
         concat!(
-            "SELECT CAST(",
-            $agg,
-            "(",
-            $array,
-            "(req.value, COALESCE(t.total, 0), COALESCE(t.validated, 0),
+            "SELECT ",
+            $open,
+            "req.value, COALESCE(t.total, 0), COALESCE(t.validated, 0),
                 COALESCE(t.cancelled, 0), COALESCE(t.effective, 0), COALESCE(t.blocked, 0),
                 COALESCE(t.detected, 0), COALESCE(t.logged, 0), COALESCE(t.not_detected, 0),
-                t.latest_validated_at, t.triggered_rule_ids)) AS TEXT)
+                t.latest_validated_at, t.triggered_rule_ids",
+            $close,
+            "
              FROM (SELECT DISTINCT value FROM json_each($1)) req
              LEFT JOIN technique_tallies t ON t.technique_id = req.value"
         )
@@ -273,18 +276,18 @@ const REFRESH_TALLIES: &str = concat!(
 
 /// The select list of a past as_of's score inputs, over `req`, `counts`
 /// (`c`) and the chain history's outcomes (`o`).
-/// Packed ([`packed!`]) with `$agg` and `$array`.
+/// Opened and closed as [`packed!`] does on each backend.
 macro_rules! as_of_select {
-    ($agg:literal, $array:literal) => {
+    ($open:literal, $close:literal) => {
         concat!(
-            " SELECT CAST(",
-            $agg,
-            "(",
-            $array,
-            "(req.technique_id, COALESCE(c.total, 0),
+            " SELECT ",
+            $open,
+            "req.technique_id, COALESCE(c.total, 0),
                 COALESCE(c.validated, 0), COALESCE(c.cancelled, 0), COALESCE(o.n, 0),
                 COALESCE(o.blocked, 0), COALESCE(o.detected, 0), COALESCE(o.logged, 0),
-                COALESCE(o.not_detected, 0), o.latest, COALESCE(o.rule_ids, ''))) AS TEXT)
+                COALESCE(o.not_detected, 0), o.latest, COALESCE(o.rule_ids, '')",
+            $close,
+            "
           FROM req LEFT JOIN counts c ON c.technique_id = req.technique_id "
         )
     };
@@ -315,7 +318,7 @@ const AGGREGATE_AS_OF_SQLITE: &str = concat!(
     ", outcomes AS (SELECT technique_id, ",
     history_outcomes!(),
     "IN (SELECT technique_id FROM req) GROUP BY technique_id)",
-    as_of_select!("json_group_array", "json_array"),
+    as_of_select!("CAST(json_group_array(json_array(", ")) AS TEXT)"),
     "LEFT JOIN outcomes o ON o.technique_id = req.technique_id"
 );
 
@@ -324,7 +327,7 @@ const AGGREGATE_AS_OF_SQLITE: &str = concat!(
 const AGGREGATE_AS_OF_POSTGRES: &str = concat!(
     "WITH req AS (SELECT DISTINCT value AS technique_id FROM json_each($1)),",
     counts_cte!(),
-    as_of_select!("json_agg", "json_build_array"),
+    as_of_select!("", ""),
     "LEFT JOIN LATERAL (SELECT ",
     history_outcomes!(),
     "= req.technique_id) o ON true"

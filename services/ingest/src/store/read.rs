@@ -25,15 +25,15 @@ macro_rules! technique_select {
 
 /// Packed ([`packed!`]): one row for every technique asked.
 macro_rules! techniques_by_ids {
-    ($agg:literal, $array:literal) => {
+    ($open:literal, $close:literal) => {
         concat!(
-            "SELECT CAST(",
-            $agg,
-            "(",
-            $array,
-            "(t.technique_id, t.stix_id, t.name, t.description, ",
+            "SELECT ",
+            $open,
+            "t.technique_id, t.stix_id, t.name, t.description, ",
             "t.is_subtechnique, t.parent_id, t.tactics, t.platforms, t.revoked, t.deprecated, ",
-            "t.attack_version)) AS TEXT) ",
+            "t.attack_version",
+            $close,
+            " ",
             "FROM techniques t WHERE t.technique_id IN (SELECT value FROM json_each($1))"
         )
     };
@@ -42,13 +42,13 @@ const TECHNIQUES_BY_IDS: PerBackend = packed!(techniques_by_ids);
 
 /// Keyset page: `$6` 1 when the page starts after technique `$7`; `$8` 1
 /// leaves the descriptions out (not read: they are most of a row). Packed
-/// ([`packed!`]): a page is one row.
+/// ([`packed!`]): a page is one row, put in order by the caller.
 macro_rules! list_techniques {
-    ($agg:literal, $array:literal) => {
+    ($open:literal, $close:literal) => {
         concat!(
-            "SELECT CAST(", $agg, "(", $array, "(p.technique_id, p.stix_id, p.name, p.description, ",
+            "SELECT ", $open, "p.technique_id, p.stix_id, p.name, p.description, ",
             "p.is_subtechnique, p.parent_id, p.tactics, p.platforms, p.revoked, p.deprecated, ",
-            "p.attack_version) ORDER BY p.technique_id) AS TEXT) FROM (",
+            "p.attack_version", $close, " FROM (",
             technique_select!(
                 "CASE WHEN $8 = 1 THEN '' ELSE t.description END AS description",
                 "WHERE ($1 = '' OR EXISTS (SELECT 1 FROM json_each(t.tactics) j WHERE j.value = $1)) ",
@@ -79,14 +79,14 @@ const LIST_TACTICS: &str = "
 /// Scoring's inputs as kept on write (migration 0005). Packed
 /// ([`packed!`]): one row for every technique asked.
 macro_rules! catalog_inputs {
-    ($agg:literal, $array:literal) => {
+    ($open:literal, $close:literal) => {
         concat!(
-            "SELECT CAST(",
-            $agg,
-            "(",
-            $array,
-            "(i.technique_id, i.revoked, i.deprecated, ",
-            "i.countermeasure_count, i.actor_count, i.enabled_rule_keys)) AS TEXT) ",
+            "SELECT ",
+            $open,
+            "i.technique_id, i.revoked, i.deprecated, ",
+            "i.countermeasure_count, i.actor_count, i.enabled_rule_keys",
+            $close,
+            " ",
             "FROM technique_inputs i WHERE i.technique_id IN (SELECT value FROM json_each($1))"
         )
     };
@@ -259,11 +259,10 @@ impl CatalogStore {
     }
 
     /// [`Self::by_ids`] of a [`packed!`] statement, each row decoded as `T`.
-    async fn by_ids_packed<T: serde::de::DeserializeOwned>(
-        &self,
-        sql: PerBackend,
-        ids: &[String],
-    ) -> Result<Vec<T>, sqlx::Error> {
+    async fn by_ids_packed<T>(&self, sql: PerBackend, ids: &[String]) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: serde::de::DeserializeOwned + for<'r> sqlx::FromRow<'r, AnyRow>,
+    {
         self.db
             .stmt_for(sql)
             .bind_ids(ids)
@@ -297,7 +296,7 @@ impl CatalogStore {
         brief: bool,
         page: &Page,
     ) -> Result<Vec<Technique>, sqlx::Error> {
-        Ok(self
+        let mut page: Vec<Technique> = self
             .db
             .stmt_for(LIST_TECHNIQUES)
             .bind(tactic.to_owned())
@@ -316,7 +315,10 @@ impl CatalogStore {
             .await?
             .into_iter()
             .map(technique)
-            .collect())
+            .collect();
+        // Packed rows come in no promised order; a page is in id order.
+        page.sort_by(|a, b| a.technique_id.cmp(&b.technique_id));
+        Ok(page)
     }
 
     /// Live tactics in kill-chain order with their live technique counts.
