@@ -39,6 +39,24 @@ async fn chunks_of(kind: Kind, path: &Path) -> Vec<ImportRequest> {
         .await
 }
 
+/// Every live technique's id, in id order (one page: a fixture catalogue
+/// holds fewer than 1,000).
+pub async fn live_technique_ids(app: &TestApp) -> Vec<String> {
+    client(app)
+        .list_techniques(ListTechniquesRequest {
+            page_size: 1_000,
+            brief: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .techniques
+        .into_iter()
+        .map(|t| t.technique_id)
+        .collect()
+}
+
 /// Imports a fixture file or directory as `purple import` does.
 pub async fn import(app: &TestApp, kind: Kind, path: &str) -> Result<ImportReport, Status> {
     let chunks = chunks_of(kind, &fixture(path)).await;

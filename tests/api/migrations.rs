@@ -195,10 +195,10 @@ async fn the_chain_history_migration_fills_from_tests_validated_before_it() {
 /// actors, enabled rules).
 #[tokio::test]
 async fn the_technique_inputs_migration_fills_what_an_import_keeps() {
-    use purple_api::ingest::v1::{GetCatalogInputsRequest, ListTechniquesRequest};
+    use purple_api::ingest::v1::GetCatalogInputsRequest;
     use purple_ingest::domain::Kind;
 
-    use crate::ingest::{ATTACK_18, import};
+    use crate::ingest::{ATTACK_18, import, live_technique_ids};
     let app = crate::helpers::spawn_app().await;
     import(&app, Kind::Attack, ATTACK_18).await.unwrap();
     import(
@@ -209,20 +209,8 @@ async fn the_technique_inputs_migration_fills_what_an_import_keeps() {
     .await
     .unwrap();
     import(&app, Kind::Sigma, "sigma").await.unwrap();
+    let ids = live_technique_ids(&app).await;
     let mut ingest = IngestServiceClient::new(app.channel.clone());
-    let ids: Vec<String> = ingest
-        .list_techniques(ListTechniquesRequest {
-            page_size: 1_000,
-            brief: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .techniques
-        .into_iter()
-        .map(|t| t.technique_id)
-        .collect();
     let mut inputs = async || {
         ingest
             .get_catalog_inputs(GetCatalogInputsRequest {

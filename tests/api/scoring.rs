@@ -705,18 +705,7 @@ async fn a_catalogue_import_leaves_the_test_sides_held_a_test_change_does_not() 
     };
     let (first, trace) = score(&app).await;
     assert_eq!(Cost::of(&app.trace(&trace).await).rpcs, 5, "cold");
-    let every: Vec<String> = IngestServiceClient::new(app.channel.clone())
-        .list_techniques(purple_api::ingest::v1::ListTechniquesRequest {
-            page_size: 1_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .techniques
-        .into_iter()
-        .map(|t| t.technique_id)
-        .collect();
+    let every = crate::ingest::live_technique_ids(&app).await;
     assert_eq!(every.len(), 4);
     // Ingest imported: every score and the catalogue go, the test sides
     // stay — the score asks ingest again and campaigns nothing.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use purple_runtime::{db::PerBackend, packed, paging::Page, time::Micros};
+use purple_runtime::{Backend, db::PerBackend, packed, paging::Page, time::Micros};
 use sqlx::{Row, any::AnyRow};
 
 use super::CatalogStore;
@@ -42,7 +42,8 @@ const TECHNIQUES_BY_IDS: PerBackend = packed!(techniques_by_ids);
 
 /// Keyset page: `$6` 1 when the page starts after technique `$7`; `$8` 1
 /// leaves the descriptions out (not read: they are most of a row). Packed
-/// ([`packed!`]): a page is one row, put in order by the caller.
+/// on SQLite ([`packed!`]): a page is one row, put in order by the caller
+/// (the outer ORDER BY orders PostgreSQL's rows, not what SQLite packs).
 macro_rules! list_techniques {
     ($open:literal, $close:literal) => {
         concat!(
@@ -58,7 +59,7 @@ macro_rules! list_techniques {
                 "AND ($6 = 0 OR t.technique_id > $7) ",
                 "ORDER BY t.technique_id LIMIT $5"
             ),
-            ") p"
+            ") p ORDER BY p.technique_id"
         )
     };
 }
@@ -316,8 +317,12 @@ impl CatalogStore {
             .into_iter()
             .map(technique)
             .collect();
-        // Packed rows come in no promised order; a page is in id order.
-        page.sort_by(|a, b| a.technique_id.cmp(&b.technique_id));
+        // Packed rows (SQLite's) come in no promised order; SQLite orders
+        // text by its bytes, as this sort does. PostgreSQL's rows are in its
+        // collation's order, which the page token follows.
+        if matches!(self.db.backend(), Backend::Sqlite) {
+            page.sort_by(|a, b| a.technique_id.cmp(&b.technique_id));
+        }
         Ok(page)
     }
 
