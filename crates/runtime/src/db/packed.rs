@@ -64,21 +64,29 @@ impl Stmt {
         E: Executor<'c, Database = Any>,
     {
         match self.backend {
-            Backend::Sqlite => {
-                let packed: Option<String> = self.fetch_one(executor).await?.try_get(0)?;
-                match packed {
-                    None => Ok(Vec::new()),
-                    Some(text) => {
-                        serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(e.into()))
-                    }
-                }
-            }
+            Backend::Sqlite => self.fetch_one_packed(executor).await,
             Backend::Postgres => self
                 .fetch_all(executor)
                 .await?
                 .iter()
                 .map(T::from_row)
                 .collect(),
+        }
+    }
+
+    /// Runs a statement answering one row whose first column is a JSON
+    /// array (NULL for none) on either backend, and decodes its elements:
+    /// what [`Self::fetch_packed`] does with SQLite's packed rows, and what
+    /// a statement packed on both backends reads.
+    pub async fn fetch_one_packed<'c, T, E>(self, executor: E) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: DeserializeOwned,
+        E: Executor<'c, Database = Any>,
+    {
+        let packed: Option<String> = self.fetch_one(executor).await?.try_get(0)?;
+        match packed {
+            None => Ok(Vec::new()),
+            Some(text) => serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(e.into())),
         }
     }
 }

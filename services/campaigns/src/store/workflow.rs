@@ -75,6 +75,10 @@ const TEST_CHANGES_SQLITE: &str = "
 const TEST_CHANGES_POSTGRES: &str = "
     SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT),
            (SELECT string_agg(test_id, $2) FROM test_changes WHERE change_mark >= $1)";
+const TEST_CHANGES: PerBackend = PerBackend {
+    sqlite: TEST_CHANGES_SQLITE,
+    postgres: TEST_CHANGES_POSTGRES,
+};
 
 /// Keyset page: `$6` 1 when the page starts after (`$7` created_at, `$8`
 /// test id).
@@ -521,16 +525,12 @@ impl CampaignStore {
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, TestRow>, sqlx::Error> {
-        let packed: Option<String> = self
+        let rows: Vec<Vec<serde_json::Value>> = self
             .db
             .stmt_for(TESTS_BY_IDS)
             .bind_ids(ids)
-            .fetch_one(self.db.pool())
-            .await?
-            .try_get(0)?;
-        let rows: Vec<Vec<serde_json::Value>> =
-            serde_json::from_str(packed.as_deref().unwrap_or("[]"))
-                .map_err(|e| sqlx::Error::Decode(e.into()))?;
+            .fetch_one_packed(self.db.pool())
+            .await?;
         rows.iter()
             .map(|row| super::test_row_json(row).map(|t| (t.test_id.clone(), t)))
             .collect()
@@ -540,13 +540,9 @@ impl CampaignStore {
     /// and the horizon to ask from next time, in one statement. A horizon
     /// of `i64::MAX` asks only where changes stand.
     pub async fn test_changes(&self, horizon: i64) -> Result<(i64, Vec<String>), sqlx::Error> {
-        let sql = match self.db.backend() {
-            purple_runtime::db::Backend::Sqlite => TEST_CHANGES_SQLITE,
-            purple_runtime::db::Backend::Postgres => TEST_CHANGES_POSTGRES,
-        };
         let row = self
             .db
-            .stmt(sql)
+            .stmt_for(TEST_CHANGES)
             .bind(horizon)
             .bind("\n".to_owned())
             .fetch_one(self.db.pool())
