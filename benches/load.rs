@@ -27,8 +27,8 @@ use std::{
 
 use purple_api::{
     campaigns::v1::{
-        GetTestsByIdsRequest, NewTest, Test, TestAction, TransitionTestRequest,
-        campaigns_service_client::CampaignsServiceClient,
+        GetCampaignProgressRequest, GetTestsByIdsRequest, NewTest, Test, TestAction,
+        TransitionTestRequest, campaigns_service_client::CampaignsServiceClient,
     },
     common::v1::{Outcome, Role, TimeWindow},
     ingest::v1::{GetThreatSignalsRequest, ingest_service_client::IngestServiceClient},
@@ -48,7 +48,7 @@ use purple_runtime::{
 use serde_json::json;
 use support::{
     Authed, Bearer,
-    history::{Lcg, Shape, generate},
+    history::{Lcg, Shape, TESTS_PER_CAMPAIGN, generate},
 };
 use tonic::{service::interceptor::InterceptedService, transport::Endpoint};
 
@@ -620,6 +620,31 @@ async fn main() {
                     .get_tests_by_ids(GetTestsByIdsRequest { test_ids: ids })
                     .await
                     .unwrap();
+                (client, rng)
+            },
+        )
+        .await,
+    );
+
+    let v = viewers.clone();
+    all.push(
+        scenario(
+            &server,
+            "GetCampaignProgress (100 campaigns)",
+            clients,
+            secs,
+            move |i| (CampaignsServiceClient::new(v[i].clone()), Lcg(i as u64 + 1)),
+            |(mut client, mut rng): (CampaignsServiceClient<Authed>, Lcg)| async move {
+                let campaigns = TESTS.div_ceil(TESTS_PER_CAMPAIGN) as u64;
+                let ids: Vec<String> = (0..100)
+                    .map(|_| format!("bench-c{}", rng.next(campaigns)))
+                    .collect();
+                let progress = client
+                    .get_campaign_progress(GetCampaignProgressRequest { campaign_ids: ids })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(progress.missing_ids.is_empty());
                 (client, rng)
             },
         )

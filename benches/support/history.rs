@@ -51,7 +51,11 @@ fn rfc(at: Micros) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// A year of tests over `techniques`, each validated test with detection
+/// Tests per generated campaign: test `i` is in campaign `bench-c{i / 100}`.
+pub const TESTS_PER_CAMPAIGN: usize = 100;
+
+/// A year of tests over `techniques`, in campaigns of
+/// [`TESTS_PER_CAMPAIGN`], each validated test with detection
 /// results on `rules` (Sigma rule ids): every fifth test retests the one
 /// before; 60 % validated, outcomes uniform; some unvalidated ones
 /// cancelled; remediations for the first validated logged or undetected
@@ -65,6 +69,13 @@ pub fn generate(shape: &Shape, techniques: &[String], rules: &[String], now: Mic
         ("blue", "blue_tech"),
     ] {
         out.push_str(&json!({"kind": "user", "user_id": user, "role": role}).to_string());
+        out.push('\n');
+    }
+    for c in 0..shape.tests.div_ceil(TESTS_PER_CAMPAIGN) {
+        let campaign = json!({"kind": "campaign", "campaign_id": format!("bench-c{c}"),
+                              "name": format!("Campaign {c}"), "created_by": "lead",
+                              "created_at": rfc(now - 400 * DAY)});
+        out.push_str(&campaign.to_string());
         out.push('\n');
     }
     let outcomes = ["blocked", "detected", "logged", "not_detected"];
@@ -85,6 +96,7 @@ pub fn generate(shape: &Shape, techniques: &[String], rules: &[String], now: Mic
         let validated = rng.next(10) < 6;
         let mut test = json!({
             "kind": "test", "test_id": test_id, "technique_id": technique,
+            "campaign_id": format!("bench-c{}", i / TESTS_PER_CAMPAIGN),
             "red_assignee_id": "red", "blue_assignee_id": "blue",
             "created_at": rfc(created),
         });

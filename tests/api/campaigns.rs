@@ -717,9 +717,24 @@ async fn campaigns_group_tests_clone_recur_and_report() {
     )
     .await;
 
+    let empty = as_user(&app, &team.lead)
+        .create_campaign(pb::CreateCampaignRequest {
+            actor_id: team.lead.clone(),
+            name: "empty".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .campaign
+        .unwrap();
     let progress = c
         .get_campaign_progress(pb::GetCampaignProgressRequest {
-            campaign_ids: vec![campaign.campaign_id.clone(), "nope".into()],
+            campaign_ids: vec![
+                campaign.campaign_id.clone(),
+                "nope".into(),
+                empty.campaign_id.clone(),
+            ],
         })
         .await
         .unwrap()
@@ -733,7 +748,21 @@ async fn campaigns_group_tests_clone_recur_and_report() {
         ),
         (3, Some(&2), Some(&1))
     );
+    let mut outcomes: Vec<(&str, i32)> =
+        p.by_outcome.iter().map(|(o, n)| (o.as_str(), *n)).collect();
+    outcomes.sort();
+    assert_eq!(outcomes, [("detected", 1), ("not_detected", 1)]);
     assert!((p.percent_complete - 200.0 / 3.0).abs() < 1e-9);
+    let e = &progress.progress[1];
+    assert_eq!(
+        (
+            e.campaign_id.as_str(),
+            e.total,
+            e.by_state.len(),
+            e.percent_complete
+        ),
+        (empty.campaign_id.as_str(), 0, 0, 0.0)
+    );
     assert_eq!(progress.missing_ids, ["nope"]);
 
     let report = c

@@ -95,6 +95,12 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         include_str!("../migrations/0014_tally_increments.sqlite.sql"),
         include_str!("../migrations/0014_tally_increments.postgres.sql"),
     ),
+    MigrationFile::per_backend(
+        15,
+        "campaign progress index",
+        include_str!("../migrations/0015_campaign_progress_index.sqlite.sql"),
+        include_str!("../migrations/0015_campaign_progress_index.postgres.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database and starts its outbox

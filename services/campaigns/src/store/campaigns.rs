@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use purple_runtime::{WriteTx, paging::Page, time::Micros};
+use purple_runtime::{WriteTx, db::PerBackend, packed, paging::Page, time::Micros};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 
@@ -41,11 +41,27 @@ const DUE: &str = campaign_select!(
     "WHERE c.next_run_at IS NOT NULL AND c.next_run_at <= $1 ORDER BY c.next_run_at"
 );
 
-const PROGRESS: &str = "
-    SELECT c.campaign_id, t.state, t.outcome, COUNT(t.test_id)
-    FROM campaigns c LEFT JOIN tests t ON t.campaign_id = c.campaign_id
-    WHERE c.campaign_id IN (SELECT value FROM json_each($1))
-    GROUP BY c.campaign_id, t.state, t.outcome";
+/// Test counts per campaign, state and outcome; a campaign without tests
+/// has one row of NULL state. Counts `state` (never NULL on a test) so
+/// the index of migration 0015 answers alone, in its order: no table read
+/// and no sort. Packed ([`packed!`]): ~6 rows a campaign.
+macro_rules! progress {
+    ($open:literal, $close:literal) => {
+        concat!(
+            "SELECT ",
+            $open,
+            "campaign_id, state, outcome, n",
+            $close,
+            " FROM (
+                SELECT c.campaign_id, t.state, t.outcome, COUNT(t.state) AS n
+                FROM campaigns c LEFT JOIN tests t ON t.campaign_id = c.campaign_id
+                WHERE c.campaign_id IN (SELECT value FROM json_each($1))
+                GROUP BY c.campaign_id, t.state, t.outcome
+             ) counted"
+        )
+    };
+}
+const PROGRESS: PerBackend = packed!(progress);
 
 const TESTS_OF: &str = concat!(
     "SELECT ", test_columns!(), " FROM tests t
@@ -159,17 +175,16 @@ impl CampaignStore {
     /// campaign that exists but has no test has an empty list.
     pub async fn progress(&self, ids: &[String]) -> Result<ProgressCounts, sqlx::Error> {
         let mut out: ProgressCounts = BTreeMap::new();
-        for row in self
+        let rows = self
             .db
-            .stmt(PROGRESS)
+            .stmt_for(PROGRESS)
             .bind_ids(ids)
-            .fetch_all(self.db.pool())
-            .await?
-        {
-            let entry = out.entry(row.try_get(0)?).or_default();
-            let state: Option<String> = row.try_get(1)?;
+            .fetch_packed::<(String, Option<String>, Option<String>, i64), _>(self.db.pool())
+            .await?;
+        for (campaign_id, state, outcome, n) in rows {
+            let entry = out.entry(campaign_id).or_default();
             if let Some(state) = state {
-                entry.push((state, row.try_get(2)?, row.try_get(3)?));
+                entry.push((state, outcome, n));
             }
         }
         Ok(out)
