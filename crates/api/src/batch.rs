@@ -137,6 +137,30 @@ pub fn in_request_order<T>(
     (items, missing)
 }
 
+/// Answers a batch whose lookups came back aligned with the request (one
+/// slot per requested id, duplicates included): the found items in request
+/// order and the ids not found, each id once. What [`in_request_order`]
+/// does without a map of the found items to build and search.
+pub fn aligned_in_request_order<T, P>(
+    ids: &[String],
+    found: Vec<Option<T>>,
+    mut to_pb: impl FnMut(T) -> P,
+) -> (Vec<P>, Vec<String>) {
+    debug_assert_eq!(ids.len(), found.len());
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    let (mut items, mut missing) = (Vec::with_capacity(ids.len()), Vec::new());
+    for (id, item) in ids.iter().zip(found) {
+        if !seen.insert(id.as_str()) {
+            continue;
+        }
+        match item {
+            Some(item) => items.push(to_pb(item)),
+            None => missing.push(id.clone()),
+        }
+    }
+    (items, missing)
+}
+
 /// Sends `items` to `call` in chunks of at most `limit`, at most `fanout`
 /// chunks concurrently, and returns the chunk responses in request order.
 ///
@@ -170,6 +194,15 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn aligned_answers_keep_request_order_and_name_each_missing_id_once() {
+        let ids: Vec<String> = ["b", "x", "a", "b", "x"].map(String::from).to_vec();
+        let found = vec![Some(2), None, Some(1), Some(2), None];
+        let (items, missing) = aligned_in_request_order(&ids, found, |n| n * 10);
+        assert_eq!(items, [20, 10]);
+        assert_eq!(missing, ["x"]);
+    }
 
     #[tokio::test]
     async fn chunks_respect_the_limit_and_keep_request_order() {

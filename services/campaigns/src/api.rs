@@ -4,7 +4,10 @@
 //! once, through `CampaignError`.
 
 use futures::StreamExt;
-use purple_api::campaigns::v1::{self as pb, campaigns_service_server::CampaignsService};
+use purple_api::{
+    batch::aligned_in_request_order,
+    campaigns::v1::{self as pb, campaigns_service_server::CampaignsService},
+};
 use purple_runtime::auth;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -85,7 +88,8 @@ impl CampaignsService for CampaignsApi {
     ) -> Rpc<pb::GetTestsByIdsResponse> {
         let ids = &request.get_ref().test_ids;
         let found = self.workflow.tests_by_ids(ids).await?;
-        let (tests, missing_ids) = in_order(ids, found, |t| convert::test_pb_of(&t));
+        let (tests, missing_ids) =
+            aligned_in_request_order(ids, found, |t| convert::test_pb_of(&t));
         Ok(Response::new(pb::GetTestsByIdsResponse {
             tests,
             missing_ids,

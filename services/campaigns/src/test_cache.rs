@@ -9,7 +9,7 @@
 //! a statement; a read of tests not held reads them in full (a second
 //! statement, only then).
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -90,32 +90,33 @@ fn bytes_of(t: &TestRow) -> usize {
 }
 
 impl TestCache {
-    /// Tests by id as stored now: held copies are answered from memory once
-    /// a check started after this call, the others are read and held. Ids
-    /// not stored are absent.
+    /// Tests by id as stored now, aligned with `ids` (None where a test is
+    /// not stored): held copies are answered from memory once a check
+    /// started after this call, the others are read and held.
     pub async fn read(
         &self,
         store: &CampaignStore,
         ids: &[String],
-    ) -> Result<BTreeMap<String, Arc<TestRow>>, sqlx::Error> {
+    ) -> Result<Vec<Option<Arc<TestRow>>>, sqlx::Error> {
         let generation = self.checked_since(store, Instant::now()).await?;
-        let mut found = BTreeMap::new();
         let mut missing = Vec::new();
-        {
+        let mut found: Vec<Option<Arc<TestRow>>> = {
             let held = self.held.lock().expect("test cache poisoned");
-            for id in ids {
-                match held.tests.get(id) {
-                    Some(t) => {
-                        found.insert(id.clone(), t.clone());
+            ids.iter()
+                .map(|id| {
+                    let t = held.tests.get(id).cloned();
+                    if t.is_none() {
+                        missing.push(id.clone());
                     }
-                    None => missing.push(id.clone()),
-                }
-            }
-        }
+                    t
+                })
+                .collect()
+        };
         if missing.is_empty() {
             return Ok(found);
         }
         let read = store.tests_by_ids(&missing).await?;
+        let mut read_now = HashMap::with_capacity(read.len());
         let mut held = self.held.lock().expect("test cache poisoned");
         // A check since this read's own may have dropped a test this read
         // then read at its older version: such a test is served (it was
@@ -132,7 +133,12 @@ impl TestCache {
             if size <= MAX_HELD_BYTES && holdable && !newer_held {
                 held.hold(id.clone(), t.clone(), size);
             }
-            found.insert(id, t);
+            read_now.insert(id, t);
+        }
+        for (slot, id) in found.iter_mut().zip(ids) {
+            if slot.is_none() {
+                *slot = read_now.get(id).cloned();
+            }
         }
         Ok(found)
     }

@@ -380,11 +380,11 @@ impl Workflow {
         Ok(after)
     }
 
-    /// Tests by id.
+    /// Tests by id, aligned with `ids` (None: not stored).
     pub async fn tests_by_ids(
         &self,
         ids: &[String],
-    ) -> Result<BTreeMap<String, std::sync::Arc<TestRow>>, CampaignError> {
+    ) -> Result<Vec<Option<std::sync::Arc<TestRow>>>, CampaignError> {
         check_ids("test_ids", ids)?;
         Ok(self.tests.read(&self.store, ids).await?)
     }
