@@ -51,7 +51,8 @@ impl BenchApp {
     pub async fn start() -> Self {
         let mut dir = tempfile::tempdir().unwrap();
         // PURPLE_BENCH_KEEP: the data directory (SQLite files, tokens)
-        // outlives the run, for a look at its statements' plans.
+        // outlives the run, for a look at its statements' plans (and the
+        // PostgreSQL schemas: `finish`).
         if std::env::var_os("PURPLE_BENCH_KEEP").is_some() {
             dir.disable_cleanup(true);
             eprintln!("data directory kept: {}", dir.path().display());
@@ -123,6 +124,12 @@ impl BenchApp {
             let _ = stop.send(());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+        // PURPLE_BENCH_KEEP keeps the PostgreSQL schemas too, for a look
+        // at their statements' plans (drop them by hand afterwards).
+        if std::env::var_os("PURPLE_BENCH_KEEP").is_some() {
+            eprintln!("schemas kept: {}*", self.settings.storage.schema_prefix);
+            return;
+        }
         drop_schemas(
             self.settings.storage.database_url.as_deref(),
             &self.settings.storage.schema_prefix,
