@@ -17,7 +17,9 @@
 //!
 //! (`PURPLE_BENCH_DATABASE_URL` as for the other benchmarks;
 //! `PURPLE_BASELINE_DUMP=<dir>` keeps the converted files, which `purple
-//! import` loads by hand.) Exits non-zero when a value differs.
+//! import` loads by hand; `PURPLE_BASELINE_RUNS` how many requests each
+//! timed operation's median is of, 5 unless set.) Exits non-zero when a
+//! value differs.
 
 mod support;
 
@@ -647,7 +649,7 @@ async fn main() {
         0.0,
     );
     let client = scoring.clone();
-    let (median, _) = time(5, || {
+    let (median, _) = time(runs(), || {
         let (mut client, request) = (client.clone(), request.clone());
         async move {
             client.score_techniques(request).await.unwrap();
@@ -721,7 +723,7 @@ async fn main() {
         );
     }
     let client = scoring.clone();
-    let (median, _) = time(5, || {
+    let (median, _) = time(runs(), || {
         let (mut client, request) = (client.clone(), org_request);
         async move {
             client.get_organization_score(request).await.unwrap();
@@ -852,7 +854,7 @@ async fn main() {
         ("weekly trend (year)", 3),
     ] {
         let client = metrics.clone();
-        let (median, _) = time(5, || {
+        let (median, _) = time(runs(), || {
             let mut client = client.clone();
             async move {
                 let filter = Some(filter());
@@ -878,7 +880,10 @@ async fn main() {
         timings.push((name, ms(median)));
     }
 
-    println!("\n| operation | Purple ms (median of 5) |\n|---|---:|");
+    println!(
+        "\n| operation | Purple ms (median of {}) |\n|---|---:|",
+        runs()
+    );
     for (name, t) in &timings {
         println!("| {name} | {t} |");
     }
@@ -896,4 +901,14 @@ async fn main() {
     if check.failures > 0 {
         std::process::exit(1);
     }
+}
+
+/// How many requests each timed operation's median is of
+/// (`PURPLE_BASELINE_RUNS`, 5 unless set).
+fn runs() -> usize {
+    std::env::var("PURPLE_BASELINE_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(5)
 }
