@@ -2188,6 +2188,15 @@ async fn tests_by_ids_answer_what_the_list_answers_field_for_field() {
     .test
     .unwrap();
     assert_eq!(moved.version, started.version + 1);
+    // The moved test read again among held ones, in another order and
+    // with every id twice: each answered once, in request order, and
+    // the unknown id named once.
+    let twice: Vec<String> = ids.iter().rev().chain(ids.iter()).cloned().collect();
+    let (mixed, _) = read(&app, twice).await;
+    let mut newest_last = list().await;
+    newest_last.reverse();
+    assert_eq!(mixed.tests, newest_last);
+    assert_eq!(mixed.missing_ids, ["no-such-test"]);
     let (after, _) = read(&app, ids).await;
     assert_eq!(after.tests, list().await);
     assert!(after.tests.contains(&moved), "{:?}", after.tests);
