@@ -645,6 +645,15 @@ async fn main() {
                     .unwrap()
                     .into_inner();
                 assert!(progress.missing_ids.is_empty());
+                // Counted, not just answered: every campaign holds its tests.
+                assert!(
+                    progress
+                        .progress
+                        .iter()
+                        .all(|p| p.total as usize == TESTS_PER_CAMPAIGN),
+                    "{:?}",
+                    progress.progress.first()
+                );
                 (client, rng)
             },
         )
