@@ -344,6 +344,139 @@ async fn rejection_rates_count_distinct_tests_per_side() {
     assert_close(Some(rates.blue_rate), 0.2);
 }
 
+/// Rejection rates over many windows (within a day, across one midnight,
+/// on midnights, over weeks, edges on an event's instant) equal a count of
+/// distinct tests per mark made here from the events: the unfiltered rates
+/// add kept day counts to the partial ends and subtract repeats, the
+/// filtered ones count marks, and both must agree with the events, also
+/// after late events land before earlier ones and a batch is sent twice.
+#[tokio::test]
+async fn rejection_rates_equal_distinct_tests_counted_from_the_events_in_any_window() {
+    let app = spawn_app().await;
+    let mut metrics = client(&app);
+    // (test, mark kind, side, instant, campaign): 30 tests over 6 days,
+    // each with marks repeated within a day and across days.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let kinds = [
+        "test.validated",
+        "test.rejected",
+        "test.red_executed",
+        "test.blue_completed",
+    ];
+    let mut events = Vec::new();
+    let mut marks: Vec<(String, &str, &str, i64, &str)> = Vec::new();
+    for t in 0..30 {
+        let test = format!("RR{t}");
+        let campaign = if t % 3 == 0 { "c1" } else { "c2" };
+        for k in 0..8 {
+            let kind = kinds[next(4) as usize];
+            // Some on a midnight exactly, the rest anywhere in 6 days.
+            let at = if k == 0 {
+                B + next(6) as i64 * D
+            } else {
+                B + next(6 * D as u64) as i64
+            };
+            let side = if kind == "test.rejected" {
+                ["red", "blue"][next(2) as usize]
+            } else {
+                ""
+            };
+            let mut e = in_campaign(
+                ev(&format!("{test}-{k}"), kind, &test, "T1003", at),
+                campaign,
+            );
+            if matches!(kind, "test.validated" | "test.blue_completed") {
+                e = with_outcome(e, Outcome::Detected);
+            }
+            events.push(with_side(e, side));
+            marks.push((test.clone(), kind, side, at, campaign));
+        }
+    }
+    // Later events first, then the earlier ones, then the first half again.
+    let (early, late) = events.split_at(events.len() / 2);
+    for batch in [late, early, early] {
+        metrics
+            .record_events(RecordEventsRequest {
+                events: batch.to_vec(),
+            })
+            .await
+            .unwrap();
+    }
+
+    let expected = |from: i64, to: i64, campaign: &str| {
+        let tests = |kind: &str, side: Option<&str>| {
+            marks
+                .iter()
+                .filter(|(_, k, s, at, c)| {
+                    *k == kind
+                        && side.is_none_or(|side| *s == side)
+                        && (from..to).contains(at)
+                        && (campaign.is_empty() || *c == campaign)
+                })
+                .map(|m| m.0.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len() as i64
+        };
+        (
+            tests("test.validated", None),
+            tests("test.rejected", None),
+            tests("test.rejected", Some("red")),
+            tests("test.red_executed", None),
+            tests("test.rejected", Some("blue")),
+            tests("test.blue_completed", None),
+        )
+    };
+    let instant = marks[7].3;
+    let mut windows = vec![
+        (B, B + 6 * D),
+        (B - D, B + 10 * D),
+        (B + D, B + 3 * D),
+        (B + D / 2, B + D / 2 + H),
+        (B + D / 2, B + 3 * D / 2),
+        (B + D - 1, B + D + 1),
+        (B + 5 * H, B + 4 * D + 7 * H),
+        (instant, instant + 1),
+        (instant, B + 6 * D),
+        (B, instant),
+        (instant + 1, instant + 2 * D + 1),
+    ];
+    for _ in 0..20 {
+        let from = B - D + next(8 * D as u64) as i64;
+        windows.push((from, from + 1 + next(4 * D as u64) as i64));
+    }
+    for (from, to) in windows {
+        for campaign in ["", "c1"] {
+            let mut filter = window(from, to);
+            filter.as_mut().unwrap().campaign_id = campaign.into();
+            let r = metrics
+                .get_rejection_rates(GetRejectionRatesRequest { filter })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                (
+                    r.validated,
+                    r.rejected,
+                    r.red_rejected,
+                    r.red_executed,
+                    r.blue_rejected,
+                    r.blue_completed
+                ),
+                expected(from, to, campaign),
+                "window [B{:+}s, B{:+}s) campaign {campaign:?}",
+                from - B,
+                to - B
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn weekly_trend_covers_every_iso_week_including_empty_ones() {
     let (_app, mut metrics) = seeded().await;
@@ -710,8 +843,8 @@ async fn each_metric_is_one_statement_at_any_size() {
             assert_eq!(
                 cost.statements.get("metrics"),
                 Some(&5),
-                "per batch of {}: the insert, the tests' milestones and marks (two), \
-                 the remediations' milestones",
+                "per batch of {}: the insert (its trigger keeps the marks' day counts), \
+                 the tests' milestones and marks (two), the remediations' milestones",
                 chunk.len()
             );
         }

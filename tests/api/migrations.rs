@@ -19,7 +19,7 @@ async fn serve_without_auto_migrate_refuses_a_database_that_lacks_migrations() {
         .expect("an unmigrated database is refused");
     let message = format!("{refused:#}");
     assert!(
-        message.contains("lacks migrations [1, 2, 3, 4, 5, 6]")
+        message.contains("lacks migrations [1, 2, 3, 4, 5, 6, 7]")
             && message.contains("purple migrate --service metrics"),
         "{message}"
     );
@@ -249,4 +249,105 @@ async fn the_technique_inputs_migration_fills_what_an_import_keeps() {
     sqlx::raw_sql(ddl).execute(db.pool()).await.unwrap();
     db.close().await;
     assert_eq!(inputs().await, kept);
+}
+
+/// Metrics migration 0007 counts the marks recorded before it per day, and
+/// its trigger counts those recorded after it: the unfiltered rejection
+/// rates (those counts, the window's partial ends and its repeats) equal
+/// the filtered ones (the marks alone) over any window, before and after
+/// more events, a duplicate among them.
+#[tokio::test]
+async fn the_mark_days_migration_counts_marks_recorded_before_it() {
+    use purple_metrics::{
+        domain::{Filter, NewEvent, Rejections},
+        store::EventStore,
+    };
+    use purple_runtime::{
+        Database, Migrations,
+        time::{MICROS_PER_DAY, Micros},
+    };
+    const B: i64 = 1_772_409_600 * 1_000_000; // 2026-03-02T00:00:00Z
+    const H: i64 = MICROS_PER_DAY / 24;
+    let event = |id: &str, kind: &'static str, test: &str, side, at: i64| NewEvent {
+        event_id: id.into(),
+        kind,
+        occurred_at: Micros::from_micros(at),
+        test_id: Some(test.into()),
+        technique_id: Some("T1003".into()),
+        campaign_id: Some("c".into()),
+        remediation_id: None,
+        outcome: None,
+        side,
+        actor_id: None,
+        attributes: "{}".into(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(dir.path());
+    let db = Database::connect(ServiceName::Metrics, &settings.storage)
+        .await
+        .unwrap();
+    let all = purple_metrics::MIGRATIONS.0;
+    let before = all.iter().position(|m| m.version == 7).unwrap();
+    db.migrate(&Migrations(&all[..before])).await.unwrap();
+    let store = EventStore::new(db.clone());
+    let now = Micros::from_micros(B + 30 * MICROS_PER_DAY);
+    let early = [
+        event("a1", "test.red_executed", "a", None, B + H),
+        event("a2", "test.rejected", "a", Some("red"), B + 2 * H),
+        event("a3", "test.red_executed", "a", None, B + MICROS_PER_DAY + H),
+        event("b1", "test.red_executed", "b", None, B + 3 * MICROS_PER_DAY),
+        event(
+            "b2",
+            "test.rejected",
+            "b",
+            Some("blue"),
+            B + 3 * MICROS_PER_DAY,
+        ),
+        event(
+            "c1",
+            "test.validated",
+            "c",
+            None,
+            B + 5 * MICROS_PER_DAY - 1,
+        ),
+    ];
+    assert_eq!(store.append(&early, now).await.unwrap(), 6);
+    db.migrate(&purple_metrics::MIGRATIONS).await.unwrap();
+
+    let windows = [
+        (B, B + 7 * MICROS_PER_DAY),
+        (B + H, B + MICROS_PER_DAY + H),
+        (B + 2 * H, B + 3 * MICROS_PER_DAY + 1),
+        (B + MICROS_PER_DAY, B + 5 * MICROS_PER_DAY - 1),
+    ];
+    let agree = async |expected: &[i64]| {
+        for ((from, to), red_executed) in windows.iter().zip(expected) {
+            let filter = |campaign: &str| Filter {
+                from: Micros::from_micros(*from),
+                to: Micros::from_micros(*to),
+                technique_ids: vec![],
+                campaign_id: campaign.into(),
+            };
+            let counted: Rejections = store.rejections(&filter("")).await.unwrap();
+            assert_eq!(counted, store.rejections(&filter("c")).await.unwrap());
+            assert_eq!(counted.red_executed, *red_executed, "[{from}, {to})");
+        }
+    };
+    agree(&[2, 1, 2, 2]).await;
+
+    let late = [
+        event("a1", "test.red_executed", "a", None, B + H),
+        event("d1", "test.red_executed", "d", None, B + 2 * H),
+        event(
+            "d2",
+            "test.rejected",
+            "d",
+            Some("red"),
+            B + 6 * MICROS_PER_DAY,
+        ),
+        event("b3", "test.red_executed", "b", None, B + 2 * MICROS_PER_DAY),
+    ];
+    assert_eq!(store.append(&late, now).await.unwrap(), 3);
+    agree(&[3, 2, 3, 2]).await;
+    db.close().await;
 }

@@ -45,6 +45,12 @@ pub const MIGRATIONS: Migrations = Migrations(&[
         include_str!("../migrations/0006_json_each_estimate.sqlite.sql"),
         include_str!("../migrations/0006_json_each_estimate.postgres.sql"),
     ),
+    MigrationFile::per_backend(
+        7,
+        "mark_days",
+        include_str!("../migrations/0007_mark_days.sqlite.sql"),
+        include_str!("../migrations/0007_mark_days.postgres.sql"),
+    ),
 ]);
 
 /// Builds the gRPC service on a migrated database.

@@ -17,7 +17,12 @@
 
 use std::collections::BTreeSet;
 
-use purple_runtime::{Database, db::Stmt, paging::Page, time::Micros};
+use purple_runtime::{
+    Database,
+    db::Stmt,
+    paging::Page,
+    time::{MICROS_PER_DAY, Micros},
+};
 use sqlx::{Row, any::AnyRow};
 
 use crate::domain::{DurationStats, Filter, NewEvent, Rejections, Week};
@@ -146,15 +151,56 @@ const MTTR: &str = concat!(
     "SELECT COALESCE(MAX(n), 0) AS n, MAX(mean) AS mean, MAX(sorted) AS sorted FROM stats"
 );
 
-/// Distinct tests per mark in the window: the marks whose previous instant
-/// for their test is before the window, counted per mark (one index range
-/// each); a mark with none has no row.
+/// The marks a rejection rate counts.
+macro_rules! rejection_marks {
+    () => {
+        "('validated', 'rejected', 'rejected:red', 'red_executed', 'rejected:blue', 'blue_completed')"
+    };
+}
+
+/// Distinct tests per mark in a window without a filter: every mark in the
+/// window less the repeats (marks whose previous one for their test is in
+/// the window too; 0007_mark_days.sql). The marks in the window are the
+/// kept counts of the whole days in it (`$3` first day, `$4` day after the
+/// last) and the marks of its partial ends (`[$1, $5)` and `[$6, $2)`),
+/// each a range of an index. A mark with none has no row.
+const REJECTIONS_BY_DAY: &str = concat!(
+    "SELECT mark, CAST(SUM(n) AS BIGINT) FROM (
+        SELECT mark, n FROM mark_days
+        WHERE mark IN ",
+    rejection_marks!(),
+    " AND day >= $3 AND day < $4
+        UNION ALL
+        SELECT mark, COUNT(*) FROM test_marks
+        WHERE mark IN ",
+    rejection_marks!(),
+    " AND occurred_at >= $1 AND occurred_at < $5
+        GROUP BY mark
+        UNION ALL
+        SELECT mark, COUNT(*) FROM test_marks
+        WHERE mark IN ",
+    rejection_marks!(),
+    " AND occurred_at >= $6 AND occurred_at < $2
+        GROUP BY mark
+        UNION ALL
+        SELECT mark, -COUNT(*) FROM test_marks
+        WHERE mark IN ",
+    rejection_marks!(),
+    " AND prev_at >= $1 AND prev_at < $2 AND occurred_at < $2
+        GROUP BY mark
+    ) parts
+    GROUP BY mark"
+);
+
+/// Distinct tests per mark in a filtered window: the marks whose previous
+/// instant for their test is before the window, counted per mark (one
+/// index range each); a mark with none has no row.
 const REJECTIONS: &str = concat!(
     "SELECT e.mark, COUNT(*)
      FROM test_marks e
-     WHERE e.mark IN ('validated', 'rejected', 'rejected:red', 'red_executed',
-                      'rejected:blue', 'blue_completed')
-       AND e.occurred_at >= $1 AND e.occurred_at < $2 AND (e.prev_at IS NULL OR e.prev_at < $1)",
+     WHERE e.mark IN ",
+    rejection_marks!(),
+    " AND e.occurred_at >= $1 AND e.occurred_at < $2 AND (e.prev_at IS NULL OR e.prev_at < $1)",
     event_filter!(),
     " GROUP BY e.mark"
 );
@@ -269,51 +315,37 @@ impl EventStore {
     /// Appends events in one statement (an event id already stored is
     /// skipped) and refreshes the milestones and marks of the tests and
     /// the milestones of the remediations they touch, in one transaction:
-    /// five statements at most. Returns
-    /// how many events were new.
+    /// five statements at most (the marks' day counts are kept by a trigger
+    /// of the first, 0007_mark_days). The last one carries the COMMIT.
+    /// Returns how many events were new.
     pub async fn append(&self, events: &[NewEvent], now: Micros) -> Result<u64, sqlx::Error> {
         if events.is_empty() {
             return Ok(0);
         }
         let mut tx = self.db.begin().await?;
-        let done = self
+        let stored = self
             .db
             .stmt(INSERT_EVENTS)
             .bind_rows(events)
             .bind(now)
             .execute(&mut tx)
             .await?;
+        let mut writes = Vec::with_capacity(4);
         let tests: BTreeSet<&str> = events.iter().filter_map(|e| e.test_id.as_deref()).collect();
         if !tests.is_empty() {
-            self.db
-                .stmt(REFRESH_TESTS)
-                .bind_ids(&tests)
-                .execute(&mut tx)
-                .await?;
-            self.db
-                .stmt(DROP_MARKS)
-                .bind_ids(&tests)
-                .execute(&mut tx)
-                .await?;
-            self.db
-                .stmt(INSERT_MARKS)
-                .bind_ids(&tests)
-                .execute(&mut tx)
-                .await?;
+            writes.push(self.db.stmt(REFRESH_TESTS).bind_ids(&tests));
+            writes.push(self.db.stmt(DROP_MARKS).bind_ids(&tests));
+            writes.push(self.db.stmt(INSERT_MARKS).bind_ids(&tests));
         }
         let remediations: BTreeSet<&str> = events
             .iter()
             .filter_map(|e| e.remediation_id.as_deref())
             .collect();
         if !remediations.is_empty() {
-            self.db
-                .stmt(REFRESH_REMEDIATIONS)
-                .bind_ids(&remediations)
-                .execute(&mut tx)
-                .await?;
+            writes.push(self.db.stmt(REFRESH_REMEDIATIONS).bind_ids(&remediations));
         }
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        tx.commit_with(writes).await?;
+        Ok(stored.rows_affected())
     }
 
     fn filtered(&self, sql: &'static str, filter: &Filter) -> Stmt {
@@ -344,12 +376,26 @@ impl EventStore {
         stats(&row, 0)
     }
 
-    /// Rejection counts over the window.
+    /// Rejection counts over the window: from the day counts without a
+    /// filter, from the marks alone with one.
     pub async fn rejections(&self, filter: &Filter) -> Result<Rejections, sqlx::Error> {
-        let rows = self
-            .filtered(REJECTIONS, filter)
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows = if filter.campaign_id.is_empty() && filter.technique_ids.is_empty() {
+            let ends = WindowDays::of(filter.from, filter.to);
+            self.db
+                .stmt(REJECTIONS_BY_DAY)
+                .bind(filter.from)
+                .bind(filter.to)
+                .bind(ends.first_day)
+                .bind(ends.end_day)
+                .bind(ends.head_end)
+                .bind(ends.tail_start)
+                .fetch_all(self.db.pool())
+                .await?
+        } else {
+            self.filtered(REJECTIONS, filter)
+                .fetch_all(self.db.pool())
+                .await?
+        };
         let mut counts = Rejections::default();
         for row in &rows {
             let mark: String = row.try_get(0)?;
@@ -437,6 +483,44 @@ impl EventStore {
     }
 }
 
+/// A window `[from, to)` cut at UTC midnights: the whole days in it
+/// (`first_day .. end_day`, counted from 1970-01-01) and its partial ends,
+/// `[from, head_end)` and `[tail_start, to)`. A window within one day, or
+/// across one midnight, has no whole day: its head is all of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct WindowDays {
+    first_day: i64,
+    end_day: i64,
+    head_end: Micros,
+    tail_start: Micros,
+}
+
+impl WindowDays {
+    fn of(from: Micros, to: Micros) -> Self {
+        let (from, to) = (from.as_micros(), to.as_micros());
+        let first_day =
+            from.div_euclid(MICROS_PER_DAY) + i64::from(from.rem_euclid(MICROS_PER_DAY) != 0);
+        let end_day = to.div_euclid(MICROS_PER_DAY);
+        match (
+            first_day.checked_mul(MICROS_PER_DAY),
+            end_day.checked_mul(MICROS_PER_DAY),
+        ) {
+            (Some(head_end), Some(tail_start)) if first_day < end_day => WindowDays {
+                first_day,
+                end_day,
+                head_end: Micros::from_micros(head_end),
+                tail_start: Micros::from_micros(tail_start),
+            },
+            _ => WindowDays {
+                first_day: 0,
+                end_day: 0,
+                head_end: Micros::from_micros(to),
+                tail_start: Micros::from_micros(to),
+            },
+        }
+    }
+}
+
 /// Reads (count, mean, ascending durations) starting at column `at`.
 fn stats(row: &AnyRow, at: usize) -> Result<DurationStats, sqlx::Error> {
     let count: i64 = row.try_get(at)?;
@@ -455,4 +539,60 @@ fn stats(row: &AnyRow, at: usize) -> Result<DurationStats, sqlx::Error> {
         ));
     }
     Ok(DurationStats::of_sorted(row.try_get(at + 1)?, &micros))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = MICROS_PER_DAY;
+
+    fn of(from: i64, to: i64) -> WindowDays {
+        WindowDays::of(Micros::from_micros(from), Micros::from_micros(to))
+    }
+
+    fn at(micros: i64) -> Micros {
+        Micros::from_micros(micros)
+    }
+
+    #[test]
+    fn a_window_is_cut_at_the_midnights_inside_it() {
+        // 12:00 on day 100 to 06:00 on day 103: days 101 and 102 whole.
+        let w = of(100 * DAY + DAY / 2, 103 * DAY + DAY / 4);
+        assert_eq!(
+            w,
+            WindowDays {
+                first_day: 101,
+                end_day: 103,
+                head_end: at(101 * DAY),
+                tail_start: at(103 * DAY),
+            }
+        );
+        // Aligned at both ends: no partial day.
+        let w = of(100 * DAY, 102 * DAY);
+        assert_eq!((w.first_day, w.end_day), (100, 102));
+        assert_eq!((w.head_end, w.tail_start), (at(100 * DAY), at(102 * DAY)));
+    }
+
+    #[test]
+    fn a_window_without_a_whole_day_is_all_head() {
+        for (from, to) in [
+            (100 * DAY + 1, 100 * DAY + 5),
+            (100 * DAY + DAY / 2, 101 * DAY + DAY / 2),
+            (100 * DAY, 100 * DAY + DAY - 1),
+            (-DAY / 2, DAY / 2),
+            (i64::MIN, i64::MIN + 1),
+        ] {
+            let w = of(from, to);
+            assert_eq!(w.first_day, w.end_day, "{from}..{to}");
+            assert_eq!((w.head_end, w.tail_start), (at(to), at(to)), "{from}..{to}");
+        }
+        // A midnight past the last instant: no overflow, all head.
+        let w = of(i64::MAX - 5, i64::MAX);
+        assert_eq!((w.head_end, w.tail_start), (Micros::MAX, Micros::MAX));
+        // The widest window: every day whole but the two partial ends.
+        let w = of(i64::MIN, i64::MAX);
+        assert!(w.first_day < w.end_day);
+        assert_eq!(w.head_end.as_micros() % DAY, 0);
+    }
 }
