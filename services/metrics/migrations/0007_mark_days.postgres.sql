@@ -1,5 +1,5 @@
 -- Rejection rates without a filter, at the year scale, without counting
--- every mark of the window (docs/BENCHMARKS.md "Rejection rates"): a test
+-- every mark of the window (docs/BENCHMARKS.md, 2026-12-05): a test
 -- counts for a mark when one of its marks lies in the window and the one
 -- before it does not (0004), so the count is every mark in the window less
 -- the repeats, the marks whose previous one is in the window too. The
