@@ -663,6 +663,20 @@ async fn an_impossible_history_is_refused_by_line_and_changes_nothing() {
         json!({"kind": "test", "test_id": "b7", "technique_id": "T1003", "state": "cancelled",
                "created_at": "2025-03-05T10:00:00Z", "executed_at": "2025-03-05T11:00:00Z",
                "blue_completed_at": "2025-03-05T12:00:00Z", "cancelled_at": "2025-03-06T10:00:00Z"}),
+        // 8: text over the limits the API holds the same fields to.
+        json!({"kind": "test", "test_id": "b8", "technique_id": "T1003", "state": "red_in_progress",
+               "created_at": "2025-03-05T10:00:00Z", "red_started_at": "2025-03-05T10:30:00Z",
+               "title": "t".repeat(1_025), "red_notes": "n".repeat(64 * 1024 + 1),
+               "rejections": [{"side": "red", "reason": "r".repeat(64 * 1024 + 1),
+                               "actor_id": "ada", "at": "2025-03-05T10:10:00Z"}]}),
+        // 9: a worklog note over 10,000 bytes.
+        json!({"kind": "worklog", "worklog_id": "w9", "test_id": "h1", "user_id": "ada",
+               "minutes": 5, "note": "w".repeat(10_001), "logged_at": "2025-03-05T10:00:00Z"}),
+        // 10: a display name over 200 bytes (not its id, as an export
+        // writes a user named by default: line 11).
+        json!({"kind": "user", "user_id": "bo", "role": "red_tech", "display_name": "é".repeat(101)}),
+        json!({"kind": "user", "user_id": "u".repeat(256), "role": "viewer",
+               "display_name": "u".repeat(256)}),
     ];
     let text: String = bad.iter().map(|l| l.to_string() + "\n").collect::<String>() + "not json\n";
     let refused = import(&app, &text).await.unwrap_err();
@@ -677,7 +691,7 @@ async fn an_impossible_history_is_refused_by_line_and_changes_nothing() {
         .collect();
     // An unreadable line is refused before anything else is checked.
     assert_eq!(violations.len(), 1, "{violations:?}");
-    assert!(violations[0].0.starts_with("line 8"), "{violations:?}");
+    assert!(violations[0].0.starts_with("line 12"), "{violations:?}");
 
     let text: String = bad.iter().map(|l| l.to_string() + "\n").collect();
     let refused = import(&app, &text).await.unwrap_err();
@@ -703,10 +717,23 @@ async fn an_impossible_history_is_refused_by_line_and_changes_nothing() {
         "{violations:?}"
     );
     assert!(!violations.iter().any(|(f, _)| f.starts_with("line 6")));
+    assert!(!violations.iter().any(|(f, _)| f.starts_with("line 11")));
     assert!(
         has(7, "outcome", "a completion has an outcome"),
         "{violations:?}"
     );
+    for (line, field, limit) in [
+        (8, "title", 1_024),
+        (8, "red_notes", 65_536),
+        (8, "rejections[0].reason", 65_536),
+        (9, "note", 10_000),
+        (10, "display_name", 200),
+    ] {
+        assert!(
+            has(line, field, &format!("exceed the limit of {limit}")),
+            "line {line} {field}: {violations:?}"
+        );
+    }
 
     // Nothing of it was written, and no event left.
     let found = client(&app)

@@ -123,10 +123,10 @@ pub const USER_KEY_LEN: usize = 2;
 /// worklogs): (instant, id), newest first.
 pub const TIMED_KEY_LEN: usize = 2;
 
-/// The longest display name.
-const MAX_NAME_LEN: usize = 200;
-/// The longest worklog note.
-const MAX_NOTE_LEN: usize = 10_000;
+/// The longest display name, in bytes (the history import holds to it too).
+pub const MAX_DISPLAY_NAME_BYTES: usize = 200;
+/// The longest worklog note, in bytes (the history import holds to it too).
+pub const MAX_WORKLOG_NOTE_BYTES: usize = 10_000;
 
 /// Users, notifications, worklogs and the remediation list.
 #[derive(Clone, Debug)]
@@ -166,7 +166,7 @@ impl People {
                     CampaignError::invalid(format!("users[{i}].role"), "required")
                 })?;
                 let name = u.display_name.trim();
-                if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains('\0') {
+                if name.is_empty() || name.len() > MAX_DISPLAY_NAME_BYTES || name.contains('\0') {
                     return Err(CampaignError::invalid(
                         format!("users[{i}].display_name"),
                         "required, at most 200 characters, without NUL",
@@ -337,7 +337,7 @@ impl People {
                 "must be positive",
             ));
         }
-        if note.len() > MAX_NOTE_LEN {
+        if note.len() > MAX_WORKLOG_NOTE_BYTES {
             return Err(CampaignError::invalid(
                 "worklog.note",
                 "longer than 10,000 bytes",

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use purple_api::{
-    batch::shown,
+    batch::{MAX_NAME_BYTES, MAX_TEXT_BYTES, shown},
     common::v1::{Outcome, Role},
 };
 use purple_runtime::time::Micros;
@@ -20,6 +20,7 @@ use crate::{
     domain::{
         DetectionResult, Milestones, Rejection, Remediation, RemediationState, State, TestRow,
     },
+    people::{MAX_DISPLAY_NAME_BYTES, MAX_WORKLOG_NOTE_BYTES},
     schedule::Recurrence,
     store::{
         campaigns::CampaignRow,
@@ -250,6 +251,18 @@ impl Checker<'_> {
         }
     }
 
+    /// Free text within the limit the API holds the same field to, so
+    /// that an imported history reads and edits as one the API wrote.
+    fn text(&mut self, line: usize, field: &str, value: &str, max: usize) {
+        if value.len() > max {
+            self.refusals.add(
+                line,
+                field,
+                format!("{} bytes exceed the limit of {max}", value.len()),
+            );
+        }
+    }
+
     fn user(&mut self, line: usize, field: &str, id: &str) {
         if !id.is_empty() && !self.users.contains(id) {
             self.refusals
@@ -419,6 +432,16 @@ fn duplicates<T>(
 fn user(c: &mut Checker, u: &Lined<UserRecord>) -> Option<UserRow> {
     let r = &u.record;
     c.id(u.line, "user_id", &r.user_id);
+    // A user's id (up to 256 bytes) is its name when none is given, here
+    // and when a token's subject first acts: an export writes it back.
+    if r.display_name.trim() != r.user_id {
+        c.text(
+            u.line,
+            "display_name",
+            r.display_name.trim(),
+            MAX_DISPLAY_NAME_BYTES,
+        );
+    }
     let Some(role) = Role::from_key(r.role.trim()).filter(|role| *role != Role::Service) else {
         c.refusals.add(
             u.line,
@@ -469,6 +492,8 @@ fn campaign(c: &mut Checker, x: &Lined<CampaignRecord>) -> Option<CampaignRow> {
     if r.name.trim().is_empty() {
         c.refusals.add(x.line, "name", "required");
     }
+    c.text(x.line, "name", r.name.trim(), MAX_NAME_BYTES);
+    c.text(x.line, "description", &r.description, MAX_TEXT_BYTES);
     c.user(x.line, "created_by", &r.created_by);
     let created_at = c.instant(x.line, "created_at", r.created_at);
     let (interval_seconds, cron, next_run_at) = match &r.schedule {
@@ -588,6 +613,9 @@ fn test(
     }
     c.user(line, "red_assignee_id", &r.red_assignee_id);
     c.user(line, "blue_assignee_id", &r.blue_assignee_id);
+    c.text(line, "title", &r.title, MAX_NAME_BYTES);
+    c.text(line, "red_notes", &r.red_notes, MAX_TEXT_BYTES);
+    c.text(line, "blue_notes", &r.blue_notes, MAX_TEXT_BYTES);
     let Some(state) = State::from_key(r.state.trim()) else {
         c.refusals.add(
             line,
@@ -617,6 +645,7 @@ fn test(
         if x.reason.trim().is_empty() {
             c.refusals.add(line, &field("reason"), "required");
         }
+        c.text(line, &field("reason"), &x.reason, MAX_TEXT_BYTES);
         c.user(line, &field("actor_id"), &x.actor_id);
         let rejected_at = c.instant(line, &field("at"), x.at);
         let rejection = Rejection {
@@ -918,6 +947,7 @@ fn result(
     let (line, x) = (r.line, &r.record);
     known_test(c, line, &x.test_id, tests)?;
     c.id(line, "rule_id", &x.rule_id);
+    c.text(line, "notes", &x.notes, MAX_TEXT_BYTES);
     let source = x.source.trim().to_ascii_lowercase();
     if !matches!(source.as_str(), "" | "sigma" | "elastic") {
         c.refusals
@@ -950,6 +980,7 @@ fn remediation(
     c.id(line, "remediation_id", &x.remediation_id);
     let (technique_id, _, _) = known_test(c, line, &x.test_id, tests)?.clone();
     c.user(line, "assignee_id", &x.assignee_id);
+    c.text(line, "notes", &x.notes, MAX_TEXT_BYTES);
     let Some(state) = RemediationState::from_key(x.state.trim()) else {
         c.refusals
             .add(line, "state", "must be open, in_progress or completed");
@@ -1011,6 +1042,7 @@ fn worklog(
         c.refusals.add(line, "user_id", "required");
     }
     c.user(line, "user_id", &x.user_id);
+    c.text(line, "note", &x.note, MAX_WORKLOG_NOTE_BYTES);
     if !(1..=100_000).contains(&x.minutes) {
         c.refusals
             .add(line, "minutes", "must be between 1 and 100,000");
