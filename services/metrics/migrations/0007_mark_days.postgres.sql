@@ -13,6 +13,12 @@
 -- on the event log keeps them, in the statement that appends the events:
 -- whichever release writes the log (an older one after a rollback,
 -- docs/adr/0007) keeps them right.
+-- First, the appends: an append committed between the count below and the
+-- trigger (an older replica's, in a rolling upgrade) would be in neither.
+-- This waits for those in flight and holds new ones until the migration
+-- commits; they then meet the trigger.
+LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE mark_days (
     mark  TEXT   NOT NULL,
     -- occurred_at / 86400000000: days since 1970-01-01 UTC (events are
