@@ -2,11 +2,13 @@
 //! text on SQLite and PostgreSQL: MTTD, MTTR and the trend over the
 //! milestones kept per test and per remediation, rejection rates over the
 //! marks kept per test (both refreshed in the transaction that appends
-//! their events).
+//! their events) and, without a filter, over the marks' per-day counts
+//! (kept by a trigger on the log, metrics migration 0007).
 //!
-//! Every metric statement binds: `$1` window start, `$2` window end
-//! (exclusive), `$3` campaign id or '', `$4` technique ids as a JSON array,
-//! `$5` 1 when the technique filter applies. Durations are computed in
+//! Every metric statement but the unfiltered rejection rates
+//! (`REJECTIONS_BY_DAY`, its own binds) binds: `$1` window start, `$2`
+//! window end (exclusive), `$3` campaign id or '', `$4` technique ids as a
+//! JSON array, `$5` 1 when the technique filter applies. Durations are computed in
 //! microseconds and returned in seconds as double precision. For the
 //! percentiles a statement returns each group's durations in ascending
 //! order, one sort inside one aggregate (`string_agg … ORDER BY`, the same
@@ -160,7 +162,7 @@ macro_rules! rejection_marks {
 
 /// Distinct tests per mark in a window without a filter: every mark in the
 /// window less the repeats (marks whose previous one for their test is in
-/// the window too; 0007_mark_days.sql). The marks in the window are the
+/// the window too; metrics migration 0007). The marks in the window are the
 /// kept counts of the whole days in it (`$3` first day, `$4` day after the
 /// last) and the marks of its partial ends (`[$1, $5)` and `[$6, $2)`),
 /// each a range of an index. A mark with none has no row.
@@ -316,7 +318,7 @@ impl EventStore {
     /// skipped) and refreshes the milestones and marks of the tests and
     /// the milestones of the remediations they touch, in one transaction:
     /// five statements at most (the marks' day counts are kept by a trigger
-    /// of the first, 0007_mark_days). The last one carries the COMMIT.
+    /// of the first, metrics migration 0007). The last one carries the COMMIT.
     /// Returns how many events were new.
     pub async fn append(&self, events: &[NewEvent], now: Micros) -> Result<u64, sqlx::Error> {
         if events.is_empty() {

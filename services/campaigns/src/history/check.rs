@@ -17,6 +17,7 @@ use super::format::{
     WorklogRecord,
 };
 use crate::{
+    convert::text_fault,
     domain::{
         DetectionResult, Milestones, Rejection, Remediation, RemediationState, State, TestRow,
     },
@@ -252,14 +253,11 @@ impl Checker<'_> {
     }
 
     /// Free text within the limit the API holds the same field to, so
-    /// that an imported history reads and edits as one the API wrote.
+    /// that an imported history reads and edits as one the API wrote (the
+    /// API's own check, [`text_fault`]).
     fn text(&mut self, line: usize, field: &str, value: &str, max: usize) {
-        if value.len() > max {
-            self.refusals.add(
-                line,
-                field,
-                format!("{} bytes exceed the limit of {max}", value.len()),
-            );
+        if let Some(why) = text_fault(value, max) {
+            self.refusals.add(line, field, why);
         }
     }
 
